@@ -1,0 +1,8 @@
+//! zonewall: zone-based firewall policy from the firewall manager, enforced in Kubernetes
+//! with eBPF, with every cross-zone flow reported to the SIEM.
+//!
+//! Data flows one way: firewall source -> model -> translate -> ZonePolicy -> compile ->
+//! maps -> programs -> events -> flow table -> format -> sink. This crate holds every
+//! userspace part; `main.rs` only wires them together.
+
+pub mod datapath;
