@@ -6,3 +6,4 @@
 //! userspace part; `main.rs` only wires them together.
 
 pub mod datapath;
+pub mod firewall;

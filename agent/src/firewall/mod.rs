@@ -1,0 +1,3 @@
+//! Firewall sources: where the security team's policy is read from.
+
+pub mod panos;

@@ -1,0 +1,3 @@
+//! Palo Alto Networks PAN-OS and Panorama.
+
+pub mod client;
