@@ -6,4 +6,7 @@
 //! userspace part; `main.rs` only wires them together.
 
 pub mod datapath;
+pub mod explain;
 pub mod firewall;
+pub mod inventory;
+pub mod model;

@@ -1,0 +1,316 @@
+//! Tag filter expressions of dynamic address groups: `'web' and ('prod' or not 'legacy')`.
+//!
+//! Precedence: `not` binds tightest, then `and`, then `or`; parentheses group. Tags are
+//! single- or double-quoted, or bare words. Keywords are case-insensitive.
+//!
+//! A filter matches an address object when the object's tags satisfy it, and a workload when
+//! its labels do: a tag `key=value` (or `key:value`) holds when the workload has label `key`
+//! with exactly that value. Neither `=` nor `:` can appear in a Kubernetes label key or value,
+//! so the split is unambiguous. A tag without `=` or `:` never matches a workload label.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TagExpr {
+    Tag(String),
+    Not(Box<TagExpr>),
+    And(Vec<TagExpr>),
+    Or(Vec<TagExpr>),
+}
+
+/// A filter that could not be parsed; `offset` is the byte offset in the filter text.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid tag filter {filter:?} at character {offset}: {problem}")]
+pub struct TagExprError {
+    pub filter: String,
+    pub offset: usize,
+    pub problem: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Token {
+    Open,
+    Close,
+    And,
+    Or,
+    Not,
+    Tag(String),
+}
+
+const MAX_FILTER_NESTING: usize = 64;
+
+fn tokenize(filter: &str) -> Result<Vec<(usize, Token)>, TagExprError> {
+    let err = |offset: usize, problem: &str| TagExprError {
+        filter: filter.to_string(),
+        offset,
+        problem: problem.to_string(),
+    };
+    let mut tokens = Vec::new();
+    let chars: Vec<(usize, char)> = filter.char_indices().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        let (offset, c) = chars[i];
+        match c {
+            c if c.is_whitespace() => i += 1,
+            '(' => {
+                tokens.push((offset, Token::Open));
+                i += 1;
+            }
+            ')' => {
+                tokens.push((offset, Token::Close));
+                i += 1;
+            }
+            '\'' | '"' => {
+                let quote = c;
+                let mut j = i + 1;
+                let mut text = String::new();
+                while j < chars.len() && chars[j].1 != quote {
+                    text.push(chars[j].1);
+                    j += 1;
+                }
+                if j == chars.len() {
+                    return Err(err(offset, "unterminated quoted tag"));
+                }
+                if text.is_empty() {
+                    return Err(err(offset, "empty tag name"));
+                }
+                tokens.push((offset, Token::Tag(text)));
+                i = j + 1;
+            }
+            _ => {
+                let mut j = i;
+                let mut word = String::new();
+                while j < chars.len() {
+                    let ch = chars[j].1;
+                    if ch.is_whitespace() || matches!(ch, '(' | ')' | '\'' | '"') {
+                        break;
+                    }
+                    word.push(ch);
+                    j += 1;
+                }
+                let token = match word.to_ascii_lowercase().as_str() {
+                    "and" => Token::And,
+                    "or" => Token::Or,
+                    "not" => Token::Not,
+                    _ => Token::Tag(word),
+                };
+                tokens.push((offset, token));
+                i = j;
+            }
+        }
+    }
+    Ok(tokens)
+}
+
+struct Parser<'a> {
+    filter: &'a str,
+    tokens: Vec<(usize, Token)>,
+    pos: usize,
+    depth: usize,
+}
+
+impl Parser<'_> {
+    fn err(&self, problem: &str) -> TagExprError {
+        let offset = self
+            .tokens
+            .get(self.pos)
+            .map_or(self.filter.len(), |(o, _)| *o);
+        TagExprError {
+            filter: self.filter.to_string(),
+            offset,
+            problem: problem.to_string(),
+        }
+    }
+
+    fn peek(&self) -> Option<&Token> {
+        self.tokens.get(self.pos).map(|(_, t)| t)
+    }
+
+    fn or_expr(&mut self) -> Result<TagExpr, TagExprError> {
+        let mut terms = vec![self.and_expr()?];
+        while self.peek() == Some(&Token::Or) {
+            self.pos += 1;
+            terms.push(self.and_expr()?);
+        }
+        Ok(if terms.len() == 1 {
+            terms.remove(0)
+        } else {
+            TagExpr::Or(terms)
+        })
+    }
+
+    fn and_expr(&mut self) -> Result<TagExpr, TagExprError> {
+        let mut terms = vec![self.unary()?];
+        while self.peek() == Some(&Token::And) {
+            self.pos += 1;
+            terms.push(self.unary()?);
+        }
+        Ok(if terms.len() == 1 {
+            terms.remove(0)
+        } else {
+            TagExpr::And(terms)
+        })
+    }
+
+    fn unary(&mut self) -> Result<TagExpr, TagExprError> {
+        self.depth += 1;
+        if self.depth > MAX_FILTER_NESTING {
+            return Err(self.err("filter nested too deeply"));
+        }
+        let result = match self.peek().cloned() {
+            Some(Token::Not) => {
+                self.pos += 1;
+                Ok(TagExpr::Not(Box::new(self.unary()?)))
+            }
+            Some(Token::Open) => {
+                self.pos += 1;
+                let inner = self.or_expr()?;
+                if self.peek() != Some(&Token::Close) {
+                    return Err(self.err("expected ')'"));
+                }
+                self.pos += 1;
+                Ok(inner)
+            }
+            Some(Token::Tag(tag)) => {
+                self.pos += 1;
+                Ok(TagExpr::Tag(tag))
+            }
+            Some(_) => Err(self.err("expected a tag, 'not' or '('")),
+            None => Err(self.err("filter ends where a tag was expected")),
+        };
+        self.depth -= 1;
+        result
+    }
+}
+
+impl TagExpr {
+    pub fn parse(filter: &str) -> Result<TagExpr, TagExprError> {
+        let tokens = tokenize(filter)?;
+        let mut parser = Parser {
+            filter,
+            tokens,
+            pos: 0,
+            depth: 0,
+        };
+        let expr = parser.or_expr()?;
+        if parser.pos != parser.tokens.len() {
+            return Err(parser.err("unexpected text after the end of the filter"));
+        }
+        Ok(expr)
+    }
+
+    /// Evaluates the filter with `has_tag` deciding each tag.
+    pub fn matches(&self, has_tag: &dyn Fn(&str) -> bool) -> bool {
+        match self {
+            TagExpr::Tag(t) => has_tag(t),
+            TagExpr::Not(inner) => !inner.matches(has_tag),
+            TagExpr::And(terms) => terms.iter().all(|t| t.matches(has_tag)),
+            TagExpr::Or(terms) => terms.iter().any(|t| t.matches(has_tag)),
+        }
+    }
+
+    pub fn matches_tags(&self, tags: &[String]) -> bool {
+        self.matches(&|t| tags.iter().any(|have| have == t))
+    }
+
+    pub fn matches_labels(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.matches(&|tag| tag_matches_labels(tag, labels))
+    }
+
+    /// All tag names the filter mentions.
+    pub fn tags(&self) -> Vec<&str> {
+        let mut out = Vec::new();
+        self.collect_tags(&mut out);
+        out
+    }
+
+    fn collect_tags<'a>(&'a self, out: &mut Vec<&'a str>) {
+        match self {
+            TagExpr::Tag(t) => out.push(t),
+            TagExpr::Not(inner) => inner.collect_tags(out),
+            TagExpr::And(terms) | TagExpr::Or(terms) => {
+                terms.iter().for_each(|t| t.collect_tags(out))
+            }
+        }
+    }
+}
+
+/// `key=value` or `key:value` against a label map (see the module documentation).
+pub fn tag_matches_labels(tag: &str, labels: &BTreeMap<String, String>) -> bool {
+    let split = tag.split_once('=').or_else(|| tag.split_once(':'));
+    match split {
+        Some((key, value)) => labels.get(key).is_some_and(|v| v == value),
+        None => false,
+    }
+}
+
+impl fmt::Display for TagExpr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let join = |f: &mut fmt::Formatter<'_>, terms: &[TagExpr], op: &str| {
+            write!(f, "(")?;
+            for (i, t) in terms.iter().enumerate() {
+                if i > 0 {
+                    write!(f, " {op} ")?;
+                }
+                write!(f, "{t}")?;
+            }
+            write!(f, ")")
+        };
+        match self {
+            TagExpr::Tag(t) => write!(f, "'{t}'"),
+            TagExpr::Not(inner) => write!(f, "not {inner}"),
+            TagExpr::And(terms) => join(f, terms, "and"),
+            TagExpr::Or(terms) => join(f, terms, "or"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tags(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn precedence_and_parentheses() {
+        let e = TagExpr::parse("'a' or 'b' and not 'c'").unwrap();
+        assert!(e.matches_tags(&tags(&["a", "c"])));
+        assert!(e.matches_tags(&tags(&["b"])));
+        assert!(!e.matches_tags(&tags(&["b", "c"])));
+        let e = TagExpr::parse("('a' or 'b') and not 'c'").unwrap();
+        assert!(!e.matches_tags(&tags(&["a", "c"])));
+        assert!(e.matches_tags(&tags(&["a"])));
+        let e = TagExpr::parse("web AND \"prod env\"").unwrap();
+        assert!(e.matches_tags(&tags(&["web", "prod env"])));
+        assert!(!e.matches_tags(&tags(&["web"])));
+    }
+
+    #[test]
+    fn errors_point_at_the_problem() {
+        let err = TagExpr::parse("'a' and (").unwrap_err();
+        assert_eq!(err.offset, 9);
+        assert!(TagExpr::parse("'a' 'b'").is_err());
+        assert!(TagExpr::parse("'a").is_err());
+        assert!(TagExpr::parse("").is_err());
+        assert!(TagExpr::parse(&"(".repeat(500)).is_err());
+    }
+
+    #[test]
+    fn labels() {
+        let labels: BTreeMap<String, String> = [("app".to_string(), "web".to_string())]
+            .into_iter()
+            .collect();
+        assert!(TagExpr::parse("'app=web'").unwrap().matches_labels(&labels));
+        assert!(TagExpr::parse("'app:web'").unwrap().matches_labels(&labels));
+        assert!(!TagExpr::parse("'app=db'").unwrap().matches_labels(&labels));
+        assert!(!TagExpr::parse("'web'").unwrap().matches_labels(&labels));
+        assert!(
+            TagExpr::parse("not 'app=db'")
+                .unwrap()
+                .matches_labels(&labels)
+        );
+    }
+}
