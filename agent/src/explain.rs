@@ -94,12 +94,21 @@ pub fn explain(request: &ExplainRequest) -> Result<Explanation, ExplainError> {
         Zones::Inventory(path) => Some(Inventory::load_file(path)?),
         Zones::Given { .. } => None,
     };
+    let started = std::time::Instant::now();
     let config = panos::load_file(&request.panos_config, Limits::default())?;
+    let parsed = started.elapsed();
     let options = ResolveOptions {
         device_group: request.device_group.clone(),
         ..ResolveOptions::default()
     };
     let resolved = panos::resolve(&config, &options)?;
+    tracing::debug!(
+        parse_seconds = parsed.as_secs_f64(),
+        resolve_seconds = (started.elapsed() - parsed).as_secs_f64(),
+        rules = resolved.policy.rules.len(),
+        warnings = resolved.warnings.len(),
+        "firewall configuration loaded"
+    );
 
     let (source_zone, destination_zone) = match (&request.zones, &inventory) {
         (

@@ -29,7 +29,11 @@ impl Default for Limits {
 
 /// Line and column (1-based) of a byte offset.
 pub(crate) fn line_column(text: &str, offset: usize) -> (u32, u32) {
-    let before = &text[..offset.min(text.len())];
+    let mut end = offset.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let before = &text[..end];
     let line = before.matches('\n').count() + 1;
     let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
     (line as u32, column as u32)
@@ -50,7 +54,11 @@ fn doctype_in_prolog(text: &str) -> Option<usize> {
             i += rest.find("?>").map_or(bytes.len(), |end| end + 2);
         } else if rest.starts_with("<!--") {
             i += rest.find("-->").map_or(bytes.len(), |end| end + 3);
-        } else if rest.len() >= 9 && rest[..9].eq_ignore_ascii_case("<!DOCTYPE") {
+        } else if rest
+            .as_bytes()
+            .get(..9)
+            .is_some_and(|head| head.eq_ignore_ascii_case(b"<!DOCTYPE"))
+        {
             return Some(i);
         } else if rest.starts_with("<!") {
             // `<!ENTITY` or other markup declarations outside a DOCTYPE: refuse as well.
@@ -186,6 +194,15 @@ pub(crate) fn members(node: Node<'_, '_>, name: &str) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
+    /// Found by the fuzzer: a multi-byte character where the DOCTYPE check slices 9 bytes.
+    #[test]
+    fn prolog_check_survives_multibyte_characters() {
+        let text = "]]><s><d\u{feff}g-dev<<<wo";
+        assert!(parse_document(text, "fuzz.xml", Limits::default()).is_err());
+        assert_eq!(doctype_in_prolog("<\u{feff}\u{feff}\u{feff}"), None);
+        assert_eq!(line_column("a\u{feff}b", 2), (1, 2));
+    }
+
     use super::*;
 
     #[test]
