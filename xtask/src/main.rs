@@ -1,5 +1,6 @@
 //! Developer and CI tasks: `cargo xtask setup | test | demo`.
 
+mod bench;
 mod setup;
 mod test;
 
@@ -12,6 +13,11 @@ struct Cli {
     command: Command,
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum BenchKind {
+    Parse,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Install what a fresh Debian machine lacks (packages, nightly rust-src, bpf-linker) and
@@ -22,12 +28,20 @@ enum Command {
     Test,
     /// Run zonewall end to end on this machine (not built yet).
     Demo,
+    /// Measurements (release builds): `parse` times reading a 10,000-rule Panorama config.
+    Bench {
+        #[arg(value_enum, default_value = "parse")]
+        which: BenchKind,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Setup => setup::run(),
         Command::Test => test::run(),
+        Command::Bench {
+            which: BenchKind::Parse,
+        } => bench::run_parse(),
         Command::Demo => anyhow::bail!(
             "`cargo xtask demo` does not exist yet: it arrives with the node agent (see the README status table)"
         ),

@@ -141,6 +141,8 @@ struct Names<'c> {
     services: HashMap<&'c str, (ServiceEntity<'c>, View)>,
     /// Visible address objects that carry tags (candidates for dynamic groups).
     tagged: Vec<&'c AddressObject>,
+    /// For each tag, the indices into `tagged` of the objects carrying it, ascending.
+    tag_members: HashMap<&'c str, Vec<u32>>,
 }
 
 impl<'c> Names<'c> {
@@ -185,6 +187,15 @@ impl<'c> Names<'c> {
             })
             .collect();
         names.tagged.sort_by(|a, b| a.name.cmp(&b.name));
+        for (index, object) in names.tagged.iter().enumerate() {
+            for tag in &object.tags {
+                let members = names.tag_members.entry(tag.as_str()).or_default();
+                // An object listing a tag twice must appear once.
+                if members.last() != Some(&(index as u32)) {
+                    members.push(index as u32);
+                }
+            }
+        }
         names
     }
 }
@@ -298,10 +309,10 @@ impl<'c> Namespace<'c> {
                     group: group.name.clone(),
                     problem: e.to_string(),
                 })?;
-                for object in &self.names(view).tagged {
-                    if expr.matches_tags(&object.tags) {
-                        set.append(&address_value(object)?);
-                    }
+                let names = self.names(view);
+                let members = |tag: &str| names.tag_members.get(tag).map_or(&[][..], Vec::as_slice);
+                for index in expr.select(names.tagged.len(), &members).iter() {
+                    set.append(&address_value(names.tagged[index])?);
                 }
                 set.dynamic.push(DynamicMatch {
                     group: group.name.clone(),
