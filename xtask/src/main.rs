@@ -1,5 +1,6 @@
-//! Developer and CI tasks: `cargo xtask setup | test | demo`.
+//! Developer and CI tasks: `cargo xtask setup | test | codegen | demo`.
 
+mod crd;
 mod setup;
 mod test;
 
@@ -17,9 +18,14 @@ enum Command {
     /// Install what a fresh Debian machine lacks (packages, nightly rust-src, bpf-linker) and
     /// mount bpffs. Idempotent: a second run changes nothing.
     Setup,
-    /// setup, then formatting, clippy (host crates and the eBPF crate), unit tests and the
-    /// privileged tests. Set ZONEWALL_REQUIRE_PRIVILEGED=1 to fail instead of skipping them.
+    /// setup, then formatting, clippy (host crates and the eBPF crate), the committed CRD
+    /// against `zonewall crd`, unit tests and the privileged tests. Set ZONEWALL_REQUIRE_PRIVILEGED=1 to fail instead of skipping them.
     Test,
+    /// Regenerate committed artifacts (the ZonePolicy CRD); with --check, only compare.
+    Codegen {
+        #[arg(long)]
+        check: bool,
+    },
     /// Run zonewall end to end on this machine (not built yet).
     Demo,
 }
@@ -28,6 +34,8 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Setup => setup::run(),
         Command::Test => test::run(),
+        Command::Codegen { check: false } => crd::write(&workspace_root()),
+        Command::Codegen { check: true } => crd::check(&workspace_root()),
         Command::Demo => anyhow::bail!(
             "`cargo xtask demo` does not exist yet: it arrives with the node agent (see the README status table)"
         ),
