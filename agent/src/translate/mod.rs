@@ -426,14 +426,9 @@ fn zone_objects(
         egress, ingress, ..
     } = whole.spec;
     let empty = make_object(cx, 1, 1, Vec::new(), Vec::new());
-    // Room for rules: the limit minus the fixed part (warnings of every rule included,
-    // an over-estimate) and a margin for the estimate's error.
-    let fixed = yaml(&empty)?.len()
-        + cx.warnings
-            .iter()
-            .map(|w| w.to_string().len() + 8)
-            .sum::<usize>();
-    let budget = limit.saturating_sub(fixed).saturating_mul(9) / 10;
+    // Room for rules: the limit minus the fixed part (configuration-wide warnings included),
+    // with a margin for the estimate's error. Each rule brings its own warnings along.
+    let budget = limit.saturating_sub(yaml(&empty)?.len()).saturating_mul(9) / 10;
     let mut parts: Vec<(Vec<ZoneRule>, Vec<ZoneRule>)> = vec![(Vec::new(), Vec::new())];
     let mut used = 0;
     for (is_egress, rule) in egress
@@ -441,7 +436,13 @@ fn zone_objects(
         .map(|r| (true, r))
         .chain(ingress.into_iter().map(|r| (false, r)))
     {
-        let bytes = rule_bytes(&rule)?;
+        let warnings: usize = cx
+            .warnings
+            .iter()
+            .filter(|w| warning_matches(w, &rule))
+            .map(|w| w.to_string().len() + 8)
+            .sum();
+        let bytes = rule_bytes(&rule)? + warnings;
         if bytes > budget {
             return Err(TranslateError::RuleTooLarge {
                 zone: cx.zone.unwrap_or(ANY_ZONE).to_string(),
