@@ -418,13 +418,30 @@ fn zone_objects(
     ingress: Vec<ZoneRule>,
     limit: usize,
 ) -> Result<Vec<ZonePolicy>, TranslateError> {
-    let whole = make_object(cx, 1, 1, egress, ingress);
-    if yaml(&whole)?.len() <= limit {
-        return Ok(vec![whole]);
+    // Every rule serializes to well over this many bytes (action, rule type, peer zones and
+    // the three columns), so more rules than fit at this size cannot fit in one object and
+    // the whole-object serialization is skipped.
+    const MIN_RULE_BYTES: usize = 120;
+    if (egress.len() + ingress.len()).saturating_mul(MIN_RULE_BYTES) <= limit {
+        let whole = make_object(cx, 1, 1, egress, ingress);
+        if yaml(&whole)?.len() <= limit {
+            return Ok(vec![whole]);
+        }
+        let ZonePolicySpec {
+            egress, ingress, ..
+        } = whole.spec;
+        return split(cx, egress, ingress, limit);
     }
-    let ZonePolicySpec {
-        egress, ingress, ..
-    } = whole.spec;
+    split(cx, egress, ingress, limit)
+}
+
+/// Ordered parts, each under `limit`.
+fn split(
+    cx: &ObjectContext<'_>,
+    egress: Vec<ZoneRule>,
+    ingress: Vec<ZoneRule>,
+    limit: usize,
+) -> Result<Vec<ZonePolicy>, TranslateError> {
     let empty = make_object(cx, 1, 1, Vec::new(), Vec::new());
     // Room for rules: the limit minus the fixed part (configuration-wide warnings included),
     // with a margin for the estimate's error. Each rule brings its own warnings along.
