@@ -1,16 +1,34 @@
 //! `zonewall explain`: which firewall rule decides a flow and why, in the firewall's words.
 //!
-//! Pure apart from reading the two input files: zones come from the command line or from the
+//! Pure apart from reading the input files: zones come from the command line or from the
 //! inventory (an address no endpoint owns is in the inventory's external zone), the verdict
-//! from the reference evaluator over the resolved firewall policy.
+//! from the reference evaluator over the resolved firewall policy, or from the ZonePolicy
+//! evaluator over a directory of ZonePolicy YAML (the cluster form of the same policy).
 
 use std::{net::IpAddr, path::PathBuf};
 
 use crate::{
     firewall::panos::{self, Limits, PanosError, ResolveOptions, Warning},
     inventory::{Inventory, InventoryError},
-    model::{Flow, NoLabels, Verdict, eval::protocol_name},
+    model::{Flow, LabelSource, NoLabels, Rulebase, Verdict, eval::protocol_name},
+    policy::{
+        DecidedBy, PolicySet, PolicySetError, PolicyVerdict,
+        load::{LoadError, load_dir},
+        resource,
+    },
 };
+
+/// Which form of the policy answers.
+#[derive(Clone, Debug)]
+pub enum PolicySource {
+    /// The firewall configuration, through the reference evaluator.
+    Panos {
+        config: PathBuf,
+        device_group: Option<String>,
+    },
+    /// A directory of ZonePolicy YAML, through the ZonePolicy evaluator.
+    ZonePolicies(PathBuf),
+}
 
 /// Where the zones of the flow come from.
 #[derive(Clone, Debug)]
@@ -21,8 +39,7 @@ pub enum Zones {
 
 #[derive(Clone, Debug)]
 pub struct ExplainRequest {
-    pub panos_config: PathBuf,
-    pub device_group: Option<String>,
+    pub policy: PolicySource,
     pub zones: Zones,
     pub source: IpAddr,
     pub destination: IpAddr,
@@ -37,6 +54,10 @@ pub enum ExplainError {
     Config(#[from] PanosError),
     #[error(transparent)]
     Inventory(#[from] InventoryError),
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error("invalid ZonePolicies: {0}")]
+    Policies(#[from] PolicySetError),
     #[error("--src {src} and --dst {dst} are not the same IP version; a flow has one")]
     MixedFamilies { src: IpAddr, dst: IpAddr },
     #[error("--{flag} is only meaningful for tcp, udp and sctp, not {protocol}")]
@@ -51,7 +72,8 @@ impl ExplainError {
     pub fn exit_code(&self) -> u8 {
         match self {
             ExplainError::Config(PanosError::Io { .. })
-            | ExplainError::Inventory(InventoryError::Io { .. }) => 1,
+            | ExplainError::Inventory(InventoryError::Io { .. })
+            | ExplainError::Load(LoadError::Io { .. }) => 1,
             _ => 2,
         }
     }
@@ -68,6 +90,8 @@ pub struct Explanation {
     pub other_warnings: Vec<Warning>,
     /// Zones of the flow the configuration does not define.
     pub undefined_zones: Vec<String>,
+    /// With ZonePolicies: the verdicts at egress and at ingress.
+    pub zone_policy: Option<(PolicyVerdict, PolicyVerdict)>,
 }
 
 pub fn explain(request: &ExplainRequest) -> Result<Explanation, ExplainError> {
@@ -94,22 +118,6 @@ pub fn explain(request: &ExplainRequest) -> Result<Explanation, ExplainError> {
         Zones::Inventory(path) => Some(Inventory::load_file(path)?),
         Zones::Given { .. } => None,
     };
-    let started = std::time::Instant::now();
-    let config = panos::load_file(&request.panos_config, Limits::default())?;
-    let parsed = started.elapsed();
-    let options = ResolveOptions {
-        device_group: request.device_group.clone(),
-        ..ResolveOptions::default()
-    };
-    let resolved = panos::resolve(&config, &options)?;
-    tracing::debug!(
-        parse_seconds = parsed.as_secs_f64(),
-        resolve_seconds = (started.elapsed() - parsed).as_secs_f64(),
-        rules = resolved.policy.rules.len(),
-        warnings = resolved.warnings.len(),
-        "firewall configuration loaded"
-    );
-
     let (source_zone, destination_zone) = match (&request.zones, &inventory) {
         (
             Zones::Given {
@@ -133,10 +141,44 @@ pub fn explain(request: &ExplainRequest) -> Result<Explanation, ExplainError> {
         source_port: request.source_port,
         destination_port: request.destination_port,
     };
-    let verdict = match &inventory {
-        Some(inventory) => resolved.policy.evaluate(&flow, inventory),
-        None => resolved.policy.evaluate(&flow, &NoLabels),
+    let labels: &dyn LabelSource = match &inventory {
+        Some(inventory) => inventory,
+        None => &NoLabels,
     };
+    let (config, device_group) = match &request.policy {
+        PolicySource::Panos {
+            config,
+            device_group,
+        } => (config, device_group),
+        PolicySource::ZonePolicies(dir) => {
+            let set = PolicySet::new(&load_dir(dir)?)?;
+            let (egress, ingress) = set.evaluate_flow(&flow, labels);
+            return Ok(Explanation {
+                verdict: combined_verdict(&flow, &egress, &ingress),
+                flow,
+                rule_warnings: Vec::new(),
+                other_warnings: Vec::new(),
+                undefined_zones: Vec::new(),
+                zone_policy: Some((egress, ingress)),
+            });
+        }
+    };
+    let started = std::time::Instant::now();
+    let config = panos::load_file(config, Limits::default())?;
+    let parsed = started.elapsed();
+    let options = ResolveOptions {
+        device_group: device_group.clone(),
+        ..ResolveOptions::default()
+    };
+    let resolved = panos::resolve(&config, &options)?;
+    tracing::debug!(
+        parse_seconds = parsed.as_secs_f64(),
+        resolve_seconds = (started.elapsed() - parsed).as_secs_f64(),
+        rules = resolved.policy.rules.len(),
+        warnings = resolved.warnings.len(),
+        "firewall configuration loaded"
+    );
+    let verdict = resolved.policy.evaluate(&flow, labels);
     let undefined_zones = [&flow.source_zone, &flow.destination_zone]
         .into_iter()
         .filter(|zone| !resolved.policy.zones.contains(*zone))
@@ -155,7 +197,137 @@ pub fn explain(request: &ExplainRequest) -> Result<Explanation, ExplainError> {
         rule_warnings,
         other_warnings: others,
         undefined_zones,
+        zone_policy: None,
     })
+}
+
+/// What the dataplane does with the flow, in the firewall's terms: the egress verdict when
+/// it blocks, else the ingress verdict (both agree for a faithfully translated firewall tier).
+fn combined_verdict(flow: &Flow, egress: &PolicyVerdict, ingress: &PolicyVerdict) -> Verdict {
+    let deciding = if egress.decision.is_allow() {
+        ingress
+    } else {
+        egress
+    };
+    let (rule, rulebase, device_group, uuid, position, index, log_start, log_end) =
+        match &deciding.decided_by {
+            DecidedBy::Rule(hit) => {
+                let (rule, rulebase, device_group, uuid, position) = match &hit.provenance {
+                    Some(p) => (
+                        p.rule.clone(),
+                        match p.rulebase {
+                            resource::Rulebase::Pre => Rulebase::Pre,
+                            resource::Rulebase::Local => Rulebase::Local,
+                            resource::Rulebase::Post => Rulebase::Post,
+                            resource::Rulebase::Default => Rulebase::Default,
+                        },
+                        p.device_group.clone(),
+                        p.uuid.clone(),
+                        p.position as usize,
+                    ),
+                    None => (
+                        format!("{}[{}]", hit.direction.as_str(), hit.index),
+                        Rulebase::Pre,
+                        hit.policy.clone(),
+                        None,
+                        hit.index,
+                    ),
+                };
+                (
+                    rule,
+                    rulebase,
+                    device_group,
+                    uuid,
+                    position,
+                    hit.index,
+                    hit.log_start,
+                    hit.log_end,
+                )
+            }
+            DecidedBy::EndOfTier { .. } => (
+                "(end of firewall tier)".to_string(),
+                Rulebase::Default,
+                String::new(),
+                None,
+                0,
+                0,
+                false,
+                false,
+            ),
+            DecidedBy::NoZonePolicy { .. } => (
+                "(no zone policy)".to_string(),
+                Rulebase::Default,
+                String::new(),
+                None,
+                0,
+                0,
+                false,
+                false,
+            ),
+            DecidedBy::DefaultAllow => (
+                "(default allow)".to_string(),
+                Rulebase::Default,
+                String::new(),
+                None,
+                0,
+                0,
+                false,
+                false,
+            ),
+        };
+    Verdict {
+        action: deciding.decision.firewall_action(),
+        rule,
+        rulebase,
+        device_group,
+        src_zone: flow.source_zone.clone(),
+        dst_zone: flow.destination_zone.clone(),
+        uuid,
+        position,
+        rule_index: index,
+        log_start,
+        log_end,
+        reason: format!("{}; {}", describe(egress), describe(ingress)),
+    }
+}
+
+/// One direction's verdict in words.
+fn describe(verdict: &PolicyVerdict) -> String {
+    let by = match &verdict.decided_by {
+        DecidedBy::Rule(hit) => format!(
+            "rule {} '{}' of ZonePolicy '{}' (tier {})",
+            hit.index,
+            hit.provenance
+                .as_ref()
+                .map_or_else(|| "(unnamed)".to_string(), |p| p.rule.clone()),
+            hit.policy,
+            hit.tier.as_str()
+        ),
+        DecidedBy::EndOfTier { tier } => format!(
+            "no rule of tier {} matched, so the tier denies as the firewall does after its last rule",
+            tier.as_str()
+        ),
+        DecidedBy::NoZonePolicy { tier, zone } => format!(
+            "tier {} has no ZonePolicy for zone '{zone}' and no 'any' ZonePolicy, so it fails closed",
+            tier.as_str()
+        ),
+        DecidedBy::DefaultAllow => "no tier decided, so the default allows".to_string(),
+    };
+    let mut text = format!(
+        "{} at zone '{}': {} by {by}",
+        verdict.direction.as_str(),
+        verdict.zone,
+        verdict.decision.firewall_action()
+    );
+    if let Some((decision, _)) = &verdict.audit
+        && !decision.is_allow()
+    {
+        text.push_str(&format!(
+            " (an Audit policy would {})",
+            decision.firewall_action()
+        ));
+    }
+    text
 }
 
 impl Explanation {
@@ -192,7 +364,13 @@ impl Explanation {
             flow.source_zone,
             flow.destination_zone
         ));
-        text.push_str(&format!("  why:     {}\n", verdict.reason));
+        match &self.zone_policy {
+            Some((egress, ingress)) => {
+                text.push_str(&format!("  egress:  {}\n", describe(egress)));
+                text.push_str(&format!("  ingress: {}\n", describe(ingress)));
+            }
+            None => text.push_str(&format!("  why:     {}\n", verdict.reason)),
+        }
         let logging = match (verdict.log_start, verdict.log_end) {
             (true, true) => "logged at session start and end",
             (true, false) => "logged at session start",

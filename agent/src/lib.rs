@@ -10,3 +10,5 @@ pub mod explain;
 pub mod firewall;
 pub mod inventory;
 pub mod model;
+pub mod policy;
+pub mod translate;

@@ -1,12 +1,21 @@
 //! The `zonewall` command: parse flags, build the parts from the library, run, map errors to
 //! an exit code (0 success, 1 runtime failure, 2 invalid input).
 
-use std::{net::IpAddr, path::PathBuf, process::ExitCode};
+use std::{
+    io::Write as _,
+    net::IpAddr,
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use kube::CustomResourceExt as _;
 use zonewall::{
-    explain::{ExplainRequest, Zones, explain},
+    explain::{ExplainRequest, PolicySource, Zones, explain},
+    firewall::panos::{self, Limits, PanosError, ResolveOptions},
     model::parse_protocol,
+    policy::{ZonePolicy, resource::Mode},
+    translate::{self, TranslateOptions},
 };
 
 #[derive(Parser)]
@@ -24,14 +33,55 @@ struct Cli {
 enum Command {
     /// Which firewall rule decides a flow, and why, in the firewall's own words.
     Explain(ExplainArgs),
+    /// Firewall configuration -> ZonePolicy YAML (one object per zone, multi-document).
+    Translate(TranslateArgs),
+    /// Print the ZonePolicy CustomResourceDefinition YAML (what deploy/crds/ commits).
+    Crd,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ModeArg {
+    Enforce,
+    Audit,
+}
+
+#[derive(Args)]
+struct TranslateArgs {
+    /// PAN-OS or Panorama configuration XML (export, or a saved XML API response).
+    #[arg(long, env = "ZONEWALL_PANOS_CONFIG", value_name = "FILE")]
+    panos_config: PathBuf,
+    /// Device group (Panorama) or vsys (firewall) whose rules apply; required when the
+    /// configuration has several.
+    #[arg(long, env = "ZONEWALL_DEVICE_GROUP", value_name = "DG")]
+    device_group: Option<String>,
+    /// `-` for standard output, or a directory that gets one file per object.
+    #[arg(
+        short = 'o',
+        long = "output",
+        env = "ZONEWALL_TRANSLATE_OUTPUT",
+        value_name = "DIR|-",
+        default_value = "-"
+    )]
+    output: String,
+    /// Enforce, or Audit (report what would be denied, drop nothing).
+    #[arg(long, env = "ZONEWALL_MODE", value_enum, default_value = "enforce")]
+    mode: ModeArg,
+    /// Firewall commit the configuration is from, recorded in every object's provenance.
+    #[arg(long, env = "ZONEWALL_COMMIT", value_name = "ID")]
+    commit: Option<String>,
 }
 
 #[derive(Args)]
 #[command(group(clap::ArgGroup::new("zones").required(true).args(["inventory", "src_zone"])))]
+#[command(group(clap::ArgGroup::new("policy").required(true).args(["panos_config", "policies"])))]
 struct ExplainArgs {
     /// PAN-OS or Panorama configuration XML (export, or a saved XML API response).
     #[arg(long, env = "ZONEWALL_PANOS_CONFIG", value_name = "FILE")]
-    panos_config: PathBuf,
+    panos_config: Option<PathBuf>,
+    /// Directory of ZonePolicy YAML (from `zonewall translate -o DIR`), instead of
+    /// --panos-config: ask the cluster form of the policy the same question.
+    #[arg(long, env = "ZONEWALL_POLICIES", value_name = "DIR", conflicts_with_all = ["panos_config", "device_group"])]
+    policies: Option<PathBuf>,
     /// Device group (Panorama) or vsys (firewall) whose rules apply; required when the
     /// configuration has several.
     #[arg(long, env = "ZONEWALL_DEVICE_GROUP", value_name = "DG")]
@@ -80,6 +130,8 @@ fn main() -> ExitCode {
         .init();
     match Cli::parse().command {
         Command::Explain(args) => run_explain(args),
+        Command::Translate(args) => run_translate(args),
+        Command::Crd => run_crd(),
     }
 }
 
@@ -98,9 +150,17 @@ fn run_explain(args: ExplainArgs) -> ExitCode {
             );
         }
     };
+    let policy = match (args.policies, args.panos_config) {
+        (Some(dir), _) => PolicySource::ZonePolicies(dir),
+        (None, Some(config)) => PolicySource::Panos {
+            config,
+            device_group: args.device_group,
+        },
+        // clap enforces one of the two.
+        (None, None) => return fail(2, "give --panos-config FILE or --policies DIR"),
+    };
     let request = ExplainRequest {
-        panos_config: args.panos_config,
-        device_group: args.device_group,
+        policy,
         zones,
         source: args.src,
         destination: args.dst,
@@ -122,6 +182,99 @@ fn run_explain(args: ExplainArgs) -> ExitCode {
         }
         Err(e) => fail(e.exit_code(), &e.to_string()),
     }
+}
+
+fn run_crd() -> ExitCode {
+    match serde_yaml_ng::to_string(&ZonePolicy::crd()) {
+        Ok(yaml) => {
+            print!("{yaml}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(1, &format!("cannot encode the CRD as YAML: {e}")),
+    }
+}
+
+fn run_translate(args: TranslateArgs) -> ExitCode {
+    let exit_code = |e: &PanosError| {
+        if matches!(e, PanosError::Io { .. }) {
+            1
+        } else {
+            2
+        }
+    };
+    let config = match panos::load_file(&args.panos_config, Limits::default()) {
+        Ok(config) => config,
+        Err(e) => return fail(exit_code(&e), &e.to_string()),
+    };
+    let options = ResolveOptions {
+        device_group: args.device_group,
+        ..ResolveOptions::default()
+    };
+    let resolved = match panos::resolve(&config, &options) {
+        Ok(resolved) => resolved,
+        Err(e) => return fail(exit_code(&e), &e.to_string()),
+    };
+    for warning in &resolved.warnings {
+        eprintln!("zonewall: warning: {warning}");
+    }
+    let options = TranslateOptions {
+        mode: match args.mode {
+            ModeArg::Enforce => Mode::Enforce,
+            ModeArg::Audit => Mode::Audit,
+        },
+        commit: args.commit,
+        ..TranslateOptions::default()
+    };
+    let translation = match translate::translate(&resolved, &options) {
+        Ok(translation) => translation,
+        Err(e) => return fail(2, &e.to_string()),
+    };
+    let written = if args.output == "-" {
+        translate::to_yaml(&translation.policies)
+            .map_err(|e| e.to_string())
+            .and_then(|yaml| {
+                std::io::stdout()
+                    .lock()
+                    .write_all(yaml.as_bytes())
+                    .map_err(|e| format!("cannot write to standard output: {e}"))
+            })
+    } else {
+        write_objects(Path::new(&args.output), &translation.policies)
+    };
+    match written {
+        Ok(()) => {
+            eprintln!(
+                "zonewall: {} ZonePolicy objects, {} warnings",
+                translation.policies.len(),
+                resolved.warnings.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(message) => fail(1, &message),
+    }
+}
+
+/// One `<name>.yaml` per object. Each file is written to a temporary name in the same
+/// directory and renamed, so a reader (a standalone agent) never sees half a file.
+fn write_objects(dir: &Path, policies: &[ZonePolicy]) -> Result<(), String> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| format!("cannot create directory {}: {e}", dir.display()))?;
+    for policy in policies {
+        let name = policy.metadata.name.as_deref().unwrap_or("unnamed");
+        let yaml = translate::object_yaml(policy).map_err(|e| e.to_string())?;
+        let path = dir.join(format!("{name}.yaml"));
+        let temporary = dir.join(format!(".{name}.yaml.tmp"));
+        std::fs::write(&temporary, yaml)
+            .map_err(|e| format!("cannot write {}: {e}", temporary.display()))?;
+        std::fs::rename(&temporary, &path).map_err(|e| {
+            format!(
+                "cannot rename {} to {}: {e}",
+                temporary.display(),
+                path.display()
+            )
+        })?;
+    }
+    Ok(())
 }
 
 fn fail(code: u8, message: &str) -> ExitCode {

@@ -1,10 +1,11 @@
 //! `cargo xtask bench`: measurements reported as figures, never asserted by tests.
 //!
-//! `parse`: generate a Panorama configuration of the size the issue tracker names (10,000
-//! rules, 100,000 address objects, 5,000 address groups) and time how long the release
-//! `zonewall explain` takes to parse, resolve and evaluate it, with its peak memory.
+//! Both generate a Panorama configuration of the size the issue tracker names (10,000 rules,
+//! 100,000 address objects, 5,000 address groups) and time a release `zonewall` command on it,
+//! with its peak memory: `parse` runs `explain` (parse, resolve, evaluate one flow),
+//! `translate` runs `translate -o DIR` (everything up to written ZonePolicy YAML).
 
-use std::{fmt::Write as _, path::Path, process::Command, time::Instant};
+use std::{fmt::Write as _, path::PathBuf, process::Command, time::Instant};
 
 use anyhow::{Context as _, ensure};
 
@@ -27,7 +28,8 @@ const SERVICES: usize = 200;
 /// Distinct `app-N` tags on address objects, selected by the dynamic groups.
 const APPLICATIONS: usize = 100;
 
-pub fn run_parse() -> anyhow::Result<()> {
+/// Writes the large generated configuration and builds the release binary; returns both paths.
+fn prepare() -> anyhow::Result<(PathBuf, PathBuf)> {
     let root = workspace_root();
     let bench_dir = root.join("target/bench");
     std::fs::create_dir_all(&bench_dir).context("create target/bench")?;
@@ -44,68 +46,119 @@ pub fn run_parse() -> anyhow::Result<()> {
         LARGE.groups,
         started.elapsed()
     );
-
     run_command(Command::new("cargo").current_dir(&root).args([
         "build",
         "--release",
         "--package",
         "zonewall",
     ]))?;
-    let binary = root.join("target/release/zonewall");
+    Ok((root.join("target/release/zonewall"), config))
+}
+
+const RUNS: usize = 5;
+const SIZE_LABEL: &str = "10,000 rules / 100,000 addresses / 5,000 groups";
+
+/// Runs the command `build` makes `RUNS` times; returns the sorted wall times and the largest
+/// peak RSS.
+fn measure(mut build: impl FnMut() -> Command) -> anyhow::Result<(Vec<f64>, f64)> {
     let mut samples = Vec::new();
-    for _ in 0..5 {
-        samples.push(explain_once(&binary, &config)?);
+    for _ in 0..RUNS {
+        samples.push(run_measured(&mut build())?);
     }
-    samples.sort_by(|a, b| a.0.total_cmp(&b.0));
     let peak_rss_mib = samples.iter().map(|s| s.1).fold(0.0, f64::max);
+    let mut seconds: Vec<f64> = samples.into_iter().map(|s| s.0).collect();
+    seconds.sort_by(f64::total_cmp);
+    Ok((seconds, peak_rss_mib))
+}
+
+pub fn run_parse() -> anyhow::Result<()> {
+    let (binary, config) = prepare()?;
+    let (seconds, rss) = measure(|| {
+        let mut command = Command::new(&binary);
+        command
+            .arg("explain")
+            .arg("--panos-config")
+            .arg(&config)
+            .args([
+                "--device-group",
+                "app-1",
+                "--src-zone",
+                "dmz",
+                "--dst-zone",
+                "trusted",
+                "--src",
+                "10.1.0.5",
+                "--dst",
+                "10.2.3.4",
+                "--proto",
+                "tcp",
+                "--dport",
+                "443",
+                "--json",
+            ]);
+        command
+    })?;
     println!(
-        "bench parse: 10,000 rules / 100,000 addresses / 5,000 groups: explain (read + parse + resolve + evaluate) min {:.3} s, median {:.3} s, max {:.3} s; peak RSS {:.0} MiB (5 runs)",
-        samples[0].0, samples[2].0, samples[4].0, peak_rss_mib
+        "bench parse: {SIZE_LABEL}: explain (read + parse + resolve + evaluate) min {:.3} s, median {:.3} s, max {:.3} s; peak RSS {rss:.0} MiB ({RUNS} runs)",
+        seconds[0],
+        seconds[RUNS / 2],
+        seconds[RUNS - 1]
     );
     Ok(())
 }
 
-/// One `zonewall explain` run: (wall seconds, peak RSS MiB).
-fn explain_once(binary: &Path, config: &Path) -> anyhow::Result<(f64, f64)> {
+pub fn run_translate() -> anyhow::Result<()> {
+    let (binary, config) = prepare()?;
+    let output = workspace_root().join("target/bench/zonepolicies");
+    let (seconds, rss) = measure(|| {
+        // A fresh directory each run, so every run writes every object.
+        let _ = std::fs::remove_dir_all(&output);
+        let mut command = Command::new(&binary);
+        command
+            .arg("translate")
+            .arg("--panos-config")
+            .arg(&config)
+            .args(["--device-group", "app-1", "--output"])
+            .arg(&output);
+        command
+    })?;
+    let mut objects = 0;
+    let mut bytes = 0;
+    for entry in std::fs::read_dir(&output).context("read translate output")? {
+        objects += 1;
+        bytes += entry?.metadata()?.len();
+    }
+    println!(
+        "bench translate: {SIZE_LABEL}: translate (read + parse + resolve + translate + write YAML) min {:.3} s, median {:.3} s, max {:.3} s; peak RSS {rss:.0} MiB; {objects} ZonePolicy objects, {:.1} MiB of YAML ({RUNS} runs)",
+        seconds[0],
+        seconds[RUNS / 2],
+        seconds[RUNS - 1],
+        bytes as f64 / (1024.0 * 1024.0)
+    );
+    Ok(())
+}
+
+/// One run of a release `zonewall` command: (wall seconds, peak RSS MiB).
+fn run_measured(command: &mut Command) -> anyhow::Result<(f64, f64)> {
     let started = Instant::now();
-    let mut child = Command::new(binary)
-        .arg("explain")
-        .arg("--panos-config")
-        .arg(config)
-        .args([
-            "--device-group",
-            "app-1",
-            "--src-zone",
-            "dmz",
-            "--dst-zone",
-            "trusted",
-            "--src",
-            "10.1.0.5",
-            "--dst",
-            "10.2.3.4",
-            "--proto",
-            "tcp",
-            "--dport",
-            "443",
-            "--json",
-        ])
+    let child = command
         .stdout(std::process::Stdio::null())
         .spawn()
-        .context("start zonewall explain")?;
+        .with_context(|| format!("start {}", crate::display(command)))?;
     let pid = child.id() as libc::pid_t;
     let mut status = 0;
-    // SAFETY: zeroed rusage is a valid out-parameter; wait4 reaps our own child.
+    // SAFETY: zeroed rusage is a valid out-parameter.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: pid is our child, pointers are valid for the call.
+    // SAFETY: pid is our own child; the pointers are valid for the call.
     let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
     let elapsed = started.elapsed().as_secs_f64();
     ensure!(reaped == pid, "wait4: {}", std::io::Error::last_os_error());
-    // The child is reaped; make std forget it without waiting again.
-    drop(child.stdin.take());
+    // Reaped through wait4 (for its rusage): make std forget the child without waiting again.
     std::mem::forget(child);
     ensure!(
         libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "zonewall explain failed on the generated config (wait status {status})"
+        "`{}` failed on the generated config (wait status {status})",
+        crate::display(command)
     );
     // ru_maxrss is in KiB on Linux.
     Ok((elapsed, usage.ru_maxrss as f64 / 1024.0))

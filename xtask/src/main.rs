@@ -1,6 +1,7 @@
-//! Developer and CI tasks: `cargo xtask setup | test | demo`.
+//! Developer and CI tasks: `cargo xtask setup | test | codegen | demo`.
 
 mod bench;
+mod crd;
 mod setup;
 mod test;
 
@@ -16,6 +17,7 @@ struct Cli {
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum BenchKind {
     Parse,
+    Translate,
 }
 
 #[derive(Subcommand)]
@@ -23,12 +25,18 @@ enum Command {
     /// Install what a fresh Debian machine lacks (packages, nightly rust-src, bpf-linker) and
     /// mount bpffs. Idempotent: a second run changes nothing.
     Setup,
-    /// setup, then formatting, clippy (host crates and the eBPF crate), unit tests and the
-    /// privileged tests. Set ZONEWALL_REQUIRE_PRIVILEGED=1 to fail instead of skipping them.
+    /// setup, then formatting, clippy (host crates and the eBPF crate), the committed CRD
+    /// against `zonewall crd`, unit tests and the privileged tests. Set ZONEWALL_REQUIRE_PRIVILEGED=1 to fail instead of skipping them.
     Test,
+    /// Regenerate committed artifacts (the ZonePolicy CRD); with --check, only compare.
+    Codegen {
+        #[arg(long)]
+        check: bool,
+    },
     /// Run zonewall end to end on this machine (not built yet).
     Demo,
-    /// Measurements (release builds): `parse` times reading a 10,000-rule Panorama config.
+    /// Measurements (release builds) on a generated 10,000-rule Panorama config: `parse`
+    /// times `zonewall explain`, `translate` times `zonewall translate`.
     Bench {
         #[arg(value_enum, default_value = "parse")]
         which: BenchKind,
@@ -39,9 +47,12 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Setup => setup::run(),
         Command::Test => test::run(),
-        Command::Bench {
-            which: BenchKind::Parse,
-        } => bench::run_parse(),
+        Command::Bench { which } => match which {
+            BenchKind::Parse => bench::run_parse(),
+            BenchKind::Translate => bench::run_translate(),
+        },
+        Command::Codegen { check: false } => crd::write(&workspace_root()),
+        Command::Codegen { check: true } => crd::check(&workspace_root()),
         Command::Demo => anyhow::bail!(
             "`cargo xtask demo` does not exist yet: it arrives with the node agent (see the README status table)"
         ),

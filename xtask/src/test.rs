@@ -7,7 +7,7 @@ use std::{
 
 use anyhow::{Context as _, bail, ensure};
 
-use crate::{display, run_command, setup, workspace_root};
+use crate::{crd, display, run_command, setup, workspace_root};
 
 /// The privileged tests create network namespaces and pin roots with this prefix.
 const TEST_PREFIX: &str = "zwt";
@@ -46,6 +46,8 @@ pub fn run() -> anyhow::Result<()> {
         "-D",
         "warnings",
     ]))?;
+
+    crd::check(&root)?;
 
     let mut totals = Totals::default();
     totals.add(cargo_test(cargo().args([

@@ -1,0 +1,387 @@
+//! ZonePolicy -> matchers the evaluator runs: every string parsed once, every problem the CRD
+//! schema cannot catch reported with the object and rule it is in.
+//!
+//! [`ZonePolicy::validate`] is this compilation with the result thrown away, so what the
+//! evaluator accepts and what validation accepts cannot drift apart.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+use super::resource::{
+    ANY_ZONE, AddressMatch, Fidelity, Mode, PortRange, Protocol, Reset, RuleAction, RuleProvenance,
+    RuleType, ServiceMatch, Tier, ZonePolicy, ZoneRule,
+};
+use crate::model::{self, AddressSet, DynamicMatch, Fqdn, ServiceSet, TagExpr, Wildcard};
+
+/// One problem in one ZonePolicy.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("ZonePolicy '{object}'{}: {problem}", location.as_deref().map(|l| format!(", {l}")).unwrap_or_default())]
+pub struct ValidationError {
+    pub object: String,
+    /// `egress rule 3 ('allow-web')`, `spec.zone`, ...
+    pub location: Option<String>,
+    pub problem: String,
+}
+
+/// What the evaluator holds of one object.
+#[derive(Clone, Debug)]
+pub struct CompiledPolicy {
+    pub name: String,
+    pub tier: Tier,
+    pub order: u32,
+    pub mode: Mode,
+    /// `None`: governs every zone without its own policy (`zone: any`).
+    pub zone: Option<String>,
+    pub part: Option<(u32, u32)>,
+    pub egress: Vec<CompiledRule>,
+    pub ingress: Vec<CompiledRule>,
+}
+
+#[derive(Clone, Debug)]
+pub struct CompiledRule {
+    /// 1-based position in its list.
+    pub index: usize,
+    pub action: RuleAction,
+    pub reset: Option<Reset>,
+    pub rule_type: RuleType,
+    /// `None`: any peer zone.
+    pub peers: Option<BTreeSet<String>>,
+    pub source: AddressSet,
+    pub negate_source: bool,
+    pub destination: AddressSet,
+    pub negate_destination: bool,
+    pub service: ServiceSet,
+    pub log_start: bool,
+    pub log_end: bool,
+    /// False for disabled and fail-closed rules: they never match.
+    pub active: bool,
+    pub provenance: Option<RuleProvenance>,
+}
+
+impl CompiledRule {
+    /// The firewall rule name, or `egress[3]`-style when the rule has no provenance.
+    pub fn label(&self, direction: &str) -> String {
+        match &self.provenance {
+            Some(p) => p.rule.clone(),
+            None => format!("{direction}[{}]", self.index),
+        }
+    }
+}
+
+impl fmt::Display for CompiledPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.name)
+    }
+}
+
+/// PAN-OS zone names: 1-31 letters, digits, `-`, `_`, `.` and spaces.
+pub fn valid_zone_name(zone: &str) -> bool {
+    !zone.trim().is_empty()
+        && zone.chars().count() <= 31
+        && zone
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ' '))
+}
+
+struct Problems<'a> {
+    object: &'a str,
+    list: Vec<ValidationError>,
+}
+
+impl Problems<'_> {
+    fn push(&mut self, location: Option<String>, problem: String) {
+        self.list.push(ValidationError {
+            object: self.object.to_string(),
+            location,
+            problem,
+        });
+    }
+}
+
+fn parse_ip(text: &str) -> Option<IpAddr> {
+    text.parse().ok()
+}
+
+fn compile_addresses(
+    column: &str,
+    set: &AddressMatch,
+    location: &str,
+    problems: &mut Problems<'_>,
+) -> AddressSet {
+    let mut out = AddressSet {
+        any: set.any,
+        ..AddressSet::default()
+    };
+    let at = || Some(location.to_string());
+    for prefix in &set.prefixes {
+        match prefix.parse::<IpNet>() {
+            Ok(net) if net.trunc() == net => out.prefixes.push(net),
+            Ok(net) => problems.push(
+                at(),
+                format!(
+                    "{column} prefix '{prefix}' has host bits set; write {} (or a /{} host prefix)",
+                    net.trunc(),
+                    net.max_prefix_len()
+                ),
+            ),
+            Err(_) => problems.push(
+                at(),
+                format!(
+                    "{column} prefix '{prefix}' is not a CIDR prefix such as 10.0.0.0/8 or fd00::/64"
+                ),
+            ),
+        }
+    }
+    for wildcard in &set.wildcards {
+        let parsed = parse_ip(&wildcard.address)
+            .zip(parse_ip(&wildcard.mask))
+            .and_then(|(address, mask)| Wildcard::classify(address, mask));
+        match parsed {
+            Some(model::WildcardShape::Wildcard(w)) => out.wildcards.push(w),
+            Some(model::WildcardShape::Prefix(net)) => out.prefixes.push(net),
+            None => problems.push(
+                at(),
+                format!(
+                    "{column} wildcard {}/{} is not an address and mask of the same IP family",
+                    wildcard.address, wildcard.mask
+                ),
+            ),
+        }
+    }
+    for fqdn in &set.fqdns {
+        let mut resolved = Vec::new();
+        for address in &fqdn.addresses {
+            match parse_ip(address) {
+                Some(ip) => resolved.push(ip),
+                None => problems.push(
+                    at(),
+                    format!(
+                        "{column} fqdn '{}' has address '{address}', which is not an IP address",
+                        fqdn.name
+                    ),
+                ),
+            }
+        }
+        out.fqdns.push(Fqdn {
+            name: fqdn.name.clone(),
+            resolved,
+        });
+    }
+    for selector in &set.selectors {
+        match TagExpr::parse(&selector.filter) {
+            Ok(filter) => out.dynamic.push(DynamicMatch {
+                group: selector.group.clone(),
+                filter,
+            }),
+            Err(e) => problems.push(
+                at(),
+                format!("{column} selector of group '{}': {e}", selector.group),
+            ),
+        }
+    }
+    out.normalize();
+    out
+}
+
+fn port_ranges(
+    ranges: &[PortRange],
+    what: &str,
+    location: &str,
+    problems: &mut Problems<'_>,
+) -> Vec<model::PortRange> {
+    let mut out = Vec::new();
+    for range in ranges {
+        let last = range.end_port.unwrap_or(range.port);
+        if last < range.port {
+            problems.push(
+                Some(location.to_string()),
+                format!("{what} range {}-{last} runs backwards", range.port),
+            );
+            continue;
+        }
+        out.push(model::PortRange {
+            first: range.port,
+            last,
+        });
+    }
+    model::service::merge_ranges(out)
+}
+
+fn compile_services(set: &ServiceMatch, location: &str, problems: &mut Problems<'_>) -> ServiceSet {
+    let mut out = ServiceSet {
+        any: set.any,
+        entries: Vec::new(),
+    };
+    for entry in &set.entries {
+        if entry.ports.is_empty() {
+            problems.push(
+                Some(location.to_string()),
+                "a service entry lists no destination ports".to_string(),
+            );
+        }
+        out.entries.push(model::ServiceEntry {
+            protocol: match entry.protocol {
+                Protocol::Tcp => model::Protocol::Tcp,
+                Protocol::Udp => model::Protocol::Udp,
+                Protocol::Sctp => model::Protocol::Sctp,
+            },
+            destination_ports: port_ranges(&entry.ports, "port", location, problems),
+            source_ports: entry
+                .source_ports
+                .as_ref()
+                .map(|ranges| port_ranges(ranges, "source port", location, problems)),
+        });
+    }
+    out
+}
+
+fn compile_rule(
+    rule: &ZoneRule,
+    direction: &str,
+    index: usize,
+    problems: &mut Problems<'_>,
+) -> CompiledRule {
+    let location = match &rule.provenance {
+        Some(p) => format!("{direction} rule {index} ('{}')", p.rule),
+        None => format!("{direction} rule {index}"),
+    };
+    let at = || Some(location.clone());
+    match (rule.action, rule.reset) {
+        (RuleAction::Reject, None) => problems.push(
+            at(),
+            "action Reject needs reset: Client, Server or Both".to_string(),
+        ),
+        (action, Some(_)) if action != RuleAction::Reject => problems.push(
+            at(),
+            format!("reset is only meaningful with action Reject, not {action:?}"),
+        ),
+        _ => {}
+    }
+    let peers = if rule.peer_zones.iter().any(|z| z == ANY_ZONE) {
+        if rule.peer_zones.len() > 1 {
+            problems.push(
+                at(),
+                "peerZones lists 'any' together with other zones; use [any] alone".to_string(),
+            );
+        }
+        None
+    } else {
+        if rule.peer_zones.is_empty() {
+            problems.push(
+                at(),
+                "peerZones is empty; list zones, or [any] for every zone".to_string(),
+            );
+        }
+        for zone in &rule.peer_zones {
+            if !valid_zone_name(zone) {
+                problems.push(
+                    at(),
+                    format!("peer zone {zone:?} is not a zone name (1-31 letters, digits, '-', '_', '.', spaces)"),
+                );
+            }
+        }
+        Some(rule.peer_zones.iter().cloned().collect())
+    };
+    if rule.fidelity == Fidelity::FailClosed && rule.action != RuleAction::Allow {
+        problems.push(
+            at(),
+            format!(
+                "fidelity FailClosed is only for Allow rules; a {:?} that stops matching would let traffic through",
+                rule.action
+            ),
+        );
+    }
+    CompiledRule {
+        index,
+        action: rule.action,
+        reset: rule.reset,
+        rule_type: rule.rule_type,
+        peers,
+        source: compile_addresses("source", &rule.source, &location, problems),
+        negate_source: rule.source.negate,
+        destination: compile_addresses("destination", &rule.destination, &location, problems),
+        negate_destination: rule.destination.negate,
+        service: compile_services(&rule.service, &location, problems),
+        log_start: rule.log.start,
+        log_end: rule.log.end,
+        active: !rule.disabled && rule.fidelity != Fidelity::FailClosed,
+        provenance: rule.provenance.clone(),
+    }
+}
+
+/// Parses and checks one object.
+pub fn compile(policy: &ZonePolicy) -> Result<CompiledPolicy, Vec<ValidationError>> {
+    let name = policy.metadata.name.clone().unwrap_or_default();
+    let mut problems = Problems {
+        object: if name.is_empty() { "(unnamed)" } else { &name },
+        list: Vec::new(),
+    };
+    let spec = &policy.spec;
+    if name.is_empty() {
+        problems.push(None, "metadata.name is missing".to_string());
+    }
+    let zone = if spec.zone == ANY_ZONE {
+        None
+    } else {
+        if !valid_zone_name(&spec.zone) {
+            problems.push(
+                Some("spec.zone".into()),
+                format!(
+                    "{:?} is not a zone name (1-31 letters, digits, '-', '_', '.', spaces), nor 'any'",
+                    spec.zone
+                ),
+            );
+        }
+        Some(spec.zone.clone())
+    };
+    if spec.order == 0 {
+        problems.push(Some("spec.order".into()), "order starts at 1".to_string());
+    }
+    let part = spec.part.map(|p| (p.index, p.count));
+    if let Some((index, count)) = part
+        && (index == 0 || index > count)
+    {
+        problems.push(
+            Some("spec.part".into()),
+            format!("part {index} of {count} is impossible; parts count from 1 to count"),
+        );
+    }
+    let egress = spec
+        .egress
+        .iter()
+        .enumerate()
+        .map(|(i, r)| compile_rule(r, "egress", i + 1, &mut problems))
+        .collect();
+    let ingress = spec
+        .ingress
+        .iter()
+        .enumerate()
+        .map(|(i, r)| compile_rule(r, "ingress", i + 1, &mut problems))
+        .collect();
+    if !problems.list.is_empty() {
+        return Err(problems.list);
+    }
+    Ok(CompiledPolicy {
+        name,
+        tier: spec.tier,
+        order: spec.order,
+        mode: spec.mode,
+        zone,
+        part,
+        egress,
+        ingress,
+    })
+}
+
+impl ZonePolicy {
+    /// Everything the CRD schema cannot check: CIDR syntax and host bits, wildcard families,
+    /// tag filter syntax, port order, `reset` with `Reject` only, `any` alone in peer zones.
+    /// Checks across objects (order overlaps, missing parts) are in
+    /// [`super::PolicySet::new`].
+    pub fn validate(&self) -> Result<(), Vec<ValidationError>> {
+        compile(self).map(|_| ())
+    }
+}

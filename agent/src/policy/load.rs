@@ -1,0 +1,105 @@
+//! Reading ZonePolicy YAML (what `zonewall translate -o DIR` writes, or `kubectl get -o
+//! yaml`): multi-document files, one object or a `List` per document.
+//!
+//! [`parse_documents`] is pure; [`load_dir`] reads a directory's `*.yaml` / `*.yml` files in
+//! name order, so the result does not depend on the file system's listing order.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::resource::ZonePolicy;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot {op} {}: {source}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{origin}: document {document}: {problem}")]
+    Document {
+        origin: String,
+        /// 1-based.
+        document: usize,
+        problem: String,
+    },
+    #[error(
+        "{}: no ZonePolicy YAML files (*.yaml, *.yml); write some with `zonewall translate -o DIR`",
+        path.display()
+    )]
+    Empty { path: PathBuf },
+}
+
+/// Every ZonePolicy in a multi-document YAML text. `origin` names the text in errors.
+pub fn parse_documents(text: &str, origin: &str) -> Result<Vec<ZonePolicy>, LoadError> {
+    let mut out = Vec::new();
+    for (index, document) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
+        let err = |problem: String| LoadError::Document {
+            origin: origin.to_string(),
+            document: index + 1,
+            problem,
+        };
+        let value = serde_yaml_ng::Value::deserialize(document)
+            .map_err(|e| err(format!("invalid YAML: {e}")))?;
+        if value.is_null() {
+            continue;
+        }
+        let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or("");
+        let items = match kind {
+            "ZonePolicy" => vec![value],
+            "List" | "ZonePolicyList" => match value.get("items") {
+                Some(serde_yaml_ng::Value::Sequence(items)) => items.clone(),
+                _ => return Err(err(format!("{kind} has no items"))),
+            },
+            other => {
+                return Err(err(format!(
+                    "kind {other:?} is not ZonePolicy; the directory must hold only ZonePolicy objects"
+                )));
+            }
+        };
+        for item in items {
+            let api_version = item
+                .get("apiVersion")
+                .and_then(|k| k.as_str())
+                .unwrap_or("");
+            if api_version != "zonewall.io/v1alpha1" {
+                return Err(err(format!(
+                    "apiVersion {api_version:?} is not zonewall.io/v1alpha1"
+                )));
+            }
+            let policy: ZonePolicy = serde_yaml_ng::from_value(item)
+                .map_err(|e| err(format!("not a valid ZonePolicy: {e}")))?;
+            out.push(policy);
+        }
+    }
+    Ok(out)
+}
+
+/// Reads every `*.yaml` / `*.yml` file of `dir`, in file name order.
+pub fn load_dir(dir: &Path) -> Result<Vec<ZonePolicy>, LoadError> {
+    let io = |op, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| LoadError::Io { op, path, source }
+    };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(io("read directory", dir))?
+        .map(|entry| entry.map(|e| e.path()))
+        .collect::<Result<_, _>>()
+        .map_err(io("read directory", dir))?;
+    files.retain(|p| p.is_file() && p.extension().is_some_and(|e| e == "yaml" || e == "yml"));
+    files.sort();
+    if files.is_empty() {
+        return Err(LoadError::Empty {
+            path: dir.to_path_buf(),
+        });
+    }
+    let mut out = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).map_err(io("read", &file))?;
+        out.extend(parse_documents(&text, &file.display().to_string())?);
+    }
+    Ok(out)
+}

@@ -1,0 +1,583 @@
+//! Resolved firewall policy -> ZonePolicy objects of the `firewall` tier (DESIGN.md section 5).
+//!
+//! One object per zone: every zone the configuration defines or a rule names, plus the
+//! `zone: any` object for zones the firewall never names. For a zone Z:
+//! - egress holds, in firewall order, every rule whose `from` holds Z (or is `any`); its peer
+//!   zones are the rule's `to`;
+//! - ingress holds every rule whose `to` holds Z (intrazone rules: whose `from` holds Z, as
+//!   PAN-OS ignores `to` for them); its peer zones are the rule's `from`;
+//! - intrazone rules get peer zones `[Z]` and keep `ruleType: Intrazone`, interzone rules keep
+//!   `ruleType: Interzone`, so the zone conditions survive exactly.
+//!
+//! A rule that cannot match any flow of Z in a direction is left out of that list; dropping a
+//! rule that cannot match changes no first-match verdict. So the egress list of the source
+//! zone and the ingress list of the destination zone each give exactly the firewall's
+//! verdict. The `any` object holds the rules whose `from` (egress) or `to` (ingress) is `any`:
+//! the only rules that can match a zone no rule names.
+//!
+//! Fail-closed rules stay fail-closed (`fidelity: FailClosed`, never matches), widened denies
+//! are marked `Widened`, and disabled rules are kept (never matching) so positions and
+//! provenance read the same as in the firewall.
+//!
+//! Pure: the caller reads the configuration and writes the output.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use crate::firewall::panos::{Resolved, Warning};
+use crate::model::{self, AddressSet, Fidelity, Policy, Rule, ServiceSet, ZoneSet};
+use crate::policy::resource::{
+    self as crd, ANY_ZONE, AddressMatch, FqdnMatch, LabelFilter, Logging, Mode, Part,
+    PolicyProvenance, Reset, RuleAction, RuleProvenance, ServiceMatch, Tier, WildcardMatch,
+    ZonePolicy, ZonePolicySpec, ZonePolicyStatus, ZoneRule,
+};
+use crate::policy::valid_zone_name;
+
+/// The API server refuses objects over about 1.5 MiB (etcd's request limit); staying under
+/// 1 MB leaves room for metadata the server adds (managed fields, annotations).
+pub const DEFAULT_MAX_OBJECT_BYTES: usize = 1_000_000;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TranslateOptions {
+    pub mode: Mode,
+    /// Firewall commit the configuration is from, when known.
+    pub commit: Option<String>,
+    /// Serialized YAML size over which a zone's rules are split into ordered parts.
+    pub max_object_bytes: usize,
+}
+
+impl Default for TranslateOptions {
+    fn default() -> Self {
+        TranslateOptions {
+            mode: Mode::Enforce,
+            commit: None,
+            max_object_bytes: DEFAULT_MAX_OBJECT_BYTES,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TranslateError {
+    #[error(
+        "{origin}: zone {zone:?} (named by rule '{rule}') is not a valid zone name (1-31 letters, digits, '-', '_', '.', spaces); fix the zone name in the firewall"
+    )]
+    InvalidZone {
+        origin: String,
+        zone: String,
+        rule: String,
+    },
+    #[error(
+        "rule '{rule}' alone serializes to {bytes} bytes in zone '{zone}', over the {limit}-byte object limit; split the rule in the firewall"
+    )]
+    RuleTooLarge {
+        zone: String,
+        rule: String,
+        bytes: usize,
+        limit: usize,
+    },
+    #[error("cannot serialize ZonePolicy '{name}' as YAML: {source}")]
+    Yaml {
+        name: String,
+        #[source]
+        source: serde_yaml_ng::Error,
+    },
+}
+
+/// The objects, in output order (zones by name, then `any`).
+#[derive(Clone, Debug)]
+pub struct Translation {
+    pub policies: Vec<ZonePolicy>,
+}
+
+/// 32-bit FNV-1a: stable across releases and platforms (unlike std's hasher), enough to
+/// tell apart zone names that slug to the same text (`DMZ`, `dmz`).
+fn fnv1a(text: &str) -> u32 {
+    let mut hash: u32 = 0x811c_9dc5;
+    for byte in text.bytes() {
+        hash ^= u32::from(byte);
+        hash = hash.wrapping_mul(0x0100_0193);
+    }
+    hash
+}
+
+/// Lowercase letters, digits and single dashes: a DNS label fragment.
+fn slug(text: &str) -> String {
+    let mut out = String::new();
+    for c in text.chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c.to_ascii_lowercase());
+        } else if !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    let out = out.trim_matches('-');
+    if out.is_empty() {
+        "zone".to_string()
+    } else {
+        out.to_string()
+    }
+}
+
+/// DNS-safe, stable object name: `firewall-<zone slug>-<hash of the exact zone name>`, with
+/// `-part-N` from the second part on; `firewall-any` for the `any` object.
+pub fn object_name(tier: Tier, zone: Option<&str>, part: u32) -> String {
+    let base = match zone {
+        None => format!("{}-{ANY_ZONE}", tier.as_str()),
+        Some(zone) => format!("{}-{}-{:08x}", tier.as_str(), slug(zone), fnv1a(zone)),
+    };
+    if part > 1 {
+        format!("{base}-part-{part}")
+    } else {
+        base
+    }
+}
+
+fn addresses(set: &AddressSet, negate: bool) -> AddressMatch {
+    AddressMatch {
+        any: set.any,
+        negate,
+        prefixes: set.prefixes.iter().map(ToString::to_string).collect(),
+        wildcards: set
+            .wildcards
+            .iter()
+            .map(|w| WildcardMatch {
+                address: w.address.to_string(),
+                mask: w.mask.to_string(),
+            })
+            .collect(),
+        fqdns: set
+            .fqdns
+            .iter()
+            .map(|f| FqdnMatch {
+                name: f.name.clone(),
+                addresses: f.resolved.iter().map(ToString::to_string).collect(),
+            })
+            .collect(),
+        selectors: set
+            .dynamic
+            .iter()
+            .map(|d| LabelFilter {
+                group: d.group.clone(),
+                filter: filter_text(&d.filter),
+            })
+            .collect(),
+    }
+}
+
+/// A tag filter written so that [`model::TagExpr::parse`] reads back the same expression.
+/// A parsed tag never holds both quote characters, so one of them always fits.
+fn filter_text(expr: &model::TagExpr) -> String {
+    use model::TagExpr;
+    let join = |terms: &[TagExpr], op: &str| {
+        let parts: Vec<String> = terms.iter().map(filter_text).collect();
+        format!("({})", parts.join(&format!(" {op} ")))
+    };
+    match expr {
+        TagExpr::Tag(tag) if tag.contains('\'') => format!("\"{tag}\""),
+        TagExpr::Tag(tag) => format!("'{tag}'"),
+        TagExpr::Not(inner) => format!("not {}", filter_text(inner)),
+        TagExpr::And(terms) => join(terms, "and"),
+        TagExpr::Or(terms) => join(terms, "or"),
+    }
+}
+
+fn ports(ranges: &[model::PortRange]) -> Vec<crd::PortRange> {
+    ranges
+        .iter()
+        .map(|r| crd::PortRange {
+            port: r.first,
+            end_port: (r.last != r.first).then_some(r.last),
+        })
+        .collect()
+}
+
+fn services(set: &ServiceSet) -> ServiceMatch {
+    ServiceMatch {
+        any: set.any,
+        entries: set
+            .entries
+            .iter()
+            .map(|e| crd::ServiceEntry {
+                protocol: match e.protocol {
+                    model::Protocol::Tcp => crd::Protocol::Tcp,
+                    model::Protocol::Udp => crd::Protocol::Udp,
+                    model::Protocol::Sctp => crd::Protocol::Sctp,
+                },
+                ports: ports(&e.destination_ports),
+                source_ports: e.source_ports.as_deref().map(ports),
+            })
+            .collect(),
+    }
+}
+
+fn rulebase(rulebase: model::Rulebase) -> crd::Rulebase {
+    match rulebase {
+        model::Rulebase::Pre => crd::Rulebase::Pre,
+        model::Rulebase::Local => crd::Rulebase::Local,
+        model::Rulebase::Post => crd::Rulebase::Post,
+        model::Rulebase::Default => crd::Rulebase::Default,
+    }
+}
+
+/// The rule without its peer zones (they depend on the zone and direction).
+fn zone_rule(rule: &Rule) -> ZoneRule {
+    let (action, reset) = match rule.action {
+        model::Action::Allow => (RuleAction::Allow, None),
+        model::Action::Deny => (RuleAction::Deny, None),
+        model::Action::Drop => (RuleAction::Drop, None),
+        model::Action::ResetClient => (RuleAction::Reject, Some(Reset::Client)),
+        model::Action::ResetServer => (RuleAction::Reject, Some(Reset::Server)),
+        model::Action::ResetBoth => (RuleAction::Reject, Some(Reset::Both)),
+    };
+    let (fidelity, notes) = match &rule.fidelity {
+        Fidelity::Exact => (crd::Fidelity::Exact, Vec::new()),
+        Fidelity::NeverMatches { reasons } => (crd::Fidelity::FailClosed, reasons.clone()),
+        Fidelity::Widened { reasons } => (crd::Fidelity::Widened, reasons.clone()),
+    };
+    let p = &rule.provenance;
+    ZoneRule {
+        action,
+        reset,
+        rule_type: match rule.rule_type {
+            model::RuleType::Universal => crd::RuleType::Universal,
+            model::RuleType::Intrazone => crd::RuleType::Intrazone,
+            model::RuleType::Interzone => crd::RuleType::Interzone,
+        },
+        peer_zones: Vec::new(),
+        source: addresses(&rule.source, rule.negate_source),
+        destination: addresses(&rule.destination, rule.negate_destination),
+        service: services(&rule.service),
+        log: Logging {
+            start: rule.log_start,
+            end: rule.log_end,
+        },
+        disabled: rule.disabled,
+        fidelity,
+        notes,
+        provenance: Some(RuleProvenance {
+            rule: p.rule_name.clone(),
+            uuid: p.uuid.clone(),
+            device_group: p.device_group.clone(),
+            rulebase: rulebase(p.rulebase),
+            position: u32::try_from(p.position).unwrap_or(u32::MAX),
+            line: p.line,
+        }),
+    }
+}
+
+fn zone_list(set: &ZoneSet) -> Vec<String> {
+    match set {
+        ZoneSet::Any => vec![ANY_ZONE.to_string()],
+        ZoneSet::Only(zones) => zones.iter().cloned().collect(),
+    }
+}
+
+/// Whether `set` holds `zone`, where `None` is the `any` object's zone: only `any` holds it.
+fn holds(set: &ZoneSet, zone: Option<&str>) -> bool {
+    match zone {
+        Some(zone) => set.contains(zone),
+        None => *set == ZoneSet::Any,
+    }
+}
+
+/// The zone's rules for one direction, with peer zones filled in.
+fn rules_for(
+    policy: &Policy,
+    converted: &[ZoneRule],
+    zone: Option<&str>,
+    egress: bool,
+) -> Vec<ZoneRule> {
+    let mut out = Vec::new();
+    for (rule, base) in policy.rules.iter().zip(converted) {
+        let intrazone = rule.rule_type == model::RuleType::Intrazone;
+        let governs = if egress || intrazone {
+            holds(&rule.from, zone)
+        } else {
+            holds(&rule.to, zone)
+        };
+        if !governs {
+            continue;
+        }
+        let peers = if intrazone {
+            vec![zone.unwrap_or(ANY_ZONE).to_string()]
+        } else if egress {
+            zone_list(&rule.to)
+        } else {
+            zone_list(&rule.from)
+        };
+        let mut zone_rule = base.clone();
+        zone_rule.peer_zones = peers;
+        out.push(zone_rule);
+    }
+    out
+}
+
+fn warning_matches(warning: &Warning, rule: &ZoneRule) -> bool {
+    match (&warning.rule, &rule.provenance) {
+        (Some(w), Some(p)) => {
+            w.name == p.rule
+                && w.device_group == p.device_group
+                && rulebase(w.rulebase) == p.rulebase
+                && u32::try_from(w.position).ok() == Some(p.position)
+        }
+        _ => false,
+    }
+}
+
+/// Warnings about the object's rules, plus those about the configuration as a whole.
+fn object_warnings(warnings: &[Warning], egress: &[ZoneRule], ingress: &[ZoneRule]) -> Vec<String> {
+    warnings
+        .iter()
+        .filter(|w| {
+            w.rule.is_none()
+                || egress
+                    .iter()
+                    .chain(ingress)
+                    .any(|rule| warning_matches(w, rule))
+        })
+        .map(ToString::to_string)
+        .collect()
+}
+
+struct ObjectContext<'a> {
+    tier: Tier,
+    zone: Option<&'a str>,
+    provenance: &'a PolicyProvenance,
+    mode: Mode,
+    warnings: &'a [Warning],
+}
+
+fn make_object(
+    cx: &ObjectContext<'_>,
+    part: u32,
+    count: u32,
+    egress: Vec<ZoneRule>,
+    ingress: Vec<ZoneRule>,
+) -> ZonePolicy {
+    let zone_text = cx.zone.unwrap_or(ANY_ZONE);
+    let labels: BTreeMap<String, String> = [
+        ("app.kubernetes.io/managed-by", "zonewall".to_string()),
+        ("zonewall.io/tier", cx.tier.as_str().to_string()),
+        ("zonewall.io/zone", slug(zone_text)),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let warnings = object_warnings(cx.warnings, &egress, &ingress);
+    let status = ZonePolicyStatus {
+        observed_generation: None,
+        egress_rules: u32::try_from(egress.len()).unwrap_or(u32::MAX),
+        ingress_rules: u32::try_from(ingress.len()).unwrap_or(u32::MAX),
+        warning_count: u32::try_from(warnings.len()).unwrap_or(u32::MAX),
+        warnings,
+    };
+    ZonePolicy {
+        metadata: ObjectMeta {
+            name: Some(object_name(cx.tier, cx.zone, part)),
+            labels: Some(labels),
+            ..ObjectMeta::default()
+        },
+        spec: ZonePolicySpec {
+            tier: cx.tier,
+            order: part,
+            mode: cx.mode,
+            zone: zone_text.to_string(),
+            part: Some(Part { index: part, count }),
+            provenance: Some(cx.provenance.clone()),
+            egress,
+            ingress,
+        },
+        status: Some(status),
+    }
+}
+
+fn yaml(policy: &ZonePolicy) -> Result<String, TranslateError> {
+    serde_yaml_ng::to_string(policy).map_err(|source| TranslateError::Yaml {
+        name: policy.metadata.name.clone().unwrap_or_default(),
+        source,
+    })
+}
+
+/// Estimated bytes a rule adds to an object: its own YAML, indented one list level deeper.
+fn rule_bytes(rule: &ZoneRule) -> Result<usize, TranslateError> {
+    let text = serde_yaml_ng::to_string(rule).map_err(|source| TranslateError::Yaml {
+        name: rule
+            .provenance
+            .as_ref()
+            .map_or_else(String::new, |p| p.rule.clone()),
+        source,
+    })?;
+    Ok(text.len() + 4 * text.lines().count())
+}
+
+/// One zone's objects: a single one when it fits, else ordered parts, each under the limit.
+fn zone_objects(
+    cx: &ObjectContext<'_>,
+    egress: Vec<ZoneRule>,
+    ingress: Vec<ZoneRule>,
+    limit: usize,
+) -> Result<Vec<ZonePolicy>, TranslateError> {
+    // Every rule serializes to well over this many bytes (action, rule type, peer zones and
+    // the three columns), so more rules than fit at this size cannot fit in one object and
+    // the whole-object serialization is skipped.
+    const MIN_RULE_BYTES: usize = 120;
+    if (egress.len() + ingress.len()).saturating_mul(MIN_RULE_BYTES) <= limit {
+        let whole = make_object(cx, 1, 1, egress, ingress);
+        if yaml(&whole)?.len() <= limit {
+            return Ok(vec![whole]);
+        }
+        let ZonePolicySpec {
+            egress, ingress, ..
+        } = whole.spec;
+        return split(cx, egress, ingress, limit);
+    }
+    split(cx, egress, ingress, limit)
+}
+
+/// Ordered parts, each under `limit`.
+fn split(
+    cx: &ObjectContext<'_>,
+    egress: Vec<ZoneRule>,
+    ingress: Vec<ZoneRule>,
+    limit: usize,
+) -> Result<Vec<ZonePolicy>, TranslateError> {
+    let empty = make_object(cx, 1, 1, Vec::new(), Vec::new());
+    // Room for rules: the limit minus the fixed part (configuration-wide warnings included),
+    // with a margin for the estimate's error. Each rule brings its own warnings along.
+    let budget = limit.saturating_sub(yaml(&empty)?.len()).saturating_mul(9) / 10;
+    let mut parts: Vec<(Vec<ZoneRule>, Vec<ZoneRule>)> = vec![(Vec::new(), Vec::new())];
+    let mut used = 0;
+    for (is_egress, rule) in egress
+        .into_iter()
+        .map(|r| (true, r))
+        .chain(ingress.into_iter().map(|r| (false, r)))
+    {
+        let warnings: usize = cx
+            .warnings
+            .iter()
+            .filter(|w| warning_matches(w, &rule))
+            .map(|w| w.to_string().len() + 8)
+            .sum();
+        let bytes = rule_bytes(&rule)? + warnings;
+        if bytes > budget {
+            return Err(TranslateError::RuleTooLarge {
+                zone: cx.zone.unwrap_or(ANY_ZONE).to_string(),
+                rule: rule
+                    .provenance
+                    .as_ref()
+                    .map_or_else(String::new, |p| p.rule.clone()),
+                bytes,
+                limit,
+            });
+        }
+        let current_empty = parts
+            .last()
+            .is_some_and(|(e, i)| e.is_empty() && i.is_empty());
+        if used + bytes > budget && !current_empty {
+            parts.push((Vec::new(), Vec::new()));
+            used = 0;
+        }
+        used += bytes;
+        if let Some((e, i)) = parts.last_mut() {
+            if is_egress {
+                e.push(rule);
+            } else {
+                i.push(rule);
+            }
+        }
+    }
+    let count = u32::try_from(parts.len()).unwrap_or(u32::MAX);
+    let objects: Vec<ZonePolicy> = parts
+        .into_iter()
+        .zip(1..)
+        .map(|((e, i), part)| make_object(cx, part, count, e, i))
+        .collect();
+    for object in &objects {
+        let bytes = yaml(object)?.len();
+        if bytes > limit {
+            return Err(TranslateError::RuleTooLarge {
+                zone: cx.zone.unwrap_or(ANY_ZONE).to_string(),
+                rule: "(part)".to_string(),
+                bytes,
+                limit,
+            });
+        }
+    }
+    Ok(objects)
+}
+
+/// Every zone of the translation: those the configuration defines and those rules name.
+fn zones(policy: &Policy) -> Result<BTreeSet<String>, TranslateError> {
+    let mut zones = policy.zones.clone();
+    for rule in &policy.rules {
+        for set in [&rule.from, &rule.to] {
+            if let ZoneSet::Only(named) = set {
+                for zone in named {
+                    if !valid_zone_name(zone) || zone == ANY_ZONE {
+                        return Err(TranslateError::InvalidZone {
+                            origin: policy.origin.clone(),
+                            zone: zone.clone(),
+                            rule: rule.name().to_string(),
+                        });
+                    }
+                    zones.insert(zone.clone());
+                }
+            }
+        }
+    }
+    Ok(zones)
+}
+
+/// Translates a resolved policy into the firewall tier. `resolved.warnings` go into the
+/// status of the objects holding the rules they are about (and configuration-wide ones into
+/// every object).
+pub fn translate(
+    resolved: &Resolved,
+    options: &TranslateOptions,
+) -> Result<Translation, TranslateError> {
+    let policy = &resolved.policy;
+    let zones = zones(policy)?;
+    let converted: Vec<ZoneRule> = policy.rules.iter().map(zone_rule).collect();
+    let provenance = PolicyProvenance {
+        firewall: "panos".to_string(),
+        origin: policy.origin.clone(),
+        device_group: policy.target.clone(),
+        commit: options.commit.clone(),
+    };
+    let mut policies = Vec::new();
+    let targets = zones.iter().map(|z| Some(z.as_str())).chain([None]);
+    for zone in targets {
+        let cx = ObjectContext {
+            tier: Tier::Firewall,
+            zone,
+            provenance: &provenance,
+            mode: options.mode,
+            warnings: &resolved.warnings,
+        };
+        let egress = rules_for(policy, &converted, zone, true);
+        let ingress = rules_for(policy, &converted, zone, false);
+        policies.extend(zone_objects(
+            &cx,
+            egress,
+            ingress,
+            options.max_object_bytes,
+        )?);
+    }
+    Ok(Translation { policies })
+}
+
+/// Multi-document YAML, one document per object, in the given order.
+pub fn to_yaml(policies: &[ZonePolicy]) -> Result<String, TranslateError> {
+    let mut out = String::new();
+    for policy in policies {
+        out.push_str("---\n");
+        out.push_str(&yaml(policy)?);
+    }
+    Ok(out)
+}
+
+/// One object's file content (for `-o DIR`).
+pub fn object_yaml(policy: &ZonePolicy) -> Result<String, TranslateError> {
+    yaml(policy)
+}
