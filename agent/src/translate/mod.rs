@@ -21,7 +21,7 @@
 //!
 //! Pure: the caller reads the configuration and writes the output.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
@@ -313,29 +313,39 @@ fn rules_for(
     out
 }
 
-fn warning_matches(warning: &Warning, rule: &ZoneRule) -> bool {
-    match (&warning.rule, &rule.provenance) {
-        (Some(w), Some(p)) => {
-            w.name == p.rule
-                && w.device_group == p.device_group
-                && rulebase(w.rulebase) == p.rulebase
-                && u32::try_from(w.position).ok() == Some(p.position)
-        }
-        _ => false,
-    }
+/// A firewall rule's identity as both warnings and provenance record it: name, device group,
+/// rulebase, position. Lookups by this key keep translation linear: a large Panorama has
+/// thousands of rules and thousands of warnings.
+type RuleKey<'a> = (&'a str, &'a str, crd::Rulebase, Option<u32>);
+
+fn warning_key(warning: &Warning) -> Option<RuleKey<'_>> {
+    warning.rule.as_ref().map(|w| {
+        (
+            w.name.as_str(),
+            w.device_group.as_str(),
+            rulebase(w.rulebase),
+            u32::try_from(w.position).ok(),
+        )
+    })
+}
+
+fn rule_key(rule: &ZoneRule) -> Option<RuleKey<'_>> {
+    rule.provenance.as_ref().map(|p| {
+        (
+            p.rule.as_str(),
+            p.device_group.as_str(),
+            p.rulebase,
+            Some(p.position),
+        )
+    })
 }
 
 /// Warnings about the object's rules, plus those about the configuration as a whole.
 fn object_warnings(warnings: &[Warning], egress: &[ZoneRule], ingress: &[ZoneRule]) -> Vec<String> {
+    let rules: HashSet<RuleKey<'_>> = egress.iter().chain(ingress).filter_map(rule_key).collect();
     warnings
         .iter()
-        .filter(|w| {
-            w.rule.is_none()
-                || egress
-                    .iter()
-                    .chain(ingress)
-                    .any(|rule| warning_matches(w, rule))
-        })
+        .filter(|w| warning_key(w).is_none_or(|key| rules.contains(&key)))
         .map(ToString::to_string)
         .collect()
 }
@@ -447,18 +457,23 @@ fn split(
     // with a margin for the estimate's error. Each rule brings its own warnings along.
     let budget = limit.saturating_sub(yaml(&empty)?.len()).saturating_mul(9) / 10;
     let mut parts: Vec<(Vec<ZoneRule>, Vec<ZoneRule>)> = vec![(Vec::new(), Vec::new())];
+    // Bytes each rule's own warnings add to the object it lands in.
+    let mut warning_bytes: HashMap<RuleKey<'_>, usize> = HashMap::new();
+    for warning in cx.warnings {
+        if let Some(key) = warning_key(warning) {
+            *warning_bytes.entry(key).or_default() += warning.to_string().len() + 8;
+        }
+    }
     let mut used = 0;
     for (is_egress, rule) in egress
         .into_iter()
         .map(|r| (true, r))
         .chain(ingress.into_iter().map(|r| (false, r)))
     {
-        let warnings: usize = cx
-            .warnings
-            .iter()
-            .filter(|w| warning_matches(w, &rule))
-            .map(|w| w.to_string().len() + 8)
-            .sum();
+        let warnings = rule_key(&rule)
+            .and_then(|key| warning_bytes.get(&key))
+            .copied()
+            .unwrap_or(0);
         let bytes = rule_bytes(&rule)? + warnings;
         if bytes > budget {
             return Err(TranslateError::RuleTooLarge {
