@@ -54,7 +54,8 @@ struct TranslateArgs {
     /// configuration has several.
     #[arg(long, env = "ZONEWALL_DEVICE_GROUP", value_name = "DG")]
     device_group: Option<String>,
-    /// `-` for standard output, or a directory that gets one file per object.
+    /// `-` for standard output, or a directory that gets one file per object (firewall-*.yaml
+    /// files an earlier run left there and this run did not produce are removed).
     #[arg(
         short = 'o',
         long = "output",
@@ -273,6 +274,23 @@ fn write_objects(dir: &Path, policies: &[ZonePolicy]) -> Result<(), String> {
                 path.display()
             )
         })?;
+    }
+    // An object left from an earlier run (a zone since removed, a part no longer needed)
+    // would still be read by whoever consumes the directory: remove the firewall tier's
+    // files that this run did not write. Other files are left alone.
+    let written: std::collections::BTreeSet<String> = policies
+        .iter()
+        .filter_map(|p| p.metadata.name.as_deref())
+        .map(|name| format!("{name}.yaml"))
+        .collect();
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
+    for entry in entries.flatten() {
+        let file = entry.file_name().to_string_lossy().into_owned();
+        if file.starts_with("firewall-") && file.ends_with(".yaml") && !written.contains(&file) {
+            std::fs::remove_file(entry.path())
+                .map_err(|e| format!("cannot remove stale {}: {e}", entry.path().display()))?;
+        }
     }
     Ok(())
 }

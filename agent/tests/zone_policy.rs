@@ -452,6 +452,12 @@ fn crd_command_prints_the_committed_crd() {
 fn translate_writes_files_and_explain_policies_agrees_with_the_firewall() {
     let dir = std::env::temp_dir().join(format!("zonewall-translate-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
+    // What an earlier run left (a zone since removed) goes; files not ours stay.
+    std::fs::create_dir_all(&dir).expect("create output directory");
+    let stale = dir.join("firewall-removed-zone-00000000.yaml");
+    let unrelated = dir.join("README.txt");
+    std::fs::write(&stale, "kind: ZonePolicy\n").expect("plant stale object");
+    std::fs::write(&unrelated, "operator notes\n").expect("plant unrelated file");
     let config = fixture("panorama.xml");
     let config = config.to_str().expect("utf-8 path");
     let dir_text = dir.to_str().expect("utf-8 path");
@@ -474,6 +480,12 @@ fn translate_writes_files_and_explain_policies_agrees_with_the_firewall() {
         stderr.contains("warning:") && stderr.contains("'prod-app-default'"),
         "{stderr}"
     );
+    assert!(
+        !stale.exists(),
+        "a stale object from an earlier run must be removed"
+    );
+    assert!(unrelated.exists(), "files zonewall did not write must stay");
+    std::fs::remove_file(&unrelated).expect("remove unrelated file");
     let mut files: Vec<String> = std::fs::read_dir(&dir)
         .expect("output directory")
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
