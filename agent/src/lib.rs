@@ -8,6 +8,7 @@
 pub mod datapath;
 pub mod explain;
 pub mod firewall;
+pub mod flows;
 pub mod inventory;
 pub mod model;
 pub mod policy;
