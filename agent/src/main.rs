@@ -231,16 +231,12 @@ fn run_translate(args: TranslateArgs) -> ExitCode {
         Err(e) => return fail(2, &e.to_string()),
     };
     let written = if args.output == "-" {
-        translate::to_yaml(&translation.policies)
-            .map_err(|e| e.to_string())
-            .and_then(|yaml| {
-                std::io::stdout()
-                    .lock()
-                    .write_all(yaml.as_bytes())
-                    .map_err(|e| format!("cannot write to standard output: {e}"))
-            })
+        std::io::stdout()
+            .lock()
+            .write_all(translation.to_yaml().as_bytes())
+            .map_err(|e| format!("cannot write to standard output: {e}"))
     } else {
-        write_objects(Path::new(&args.output), &translation.policies)
+        write_objects(Path::new(&args.output), &translation)
     };
     match written {
         Ok(()) => {
@@ -257,12 +253,13 @@ fn run_translate(args: TranslateArgs) -> ExitCode {
 
 /// One `<name>.yaml` per object. Each file is written to a temporary name in the same
 /// directory and renamed, so a reader (a standalone agent) never sees half a file.
-fn write_objects(dir: &Path, policies: &[ZonePolicy]) -> Result<(), String> {
+fn write_objects(dir: &Path, translation: &translate::Translation) -> Result<(), String> {
+    let policies = &translation.policies;
     std::fs::create_dir_all(dir)
         .map_err(|e| format!("cannot create directory {}: {e}", dir.display()))?;
-    for policy in policies {
+    for (index, policy) in policies.iter().enumerate() {
         let name = policy.metadata.name.as_deref().unwrap_or("unnamed");
-        let yaml = translate::object_yaml(policy).map_err(|e| e.to_string())?;
+        let yaml = &translation.documents[index];
         let path = dir.join(format!("{name}.yaml"));
         let temporary = dir.join(format!(".{name}.yaml.tmp"));
         std::fs::write(&temporary, yaml)

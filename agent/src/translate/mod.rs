@@ -88,6 +88,21 @@ pub enum TranslateError {
 #[derive(Clone, Debug)]
 pub struct Translation {
     pub policies: Vec<ZonePolicy>,
+    /// Each object's YAML, in the same order: serialized once, when its size was checked,
+    /// and reused for output (tens of MiB for a large Panorama).
+    pub documents: Vec<String>,
+}
+
+impl Translation {
+    /// Multi-document YAML, one document per object, in output order.
+    pub fn to_yaml(&self) -> String {
+        let mut out = String::with_capacity(self.documents.iter().map(|d| d.len() + 4).sum());
+        for document in &self.documents {
+            out.push_str("---\n");
+            out.push_str(document);
+        }
+        out
+    }
 }
 
 /// 32-bit FNV-1a: stable across releases and platforms (unlike std's hasher), enough to
@@ -421,21 +436,23 @@ fn rule_bytes(rule: &ZoneRule) -> Result<usize, TranslateError> {
     Ok(text.len() + 4 * text.lines().count())
 }
 
-/// One zone's objects: a single one when it fits, else ordered parts, each under the limit.
+/// One zone's objects with their YAML: a single one when it fits, else ordered parts, each
+/// under the limit.
 fn zone_objects(
     cx: &ObjectContext<'_>,
     egress: Vec<ZoneRule>,
     ingress: Vec<ZoneRule>,
     limit: usize,
-) -> Result<Vec<ZonePolicy>, TranslateError> {
+) -> Result<Vec<(ZonePolicy, String)>, TranslateError> {
     // Every rule serializes to well over this many bytes (action, rule type, peer zones and
     // the three columns), so more rules than fit at this size cannot fit in one object and
     // the whole-object serialization is skipped.
     const MIN_RULE_BYTES: usize = 120;
     if (egress.len() + ingress.len()).saturating_mul(MIN_RULE_BYTES) <= limit {
         let whole = make_object(cx, 1, 1, egress, ingress);
-        if yaml(&whole)?.len() <= limit {
-            return Ok(vec![whole]);
+        let document = yaml(&whole)?;
+        if document.len() <= limit {
+            return Ok(vec![(whole, document)]);
         }
         let ZonePolicySpec {
             egress, ingress, ..
@@ -445,13 +462,13 @@ fn zone_objects(
     split(cx, egress, ingress, limit)
 }
 
-/// Ordered parts, each under `limit`.
+/// Ordered parts, each under `limit`, with their YAML.
 fn split(
     cx: &ObjectContext<'_>,
     egress: Vec<ZoneRule>,
     ingress: Vec<ZoneRule>,
     limit: usize,
-) -> Result<Vec<ZonePolicy>, TranslateError> {
+) -> Result<Vec<(ZonePolicy, String)>, TranslateError> {
     let empty = make_object(cx, 1, 1, Vec::new(), Vec::new());
     // Room for rules: the limit minus the fixed part (configuration-wide warnings included),
     // with a margin for the estimate's error. Each rule brings its own warnings along.
@@ -503,21 +520,19 @@ fn split(
         }
     }
     let count = u32::try_from(parts.len()).unwrap_or(u32::MAX);
-    let objects: Vec<ZonePolicy> = parts
-        .into_iter()
-        .zip(1..)
-        .map(|((e, i), part)| make_object(cx, part, count, e, i))
-        .collect();
-    for object in &objects {
-        let bytes = yaml(object)?.len();
-        if bytes > limit {
+    let mut objects = Vec::with_capacity(parts.len());
+    for ((e, i), part) in parts.into_iter().zip(1..) {
+        let object = make_object(cx, part, count, e, i);
+        let document = yaml(&object)?;
+        if document.len() > limit {
             return Err(TranslateError::RuleTooLarge {
                 zone: cx.zone.unwrap_or(ANY_ZONE).to_string(),
                 rule: "(part)".to_string(),
-                bytes,
+                bytes: document.len(),
                 limit,
             });
         }
+        objects.push((object, document));
     }
     Ok(objects)
 }
@@ -561,6 +576,7 @@ pub fn translate(
         commit: options.commit.clone(),
     };
     let mut policies = Vec::new();
+    let mut documents = Vec::new();
     let targets = zones.iter().map(|z| Some(z.as_str())).chain([None]);
     for zone in targets {
         let cx = ObjectContext {
@@ -572,14 +588,15 @@ pub fn translate(
         };
         let egress = rules_for(policy, &converted, zone, true);
         let ingress = rules_for(policy, &converted, zone, false);
-        policies.extend(zone_objects(
-            &cx,
-            egress,
-            ingress,
-            options.max_object_bytes,
-        )?);
+        for (policy, document) in zone_objects(&cx, egress, ingress, options.max_object_bytes)? {
+            policies.push(policy);
+            documents.push(document);
+        }
     }
-    Ok(Translation { policies })
+    Ok(Translation {
+        policies,
+        documents,
+    })
 }
 
 /// Multi-document YAML, one document per object, in the given order.
