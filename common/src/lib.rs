@@ -19,6 +19,17 @@ pub mod map_names {
     pub const COUNTERS: &str = "ZW_COUNTERS";
     /// Every map name the eBPF object must define.
     pub const ALL: [&str; 2] = [BLOCK, COUNTERS];
+
+    // Maps of the policy dataplane. The compiler (`zonewall::policy::datapath_compile`)
+    // produces their entries already; they join `ALL` when the eBPF program defines them.
+
+    /// LPM trie, IPv4 address -> identity: `IdentityKeyV4` -> `IdentityValue`.
+    pub const IDENTITY_V4: &str = "ZW_IDENT_V4";
+    /// LPM trie, IPv6 address -> identity: `IdentityKeyV6` -> `IdentityValue`.
+    pub const IDENTITY_V6: &str = "ZW_IDENT_V6";
+    /// LPM trie, (direction, subject, peer, protocol, port) -> verdict: `PolicyKey` ->
+    /// `PolicyValue`.
+    pub const POLICY: &str = "ZW_POLICY";
 }
 
 /// Program names (function names in the eBPF object).
@@ -91,6 +102,120 @@ pub struct BlockValue {
 }
 const _: () = assert!(size_of::<BlockValue>() == 8);
 
+/// Identities are small integers; 0 is never assigned, so a zeroed key field is no identity.
+pub const IDENTITY_NONE: u32 = 0;
+
+/// Key of `ZW_IDENT_V4` (LPM trie): `prefix_len` counts the leading bits of `addr_be` that
+/// must match (0-32).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct IdentityKeyV4 {
+    pub prefix_len: u32,
+    pub addr_be: [u8; 4],
+}
+const _: () = assert!(size_of::<IdentityKeyV4>() == 8);
+
+/// Key of `ZW_IDENT_V6` (LPM trie): `prefix_len` counts the leading bits of `addr_be` that
+/// must match (0-128).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct IdentityKeyV6 {
+    pub prefix_len: u32,
+    pub addr_be: [u8; 16],
+}
+const _: () = assert!(size_of::<IdentityKeyV6>() == 20);
+
+/// Value of both identity tries.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct IdentityValue {
+    /// Never `IDENTITY_NONE`: every address has an identity (at least its zone's).
+    pub identity: u32,
+    /// Index of the identity's zone in the compiled zone list (for flow records).
+    pub zone: u32,
+}
+const _: () = assert!(size_of::<IdentityValue>() == 8);
+
+/// `PolicyKey::direction`: the packet leaves the subject (the subject zone's egress rules).
+pub const DIRECTION_EGRESS: u8 = 0;
+/// `PolicyKey::direction`: the packet enters the subject (the subject zone's ingress rules).
+pub const DIRECTION_INGRESS: u8 = 1;
+
+/// The protocol byte the program puts in a `PolicyKey` when the packet has no destination
+/// port to match: a non-first fragment of any protocol. No policy entry ever names it (it is
+/// IANA's reserved protocol 255), so the lookup falls back to the port-less entry, exactly as
+/// a port rule never matches a packet without a port.
+pub const PROTOCOL_NO_PORT: u8 = 255;
+
+/// Bits of a `PolicyKey` before the protocol: direction, subject and peer identity.
+pub const POLICY_PREFIX_PEER: u32 = 72;
+/// Bits of a `PolicyKey` before the port: direction, identities and protocol.
+pub const POLICY_PREFIX_PROTOCOL: u32 = 80;
+/// Every bit of a `PolicyKey`.
+pub const POLICY_PREFIX_FULL: u32 = 96;
+
+/// Key of `ZW_POLICY` (LPM trie). The data bits, in order: direction (8), subject identity
+/// (32), peer identity (32), IP protocol (8), destination port (16). A lookup sets
+/// `prefix_len = POLICY_PREFIX_FULL`; entries use shorter prefixes for "any peer" (40),
+/// "any protocol" (72), "any port" (80) and port ranges (80 + the range's prefix length).
+/// The subject is the workload the direction is about (egress: the source, ingress: the
+/// destination); the peer is the other end.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct PolicyKey {
+    pub prefix_len: u32,
+    pub direction: u8,
+    pub subject_identity_be: [u8; 4],
+    pub peer_identity_be: [u8; 4],
+    pub protocol: u8,
+    pub port_be: [u8; 2],
+}
+const _: () = assert!(size_of::<PolicyKey>() == 16);
+
+/// `PolicyValue::action` and `audit_action`.
+pub const ACTION_NONE: u8 = 0;
+pub const ACTION_ALLOW: u8 = 1;
+pub const ACTION_DENY: u8 = 2;
+pub const ACTION_DROP: u8 = 3;
+pub const ACTION_RESET_CLIENT: u8 = 4;
+pub const ACTION_RESET_SERVER: u8 = 5;
+pub const ACTION_RESET_BOTH: u8 = 6;
+
+/// `PolicyValue::flags`: the deciding rule logs at flow start.
+pub const POLICY_FLAG_LOG_START: u8 = 1;
+/// `PolicyValue::flags`: the deciding rule logs at flow end.
+pub const POLICY_FLAG_LOG_END: u8 = 2;
+/// `PolicyValue::flags`: an `Audit` policy would not have allowed the flow ("would deny").
+pub const POLICY_FLAG_WOULD_DENY: u8 = 4;
+
+/// Rule ids with a fixed meaning; compiled rules are numbered from `RULE_ID_FIRST`.
+pub const RULE_ID_NONE: u32 = 0;
+/// No tier decided: allowed after the last tier.
+pub const RULE_ID_DEFAULT_ALLOW: u32 = 1;
+/// The firewall tier's policies for the zone ran out of rules: denied.
+pub const RULE_ID_FIREWALL_END: u32 = 2;
+/// The firewall tier has policies, but none governs the zone: denied.
+pub const RULE_ID_FIREWALL_NO_ZONE_POLICY: u32 = 3;
+pub const RULE_ID_FIRST: u32 = 4;
+
+/// Value of `ZW_POLICY`: the verdict of the first matching rule, tiers already resolved.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct PolicyValue {
+    /// The deciding rule (or a `RULE_ID_*` constant for an implicit decision).
+    pub rule_id: u32,
+    /// The first matching rule of an `Audit` policy, `RULE_ID_NONE` without one.
+    pub audit_rule_id: u32,
+    /// `ACTION_*` of `rule_id`.
+    pub action: u8,
+    /// `ACTION_*` of `audit_rule_id`; `ACTION_NONE` without one.
+    pub audit_action: u8,
+    /// `POLICY_FLAG_*`.
+    pub flags: u8,
+    pub _pad: u8,
+}
+const _: () = assert!(size_of::<PolicyValue>() == 12);
+
 #[cfg(feature = "user")]
 mod user {
     // SAFETY: plain `#[repr(C)]` integers and byte arrays, no padding the compiler may leave
@@ -98,4 +223,14 @@ mod user {
     unsafe impl aya::Pod for super::BlockKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::BlockValue {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::IdentityKeyV4 {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::IdentityKeyV6 {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::IdentityValue {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::PolicyKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::PolicyValue {}
 }

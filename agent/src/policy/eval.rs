@@ -69,7 +69,7 @@ impl Decision {
         self == Decision::Allow
     }
 
-    fn of(action: RuleAction, reset: Option<Reset>) -> Option<Decision> {
+    pub(crate) fn of(action: RuleAction, reset: Option<Reset>) -> Option<Decision> {
         Some(match (action, reset) {
             (RuleAction::Allow, _) => Decision::Allow,
             (RuleAction::Deny, _) => Decision::Deny,
@@ -142,6 +142,48 @@ impl PolicyVerdict {
     /// "would deny": an audit policy would have blocked this flow.
     pub fn would_deny(&self) -> bool {
         self.audit.as_ref().is_some_and(|(d, _)| !d.is_allow())
+    }
+}
+
+/// What [`PolicySet::walk`] found, without the strings a [`PolicyVerdict`] carries.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Outcome<'a> {
+    pub decision: Decision,
+    pub decider: Decider<'a>,
+    pub audit: Option<(Decision, Decider<'a>)>,
+}
+
+/// What decided, by reference into the [`PolicySet`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Decider<'a> {
+    Rule {
+        policy: &'a CompiledPolicy,
+        rule: &'a CompiledRule,
+    },
+    EndOfTier(Tier),
+    NoZonePolicy(Tier),
+    DefaultAllow,
+}
+
+impl Decider<'_> {
+    fn decided_by(self, direction: Direction, zone: &str) -> DecidedBy {
+        match self {
+            Decider::Rule { policy, rule } => DecidedBy::Rule(RuleHit {
+                policy: policy.name.clone(),
+                tier: policy.tier,
+                direction,
+                index: rule.index,
+                provenance: rule.provenance.clone(),
+                log_start: rule.log_start,
+                log_end: rule.log_end,
+            }),
+            Decider::EndOfTier(tier) => DecidedBy::EndOfTier { tier },
+            Decider::NoZonePolicy(tier) => DecidedBy::NoZonePolicy {
+                tier,
+                zone: zone.to_string(),
+            },
+            Decider::DefaultAllow => DecidedBy::DefaultAllow,
+        }
     }
 }
 
@@ -231,32 +273,42 @@ impl PolicySet {
             Direction::Egress => (&flow.source_zone, &flow.destination_zone),
             Direction::Ingress => (&flow.destination_zone, &flow.source_zone),
         };
-        let mut audit = None;
-        let verdict = |decision, decided_by, audit| PolicyVerdict {
+        let outcome = self.walk(direction, zone, &mut |rule| {
+            rule_matches(rule, zone, peer, flow, labels)
+        });
+        PolicyVerdict {
             direction,
             zone: zone.clone(),
+            decision: outcome.decision,
+            decided_by: outcome.decider.decided_by(direction, zone),
+            audit: outcome
+                .audit
+                .map(|(decision, decider)| (decision, decider.decided_by(direction, zone))),
+        }
+    }
+
+    /// The tier walk of [`PolicySet::evaluate`] (steps 1-6 of the module comment) with the
+    /// rule test supplied by the caller: the evaluator tests a concrete flow, the datapath
+    /// compiler tests a class of flows. Sharing the walk keeps the two from drifting apart.
+    pub(crate) fn walk<'a>(
+        &'a self,
+        direction: Direction,
+        zone: &str,
+        matches: &mut dyn FnMut(&CompiledRule) -> bool,
+    ) -> Outcome<'a> {
+        let mut audit = None;
+        let outcome = |decision, decider, audit| Outcome {
             decision,
-            decided_by,
+            decider,
             audit,
         };
         for tier in Tier::ALL {
-            let own = self.by_zone.get(&(tier, Some(zone.clone())));
-            let policies = match own.or_else(|| self.by_zone.get(&(tier, None))) {
-                Some(list) => list,
-                None => {
-                    let tier_has_policies = self.by_zone.keys().any(|(t, _)| *t == tier);
-                    if tier == Tier::Firewall && tier_has_policies {
-                        return verdict(
-                            Decision::Deny,
-                            DecidedBy::NoZonePolicy {
-                                tier,
-                                zone: zone.clone(),
-                            },
-                            audit,
-                        );
-                    }
-                    continue;
+            let Some(policies) = self.governing(tier, zone) else {
+                let tier_has_policies = self.by_zone.keys().any(|(t, _)| *t == tier);
+                if tier == Tier::Firewall && tier_has_policies {
+                    return outcome(Decision::Deny, Decider::NoZonePolicy(tier), audit);
                 }
+                continue;
             };
             let mut passed = false;
             let mut any_enforcing = false;
@@ -267,32 +319,22 @@ impl PolicySet {
                     Direction::Ingress => &policy.ingress,
                 };
                 for rule in rules {
-                    if !rule_matches(rule, zone, peer, flow, labels) {
+                    if !matches(rule) {
                         continue;
                     }
-                    let hit = || {
-                        DecidedBy::Rule(RuleHit {
-                            policy: policy.name.clone(),
-                            tier,
-                            direction,
-                            index: rule.index,
-                            provenance: rule.provenance.clone(),
-                            log_start: rule.log_start,
-                            log_end: rule.log_end,
-                        })
-                    };
+                    let hit = Decider::Rule { policy, rule };
                     let decision = Decision::of(rule.action, rule.reset);
                     if policy.mode == Mode::Audit {
                         if audit.is_none()
                             && let Some(decision) = decision
                         {
-                            audit = Some((decision, hit()));
+                            audit = Some((decision, hit));
                         }
                         // The rest of an audited policy is shadowed by its first match.
                         continue 'policies;
                     }
                     match decision {
-                        Some(decision) => return verdict(decision, hit(), audit),
+                        Some(decision) => return outcome(decision, hit, audit),
                         None => {
                             passed = true;
                             break 'policies;
@@ -302,14 +344,28 @@ impl PolicySet {
             }
             if !passed && tier == Tier::Firewall {
                 if any_enforcing {
-                    return verdict(Decision::Deny, DecidedBy::EndOfTier { tier }, audit);
+                    return outcome(Decision::Deny, Decider::EndOfTier(tier), audit);
                 }
                 if audit.is_none() {
-                    audit = Some((Decision::Deny, DecidedBy::EndOfTier { tier }));
+                    audit = Some((Decision::Deny, Decider::EndOfTier(tier)));
                 }
             }
         }
-        verdict(Decision::Allow, DecidedBy::DefaultAllow, audit)
+        outcome(Decision::Allow, Decider::DefaultAllow, audit)
+    }
+
+    /// The policies of `tier` that govern `zone`, by order: its own, else the tier's
+    /// `zone: any` policies; `None` when the tier has neither.
+    pub(crate) fn governing(&self, tier: Tier, zone: &str) -> Option<&[CompiledPolicy]> {
+        self.by_zone
+            .get(&(tier, Some(zone.to_string())))
+            .or_else(|| self.by_zone.get(&(tier, None)))
+            .map(Vec::as_slice)
+    }
+
+    /// Every policy, in a fixed order: by tier, then governed zone (`any` first), then order.
+    pub(crate) fn policies(&self) -> impl Iterator<Item = &CompiledPolicy> {
+        self.by_zone.values().flatten()
     }
 
     /// What the dataplane enforces: the egress verdict, and when it allows, the ingress one.

@@ -3,9 +3,11 @@
 //! ```text
 //! translate (model -> ZonePolicy) --> resource::ZonePolicy --compile--> eval::PolicySet
 //!                                                                     --> verdict per direction
+//!                     resource::ZonePolicy + endpoints --datapath_compile--> map entries
 //! ```
 
 pub mod compile;
+pub mod datapath_compile;
 pub mod eval;
 pub mod load;
 pub mod resource;

@@ -1,0 +1,964 @@
+//! ZonePolicies + endpoints -> the entries of the kernel's identity and policy maps
+//! (DESIGN.md section 6). Pure: no I/O, no aya calls; [`emulate`] replays the kernel lookup
+//! over the produced entries so tests can hold it against the evaluator.
+//!
+//! Lookup precedence (the eBPF program repeats this list):
+//! 1. Identities: the source and the destination address are looked up in `ZW_IDENT_V4` or
+//!    `ZW_IDENT_V6` (longest prefix). Every address has an entry: workloads their /32 or
+//!    /128, address-object prefixes theirs, and the /0 roots give everything else the
+//!    external zone's identity.
+//! 2. Subject and peer: at egress the subject is the source and the peer the destination; at
+//!    ingress the other way round. The subject's zone governs (its egress or ingress rules).
+//! 3. Policy key: (direction, subject identity, peer identity, protocol, destination port),
+//!    with `prefix_len = POLICY_PREFIX_FULL`. A packet without a destination port (ICMP,
+//!    ICMPv6, other protocols without ports, and every non-first fragment) is looked up with
+//!    protocol `PROTOCOL_NO_PORT` and port 0: port rules never match it.
+//! 4. The longest matching entry of `ZW_POLICY` decides, most specific first:
+//!    a. port prefix of the protocol (80 + 1..16 bits),
+//!    b. the protocol with any port (80 bits),
+//!    c. the (subject, peer) pair with any protocol (72 bits),
+//!    d. the subject with any peer (40 bits).
+//!    Every subject identity has a (d) entry in both directions, so a lookup never misses; a
+//!    miss means a broken table, and the program fails closed.
+//! 5. The value is final: first match, tiers, `Pass` and `Audit` are resolved here, at
+//!    compile time. `action` is what happens; `audit_*` and `POLICY_FLAG_WOULD_DENY` only
+//!    report what an `Audit` policy would have done.
+//! 6. A flow passes only when the egress verdict (source's zone) and the ingress verdict
+//!    (destination's zone) both allow, as [`PolicySet::evaluate_flow`] describes.
+//!
+//! How the compiler gets there:
+//! - Identity = (zone, membership class): for each zone, the address columns of every rule
+//!   that can be evaluated with an address of that zone as subject or as peer are the zone's
+//!   relevant predicates; two addresses of a zone share an identity exactly when every
+//!   relevant predicate (prefixes, wildcards, resolved FQDNs, label selectors, `any`) gives
+//!   the same answer. Negation is applied to the answer, so it does not split classes.
+//!   Identities are numbered from 1 in the order (zone name, class), so the same input gives
+//!   the same numbers.
+//! - Address entries: the prefixes of the external zone's relevant predicates (FQDN answers
+//!   as host prefixes, non-contiguous wildcards expanded exactly) plus the two /0 roots form
+//!   a prefix tree; the class of a tree node is the union of what its ancestors and itself
+//!   are members of, which is exactly the class of every address whose longest match it is.
+//!   A node whose identity equals its nearest kept ancestor's is left out. Workload addresses
+//!   are /32 and /128 entries computed from the address itself and the workload's labels.
+//! - Policy entries: for each (direction, subject, peer) the rules whose zones and address
+//!   columns hold are fixed; the verdict then depends only on (protocol, port). The port
+//!   boundaries of those rules cut each protocol into intervals with one verdict each, found
+//!   by running the evaluator's own tier walk ([`PolicySet::walk`]) on one port per interval.
+//!   The most common verdict of a protocol becomes its 80-bit entry, the other intervals are
+//!   split into aligned port prefixes. Entries equal to the entry they would fall back to are
+//!   left out.
+//! - Source ports are not part of the key. A rule whose service restricts source ports is
+//!   represented conservatively and reported in [`Compiled::approximations`]: a deny (Deny,
+//!   Drop, Reject) blocks every source port; an Allow never matches (the flow falls through to
+//!   later rules, which can only allow less); a `Pass` in an `Enforce` policy cannot be
+//!   represented either way without risk of widening, and is an error.
+
+pub mod emulate;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use zonewall_common as abi;
+
+use super::compile::{CompiledPolicy, CompiledRule};
+use super::eval::{Decider, Decision, Direction, Outcome, PolicySet};
+use super::resource::{Mode, RuleAction, RuleProvenance, RuleType, Tier};
+use crate::inventory::Endpoint;
+use crate::model::{AddressSet, LabelSource};
+
+/// Map capacities the compiled tables must fit in. Exceeding one is an error, never a
+/// truncated table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub max_identities: usize,
+    pub max_identity_entries_v4: usize,
+    pub max_identity_entries_v6: usize,
+    pub max_policy_entries: usize,
+    pub max_rules: usize,
+    /// Prefixes one non-contiguous wildcard may expand to.
+    pub max_wildcard_prefixes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_identities: 65_536,
+            max_identity_entries_v4: 262_144,
+            max_identity_entries_v6: 262_144,
+            max_policy_entries: 1_048_576,
+            max_rules: 65_536,
+            max_wildcard_prefixes: 4_096,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CompileError {
+    #[error(
+        "the compiled policy needs {needed} {what}, more than the configured capacity of {capacity}; raise the capacity or simplify the policy (zonewall never enforces a truncated table)"
+    )]
+    Capacity {
+        what: &'static str,
+        needed: usize,
+        capacity: usize,
+    },
+    #[error("{rule}: {problem}")]
+    Unrepresentable { rule: String, problem: String },
+    #[error("endpoint '{endpoint}': {problem}")]
+    Endpoint { endpoint: String, problem: String },
+}
+
+/// What the compiler produced: map entries in key order plus the tables userspace keeps.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Compiled {
+    /// Zone index (as in [`abi::IdentityValue::zone`]) -> zone name, sorted.
+    pub zones: Vec<String>,
+    /// Identity `id` is at index `id - 1`.
+    pub identities: Vec<Identity>,
+    pub identity_v4: Vec<(abi::IdentityKeyV4, abi::IdentityValue)>,
+    pub identity_v6: Vec<(abi::IdentityKeyV6, abi::IdentityValue)>,
+    pub policy: Vec<(abi::PolicyKey, abi::PolicyValue)>,
+    /// Rule id -> what it is; includes the fixed `RULE_ID_*` implicit decisions.
+    pub rules: BTreeMap<u32, RuleEntry>,
+    /// Rules represented conservatively instead of exactly, with what was done.
+    pub approximations: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub id: u32,
+    pub zone: String,
+    /// Relevant predicates (indexes into the compiler's predicate list) this class is in.
+    pub member_of: Vec<u32>,
+    /// Workload addresses with this identity.
+    pub workload_addresses: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuleEntry {
+    pub id: u32,
+    /// `None` for `Pass`, which never decides.
+    pub decision: Option<Decision>,
+    pub log_start: bool,
+    pub log_end: bool,
+    pub origin: RuleOrigin,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RuleOrigin {
+    Rule {
+        policy: String,
+        tier: Tier,
+        direction: Direction,
+        /// 1-based position in the policy's list for the direction.
+        index: usize,
+        /// Firewall rule name, uuid, device group, rulebase and position.
+        provenance: Option<RuleProvenance>,
+    },
+    DefaultAllow,
+    FirewallEnd,
+    FirewallNoZonePolicy,
+}
+
+/// Entry counts, for sizing maps and benchmarks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sizes {
+    pub zones: usize,
+    pub identities: usize,
+    pub identity_entries_v4: usize,
+    pub identity_entries_v6: usize,
+    pub policy_entries: usize,
+    pub rules: usize,
+}
+
+impl Compiled {
+    pub fn sizes(&self) -> Sizes {
+        Sizes {
+            zones: self.zones.len(),
+            identities: self.identities.len(),
+            identity_entries_v4: self.identity_v4.len(),
+            identity_entries_v6: self.identity_v6.len(),
+            policy_entries: self.policy.len(),
+            rules: self.rules.len(),
+        }
+    }
+}
+
+pub fn action_code(decision: Decision) -> u8 {
+    match decision {
+        Decision::Allow => abi::ACTION_ALLOW,
+        Decision::Deny => abi::ACTION_DENY,
+        Decision::Drop => abi::ACTION_DROP,
+        Decision::ResetClient => abi::ACTION_RESET_CLIENT,
+        Decision::ResetServer => abi::ACTION_RESET_SERVER,
+        Decision::ResetBoth => abi::ACTION_RESET_BOTH,
+    }
+}
+
+pub fn direction_code(direction: Direction) -> u8 {
+    match direction {
+        Direction::Egress => abi::DIRECTION_EGRESS,
+        Direction::Ingress => abi::DIRECTION_INGRESS,
+    }
+}
+
+const DIRECTIONS: [Direction; 2] = [Direction::Egress, Direction::Ingress];
+
+fn rules_of(policy: &CompiledPolicy, direction: Direction) -> &[CompiledRule] {
+    match direction {
+        Direction::Egress => &policy.egress,
+        Direction::Ingress => &policy.ingress,
+    }
+}
+
+fn rule_name(policy: &CompiledPolicy, direction: Direction, rule: &CompiledRule) -> String {
+    format!(
+        "ZonePolicy '{}', {} rule {} ('{}')",
+        policy.name,
+        direction.as_str(),
+        rule.index,
+        rule.label(direction.as_str())
+    )
+}
+
+/// Whether a rule of a policy governing `zone` can apply with a peer in `peer`.
+fn peer_holds(rule: &CompiledRule, zone: &str, peer: &str) -> bool {
+    rule.peers.as_ref().is_none_or(|p| p.contains(peer))
+        && match rule.rule_type {
+            RuleType::Universal => true,
+            RuleType::Intrazone => zone == peer,
+            RuleType::Interzone => zone != peer,
+        }
+}
+
+fn is_deny(action: RuleAction) -> bool {
+    matches!(
+        action,
+        RuleAction::Deny | RuleAction::Drop | RuleAction::Reject
+    )
+}
+
+/// What the compiler knows of one rule.
+struct RuleInfo {
+    id: u32,
+    /// Predicate index of the source and destination columns.
+    source: u32,
+    destination: u32,
+}
+
+/// Labels of the one workload address being classified.
+struct WorkloadLabels<'a>(&'a BTreeMap<String, String>);
+
+impl LabelSource for WorkloadLabels<'_> {
+    fn labels(&self, _ip: IpAddr) -> Option<&BTreeMap<String, String>> {
+        Some(self.0)
+    }
+}
+
+fn host_net(ip: IpAddr) -> IpNet {
+    IpNet::from(ip)
+}
+
+fn root_nets() -> [IpNet; 2] {
+    [
+        IpNet::V4(ipnet::Ipv4Net::default()),
+        IpNet::V6(ipnet::Ipv6Net::default()),
+    ]
+}
+
+fn check_capacity(what: &'static str, needed: usize, capacity: usize) -> Result<(), CompileError> {
+    if needed > capacity {
+        return Err(CompileError::Capacity {
+            what,
+            needed,
+            capacity,
+        });
+    }
+    Ok(())
+}
+
+/// Compiles `set` for the zones of `endpoints` and `external_zone`.
+pub fn compile(
+    set: &PolicySet,
+    external_zone: &str,
+    endpoints: &[Endpoint],
+    limits: &Limits,
+) -> Result<Compiled, CompileError> {
+    let mut compiler = Compiler::new(set, limits);
+    compiler.number_rules()?;
+    let zones: Vec<String> = endpoints
+        .iter()
+        .map(|e| e.zone.clone())
+        .chain([external_zone.to_string()])
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let relevant = compiler.relevant_predicates(&zones);
+    let empty = BTreeSet::new();
+    let relevant_of = |zone: &str| relevant.get(zone).unwrap_or(&empty);
+
+    // Classes of workload addresses.
+    let mut owners: BTreeMap<IpAddr, &Endpoint> = BTreeMap::new();
+    let mut workload_classes: Vec<(IpAddr, String, Vec<u32>)> = Vec::new();
+    for endpoint in endpoints {
+        for &ip in &endpoint.ips {
+            if let Some(other) = owners.insert(ip, endpoint) {
+                return Err(CompileError::Endpoint {
+                    endpoint: endpoint.qualified_name(),
+                    problem: format!(
+                        "address {ip} also belongs to '{}'; an address belongs to one workload",
+                        other.qualified_name()
+                    ),
+                });
+            }
+            let labels = WorkloadLabels(&endpoint.labels);
+            let class = relevant_of(&endpoint.zone)
+                .iter()
+                .copied()
+                .filter(|&p| compiler.predicates[p as usize].contains(ip, &labels))
+                .collect();
+            workload_classes.push((ip, endpoint.zone.clone(), class));
+        }
+    }
+
+    // Classes of the prefix tree of everything that is not a workload (external zone).
+    let external_tree = compiler.external_tree(relevant_of(external_zone))?;
+
+    // Number identities.
+    let mut classes: BTreeMap<(String, Vec<u32>), usize> = BTreeMap::new();
+    for (_, zone, class) in &workload_classes {
+        *classes.entry((zone.clone(), class.clone())).or_default() += 1;
+    }
+    for (_, class) in &external_tree {
+        classes
+            .entry((external_zone.to_string(), class.clone()))
+            .or_default();
+    }
+    check_capacity("identities", classes.len(), limits.max_identities)?;
+    let mut identities = Vec::with_capacity(classes.len());
+    let mut identity_of: BTreeMap<(String, Vec<u32>), u32> = BTreeMap::new();
+    for (index, ((zone, class), workload_addresses)) in classes.into_iter().enumerate() {
+        let id = u32::try_from(index + 1).map_err(|_| CompileError::Capacity {
+            what: "identities",
+            needed: index + 1,
+            capacity: limits.max_identities,
+        })?;
+        identities.push(Identity {
+            id,
+            zone: zone.clone(),
+            member_of: class.clone(),
+            workload_addresses,
+        });
+        identity_of.insert((zone, class), id);
+    }
+    let zone_index = |zone: &str| -> u32 {
+        zones
+            .binary_search_by(|z| z.as_str().cmp(zone))
+            .map_or(u32::MAX, |i| i as u32)
+    };
+    let value_of = |zone: &str, class: &Vec<u32>| abi::IdentityValue {
+        identity: identity_of
+            .get(&(zone.to_string(), class.clone()))
+            .copied()
+            .unwrap_or(abi::IDENTITY_NONE),
+        zone: zone_index(zone),
+    };
+
+    // Address entries: tree nodes that change the identity, then workloads (which win on
+    // equal keys; their host prefixes are longer than anything else otherwise).
+    let mut address_entries: BTreeMap<IpNet, abi::IdentityValue> = BTreeMap::new();
+    let mut stack: Vec<(IpNet, u32)> = Vec::new();
+    for (net, class) in &external_tree {
+        while stack.last().is_some_and(|(top, _)| !top.contains(net)) {
+            stack.pop();
+        }
+        let value = value_of(external_zone, class);
+        if stack.last().is_none_or(|(_, id)| *id != value.identity) {
+            address_entries.insert(*net, value);
+        }
+        stack.push((*net, value.identity));
+    }
+    for (ip, zone, class) in &workload_classes {
+        address_entries.insert(host_net(*ip), value_of(zone, class));
+    }
+    let mut identity_v4 = Vec::new();
+    let mut identity_v6 = Vec::new();
+    for (net, value) in address_entries {
+        match net {
+            IpNet::V4(n) => identity_v4.push((
+                abi::IdentityKeyV4 {
+                    prefix_len: u32::from(n.prefix_len()),
+                    addr_be: n.network().octets(),
+                },
+                value,
+            )),
+            IpNet::V6(n) => identity_v6.push((
+                abi::IdentityKeyV6 {
+                    prefix_len: u32::from(n.prefix_len()),
+                    addr_be: n.network().octets(),
+                },
+                value,
+            )),
+        }
+    }
+    check_capacity(
+        "IPv4 identity entries",
+        identity_v4.len(),
+        limits.max_identity_entries_v4,
+    )?;
+    check_capacity(
+        "IPv6 identity entries",
+        identity_v6.len(),
+        limits.max_identity_entries_v6,
+    )?;
+
+    let policy = compiler.policy_entries(&identities)?;
+    check_capacity("policy entries", policy.len(), limits.max_policy_entries)?;
+
+    Ok(Compiled {
+        zones,
+        identities,
+        identity_v4,
+        identity_v6,
+        policy,
+        rules: compiler.rule_table,
+        approximations: compiler.approximations,
+    })
+}
+
+struct Compiler<'a> {
+    set: &'a PolicySet,
+    limits: &'a Limits,
+    /// Distinct address columns, in first-seen order over the set's fixed policy order.
+    predicates: Vec<&'a AddressSet>,
+    /// A rule using each predicate, for error messages.
+    predicate_users: Vec<String>,
+    rules: HashMap<*const CompiledRule, RuleInfo>,
+    rule_table: BTreeMap<u32, RuleEntry>,
+    approximations: Vec<String>,
+}
+
+impl<'a> Compiler<'a> {
+    fn new(set: &'a PolicySet, limits: &'a Limits) -> Self {
+        let mut rule_table = BTreeMap::new();
+        for (id, origin, decision) in [
+            (
+                abi::RULE_ID_DEFAULT_ALLOW,
+                RuleOrigin::DefaultAllow,
+                Decision::Allow,
+            ),
+            (
+                abi::RULE_ID_FIREWALL_END,
+                RuleOrigin::FirewallEnd,
+                Decision::Deny,
+            ),
+            (
+                abi::RULE_ID_FIREWALL_NO_ZONE_POLICY,
+                RuleOrigin::FirewallNoZonePolicy,
+                Decision::Deny,
+            ),
+        ] {
+            rule_table.insert(
+                id,
+                RuleEntry {
+                    id,
+                    decision: Some(decision),
+                    log_start: false,
+                    log_end: false,
+                    origin,
+                },
+            );
+        }
+        Compiler {
+            set,
+            limits,
+            predicates: Vec::new(),
+            predicate_users: Vec::new(),
+            rules: HashMap::new(),
+            rule_table,
+            approximations: Vec::new(),
+        }
+    }
+
+    /// Rule ids in the set's fixed order (tier, zone, order; egress before ingress), the
+    /// predicate list, and the source-port checks.
+    fn number_rules(&mut self) -> Result<(), CompileError> {
+        let mut predicate_index: HashMap<String, u32> = HashMap::new();
+        let mut next_id = abi::RULE_ID_FIRST;
+        let set = self.set;
+        for policy in set.policies() {
+            for direction in DIRECTIONS {
+                for rule in rules_of(policy, direction) {
+                    let name = rule_name(policy, direction, rule);
+                    let mut intern = |column: &'a AddressSet| -> u32 {
+                        let key = format!("{column:?}");
+                        *predicate_index.entry(key).or_insert_with(|| {
+                            self.predicates.push(column);
+                            self.predicate_users.push(name.clone());
+                            (self.predicates.len() - 1) as u32
+                        })
+                    };
+                    let source = intern(&rule.source);
+                    let destination = intern(&rule.destination);
+                    if rule.active
+                        && rule
+                            .service
+                            .entries
+                            .iter()
+                            .any(|e| e.source_ports.is_some())
+                    {
+                        self.note_source_ports(policy, rule, &name)?;
+                    }
+                    let id = next_id;
+                    next_id += 1;
+                    self.rules.insert(
+                        rule as *const CompiledRule,
+                        RuleInfo {
+                            id,
+                            source,
+                            destination,
+                        },
+                    );
+                    self.rule_table.insert(
+                        id,
+                        RuleEntry {
+                            id,
+                            decision: Decision::of(rule.action, rule.reset),
+                            log_start: rule.log_start,
+                            log_end: rule.log_end,
+                            origin: RuleOrigin::Rule {
+                                policy: policy.name.clone(),
+                                tier: policy.tier,
+                                direction,
+                                index: rule.index,
+                                provenance: rule.provenance.clone(),
+                            },
+                        },
+                    );
+                }
+            }
+        }
+        check_capacity("rules", self.rule_table.len(), self.limits.max_rules)
+    }
+
+    fn note_source_ports(
+        &mut self,
+        policy: &CompiledPolicy,
+        rule: &CompiledRule,
+        name: &str,
+    ) -> Result<(), CompileError> {
+        let done = match rule.action {
+            RuleAction::Pass if policy.mode == Mode::Enforce => {
+                return Err(CompileError::Unrepresentable {
+                    rule: name.to_string(),
+                    problem: "a Pass rule that restricts source ports cannot be enforced in the kernel (its key has no source port, and matching more or fewer flows could open what a later tier closes); remove the source ports or use Allow/Deny".to_string(),
+                });
+            }
+            action if is_deny(action) => "this deny blocks every source port",
+            _ => "this rule never matches (its flows fall through to the following rules)",
+        };
+        self.approximations.push(format!(
+            "{name}: source ports are not matched in the kernel; {done}"
+        ));
+        Ok(())
+    }
+
+    fn info(&self, rule: &CompiledRule) -> &RuleInfo {
+        self.rules
+            .get(&(rule as *const CompiledRule))
+            .expect("every rule of the set was numbered in number_rules")
+    }
+
+    /// For each zone, the predicates that can be evaluated on one of its addresses.
+    fn relevant_predicates(&self, zones: &[String]) -> BTreeMap<String, BTreeSet<u32>> {
+        let mut relevant: BTreeMap<String, BTreeSet<u32>> = BTreeMap::new();
+        for zone in zones {
+            for direction in DIRECTIONS {
+                for tier in Tier::ALL {
+                    let Some(policies) = self.set.governing(tier, zone) else {
+                        continue;
+                    };
+                    for policy in policies {
+                        for rule in rules_of(policy, direction).iter().filter(|r| r.active) {
+                            let info = self.info(rule);
+                            let (subject, peer) = match direction {
+                                Direction::Egress => (info.source, info.destination),
+                                Direction::Ingress => (info.destination, info.source),
+                            };
+                            relevant.entry(zone.clone()).or_default().insert(subject);
+                            for peer_zone in zones.iter().filter(|z| peer_holds(rule, zone, z)) {
+                                relevant.entry(peer_zone.clone()).or_default().insert(peer);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        relevant
+    }
+
+    /// The prefix tree of the external zone's predicates, in pre-order (every node after its
+    /// ancestors), each node with the class of the addresses whose longest match it is.
+    fn external_tree(
+        &self,
+        relevant: &BTreeSet<u32>,
+    ) -> Result<Vec<(IpNet, Vec<u32>)>, CompileError> {
+        let mut direct: BTreeMap<IpNet, Vec<u32>> = BTreeMap::new();
+        for net in root_nets() {
+            direct.entry(net).or_default();
+        }
+        for &p in relevant {
+            let set = self.predicates[p as usize];
+            let mut nets: Vec<IpNet> = Vec::new();
+            if set.any {
+                nets.extend(root_nets());
+            }
+            nets.extend(set.prefixes.iter().map(IpNet::trunc));
+            for fqdn in &set.fqdns {
+                nets.extend(fqdn.resolved.iter().copied().map(host_net));
+            }
+            for wildcard in &set.wildcards {
+                let expanded = wildcard
+                    .to_prefixes(self.limits.max_wildcard_prefixes)
+                    .ok_or_else(|| CompileError::Unrepresentable {
+                        rule: self.predicate_users[p as usize].clone(),
+                        problem: format!(
+                            "wildcard {wildcard} expands to more than {} prefixes; use a mask with fewer non-contiguous bits or raise the wildcard limit",
+                            self.limits.max_wildcard_prefixes
+                        ),
+                    })?;
+                nets.extend(expanded);
+            }
+            // Label selectors never hold for an address no workload owns.
+            for net in nets {
+                direct.entry(net).or_default().push(p);
+            }
+        }
+        let mut out: Vec<(IpNet, Vec<u32>)> = Vec::with_capacity(direct.len());
+        let mut stack: Vec<usize> = Vec::new();
+        for (net, members) in direct {
+            while stack.last().is_some_and(|&i| !out[i].0.contains(&net)) {
+                stack.pop();
+            }
+            let mut class = stack.last().map(|&i| out[i].1.clone()).unwrap_or_default();
+            class.extend(members);
+            class.sort_unstable();
+            class.dedup();
+            stack.push(out.len());
+            out.push((net, class));
+        }
+        Ok(out)
+    }
+
+    fn value(&self, outcome: &Outcome<'_>) -> abi::PolicyValue {
+        let id_of = |decider: &Decider<'_>| match decider {
+            Decider::Rule { rule, .. } => self.info(rule).id,
+            Decider::EndOfTier(_) => abi::RULE_ID_FIREWALL_END,
+            Decider::NoZonePolicy(_) => abi::RULE_ID_FIREWALL_NO_ZONE_POLICY,
+            Decider::DefaultAllow => abi::RULE_ID_DEFAULT_ALLOW,
+        };
+        let mut flags = 0;
+        if let Decider::Rule { rule, .. } = outcome.decider {
+            if rule.log_start {
+                flags |= abi::POLICY_FLAG_LOG_START;
+            }
+            if rule.log_end {
+                flags |= abi::POLICY_FLAG_LOG_END;
+            }
+        }
+        let (audit_rule_id, audit_action) = match &outcome.audit {
+            Some((decision, decider)) => {
+                if !decision.is_allow() {
+                    flags |= abi::POLICY_FLAG_WOULD_DENY;
+                }
+                (id_of(decider), action_code(*decision))
+            }
+            None => (abi::RULE_ID_NONE, abi::ACTION_NONE),
+        };
+        abi::PolicyValue {
+            rule_id: id_of(&outcome.decider),
+            audit_rule_id,
+            action: action_code(outcome.decision),
+            audit_action,
+            flags,
+            _pad: 0,
+        }
+    }
+
+    fn policy_entries(
+        &self,
+        identities: &[Identity],
+    ) -> Result<Vec<(abi::PolicyKey, abi::PolicyValue)>, CompileError> {
+        let holds = |identity: &Identity, predicate: u32, negate: bool| {
+            identity.member_of.binary_search(&predicate).is_ok() != negate
+        };
+        let mut entries: Vec<(abi::PolicyKey, abi::PolicyValue)> = Vec::new();
+        for direction in DIRECTIONS {
+            for subject in identities {
+                // Rules of the subject's zone whose subject column holds, in walk order.
+                let mut candidates: Vec<&CompiledRule> = Vec::new();
+                for tier in Tier::ALL {
+                    for policy in self.set.governing(tier, &subject.zone).unwrap_or(&[]) {
+                        for rule in rules_of(policy, direction).iter().filter(|r| r.active) {
+                            let info = self.info(rule);
+                            let held = match direction {
+                                Direction::Egress => {
+                                    holds(subject, info.source, rule.negate_source)
+                                }
+                                Direction::Ingress => {
+                                    holds(subject, info.destination, rule.negate_destination)
+                                }
+                            };
+                            if held {
+                                candidates.push(rule);
+                            }
+                        }
+                    }
+                }
+                let mut per_peer: Vec<(u32, PeerFunction)> = Vec::with_capacity(identities.len());
+                for peer in identities {
+                    let matched: Vec<&CompiledRule> = candidates
+                        .iter()
+                        .copied()
+                        .filter(|rule| {
+                            let info = self.info(rule);
+                            peer_holds(rule, &subject.zone, &peer.zone)
+                                && match direction {
+                                    Direction::Egress => {
+                                        holds(peer, info.destination, rule.negate_destination)
+                                    }
+                                    Direction::Ingress => {
+                                        holds(peer, info.source, rule.negate_source)
+                                    }
+                                }
+                        })
+                        .collect();
+                    per_peer.push((
+                        peer.id,
+                        self.peer_function(direction, &subject.zone, &matched),
+                    ));
+                }
+                encode_subject(direction, subject.id, &per_peer, &mut entries);
+                check_capacity(
+                    "policy entries",
+                    entries.len(),
+                    self.limits.max_policy_entries,
+                )?;
+            }
+        }
+        entries.sort_by_key(|(key, _)| policy_key_order(key));
+        Ok(entries)
+    }
+
+    /// The verdict of one (direction, subject, peer) over (protocol, port), given the rules
+    /// whose zones and addresses hold.
+    fn peer_function(
+        &self,
+        direction: Direction,
+        zone: &str,
+        matched: &[&CompiledRule],
+    ) -> PeerFunction {
+        let ptrs: BTreeSet<*const CompiledRule> =
+            matched.iter().map(|r| *r as *const CompiledRule).collect();
+        let static_ok = |rule: &CompiledRule| ptrs.contains(&(rule as *const CompiledRule));
+        let without_port = self.set.walk(direction, zone, &mut |rule| {
+            static_ok(rule) && rule.service.any
+        });
+        let mut boundaries: BTreeMap<u8, BTreeSet<u32>> = BTreeMap::new();
+        for rule in matched {
+            for entry in &rule.service.entries {
+                let cuts = boundaries.entry(entry.protocol.number()).or_default();
+                cuts.insert(0);
+                for range in &entry.destination_ports {
+                    cuts.insert(u32::from(range.first));
+                    cuts.insert(u32::from(range.last) + 1);
+                }
+            }
+        }
+        let mut protocols = Vec::new();
+        for (protocol, cuts) in boundaries {
+            let cuts: Vec<u32> = cuts.into_iter().filter(|&c| c <= 0xffff).collect();
+            let mut intervals: Vec<PortInterval> = Vec::new();
+            for (i, &first) in cuts.iter().enumerate() {
+                let last = cuts.get(i + 1).map_or(0xffff, |next| next - 1);
+                let port = first as u16;
+                let outcome = self.set.walk(direction, zone, &mut |rule| {
+                    static_ok(rule) && service_matches(rule, protocol, port)
+                });
+                let value = self.value(&outcome);
+                match intervals.last_mut() {
+                    Some(previous) if previous.2 == value => previous.1 = last as u16,
+                    _ => intervals.push((port, last as u16, value)),
+                }
+            }
+            protocols.push((protocol, intervals));
+        }
+        PeerFunction {
+            without_port: self.value(&without_port),
+            protocols,
+        }
+    }
+}
+
+/// Whether `rule`'s service matches (protocol, port) as the kernel can see it: source-port
+/// restrictions are read conservatively (see the module comment).
+fn service_matches(rule: &CompiledRule, protocol: u8, port: u16) -> bool {
+    rule.service.any
+        || rule.service.entries.iter().any(|entry| {
+            entry.protocol.number() == protocol
+                && entry.destination_ports.iter().any(|r| r.contains(port))
+                && (entry.source_ports.is_none() || is_deny(rule.action))
+        })
+}
+
+/// First port, last port (inclusive) and the verdict for them.
+type PortInterval = (u16, u16, abi::PolicyValue);
+
+/// [`abi::PolicyValue`]'s fields as a sortable tuple.
+type ValueOrder = (u32, u32, u8, u8, u8);
+
+struct PeerFunction {
+    /// The verdict for every protocol and port not listed in `protocols`, and for packets
+    /// without a port.
+    without_port: abi::PolicyValue,
+    /// Protocol -> consecutive port intervals covering 0-65535, each with its verdict.
+    protocols: Vec<(u8, Vec<PortInterval>)>,
+}
+
+fn value_order(value: &abi::PolicyValue) -> ValueOrder {
+    (
+        value.rule_id,
+        value.audit_rule_id,
+        value.action,
+        value.audit_action,
+        value.flags,
+    )
+}
+
+fn policy_key_order(key: &abi::PolicyKey) -> (u8, [u8; 4], [u8; 4], u8, [u8; 2], u32) {
+    (
+        key.direction,
+        key.subject_identity_be,
+        key.peer_identity_be,
+        key.protocol,
+        key.port_be,
+        key.prefix_len,
+    )
+}
+
+/// The value that occurs most often, weighted; ties go to the lowest in `value_order`.
+fn most_common<I: Iterator<Item = (abi::PolicyValue, u64)>>(values: I) -> Option<abi::PolicyValue> {
+    let mut counts: BTreeMap<ValueOrder, (abi::PolicyValue, u64)> = BTreeMap::new();
+    for (value, weight) in values {
+        counts.entry(value_order(&value)).or_insert((value, 0)).1 += weight;
+    }
+    let mut best: Option<(abi::PolicyValue, u64)> = None;
+    for (value, count) in counts.into_values() {
+        if best.is_none_or(|(_, c)| count > c) {
+            best = Some((value, count));
+        }
+    }
+    best.map(|(v, _)| v)
+}
+
+fn policy_key(
+    prefix_len: u32,
+    direction: Direction,
+    subject: u32,
+    peer: u32,
+    protocol: u8,
+    port: u16,
+) -> abi::PolicyKey {
+    abi::PolicyKey {
+        prefix_len,
+        direction: direction_code(direction),
+        subject_identity_be: subject.to_be_bytes(),
+        peer_identity_be: peer.to_be_bytes(),
+        protocol,
+        port_be: port.to_be_bytes(),
+    }
+}
+
+/// Aligned port prefixes covering exactly `first..=last`, as (start, prefix length 0-16).
+pub fn port_prefixes(first: u16, last: u16) -> Vec<(u16, u32)> {
+    let mut out = Vec::new();
+    let (mut start, end) = (u32::from(first), u32::from(last));
+    while start <= end {
+        let mut size_bits = if start == 0 {
+            16
+        } else {
+            start.trailing_zeros().min(16)
+        };
+        while start + (1 << size_bits) - 1 > end {
+            size_bits -= 1;
+        }
+        out.push((start as u16, 16 - size_bits));
+        start += 1 << size_bits;
+    }
+    out
+}
+
+/// Entries for one subject in one direction, leaving out every entry equal to the one its
+/// lookup would otherwise fall back to.
+fn encode_subject(
+    direction: Direction,
+    subject: u32,
+    per_peer: &[(u32, PeerFunction)],
+    entries: &mut Vec<(abi::PolicyKey, abi::PolicyValue)>,
+) {
+    let Some(subject_default) = most_common(per_peer.iter().map(|(_, f)| (f.without_port, 1)))
+    else {
+        return;
+    };
+    entries.push((policy_key(40, direction, subject, 0, 0, 0), subject_default));
+    for (peer, function) in per_peer {
+        if function.without_port != subject_default {
+            entries.push((
+                policy_key(abi::POLICY_PREFIX_PEER, direction, subject, *peer, 0, 0),
+                function.without_port,
+            ));
+        }
+        for (protocol, intervals) in &function.protocols {
+            let protocol_default = most_common(
+                intervals
+                    .iter()
+                    .map(|(first, last, v)| (*v, u64::from(*last - *first) + 1)),
+            )
+            .unwrap_or(function.without_port);
+            if protocol_default != function.without_port {
+                entries.push((
+                    policy_key(
+                        abi::POLICY_PREFIX_PROTOCOL,
+                        direction,
+                        subject,
+                        *peer,
+                        *protocol,
+                        0,
+                    ),
+                    protocol_default,
+                ));
+            }
+            for (first, last, value) in intervals {
+                if *value == protocol_default {
+                    continue;
+                }
+                for (start, bits) in port_prefixes(*first, *last) {
+                    entries.push((
+                        policy_key(
+                            abi::POLICY_PREFIX_PROTOCOL + bits,
+                            direction,
+                            subject,
+                            *peer,
+                            *protocol,
+                            start,
+                        ),
+                        *value,
+                    ));
+                }
+            }
+        }
+    }
+}
