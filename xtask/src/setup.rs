@@ -10,7 +10,7 @@ use anyhow::{Context as _, bail};
 use crate::run_command;
 
 /// Debian packages: LLVM 22 for building bpf-linker (it must match rustc's LLVM major),
-/// iproute2 for the test topology, and the traffic tools the tests and benchmarks use.
+/// iproute2 for the test topology, the traffic tools the tests and benchmarks use, and rsyslog.
 const PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -18,6 +18,9 @@ const PACKAGES: &[&str] = &[
     "iputils-ping",
     "netcat-openbsd",
     "iperf3",
+    // Real syslog receivers for the SIEM export tests (UDP, TCP and TLS).
+    "rsyslog",
+    "rsyslog-gnutls",
 ];
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 const BPFFS: &str = "/sys/fs/bpf";

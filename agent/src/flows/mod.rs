@@ -3,6 +3,7 @@
 
 pub mod format;
 pub mod record;
+pub mod sink;
 
 pub use format::{Format, FormatError, FormatOptions};
 pub use record::FlowRecord;
