@@ -63,44 +63,9 @@ impl fmt::Display for EventClass {
     }
 }
 
-/// The firewall rule's action, spelled as PAN-OS spells it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Action {
-    Allow,
-    Deny,
-    Drop,
-    ResetClient,
-    ResetServer,
-    ResetBoth,
-}
-
-impl Action {
-    pub const ALL: [Action; 6] = [
-        Action::Allow,
-        Action::Deny,
-        Action::Drop,
-        Action::ResetClient,
-        Action::ResetServer,
-        Action::ResetBoth,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Action::Allow => "allow",
-            Action::Deny => "deny",
-            Action::Drop => "drop",
-            Action::ResetClient => "reset-client",
-            Action::ResetServer => "reset-server",
-            Action::ResetBoth => "reset-both",
-        }
-    }
-}
-
-impl fmt::Display for Action {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// The deciding rule's action: the firewall model's own type, so a record can never spell an
+/// action the policy does not have.
+pub use crate::model::Action;
 
 /// Why a flow record was closed. The strings are PAN-OS `session_end_reason` values where
 /// PAN-OS has one, so SIEM content that groups by end reason keeps working; the last two

@@ -22,6 +22,15 @@ pub enum Action {
 }
 
 impl Action {
+    pub const ALL: [Action; 6] = [
+        Action::Allow,
+        Action::Deny,
+        Action::Drop,
+        Action::ResetClient,
+        Action::ResetServer,
+        Action::ResetBoth,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Action::Allow => "allow",
