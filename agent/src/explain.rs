@@ -10,7 +10,7 @@ use std::{net::IpAddr, path::PathBuf};
 use crate::{
     firewall::panos::{self, Limits, PanosError, ResolveOptions, Warning},
     inventory::{Inventory, InventoryError},
-    model::{Flow, LabelSource, NoLabels, Rulebase, Verdict, eval::protocol_name},
+    model::{Flow, LabelSource, NoLabels, Rulebase, Verdict, eval::protocol_name, has_ports},
     policy::{
         DecidedBy, PolicySet, PolicySetError, PolicyVerdict,
         load::{LoadError, load_dir},
@@ -102,7 +102,7 @@ pub fn explain(request: &ExplainRequest) -> Result<Explanation, ExplainError> {
             dst: destination,
         });
     }
-    let has_ports = matches!(request.protocol, 6 | 17 | 132);
+    let has_ports = has_ports(request.protocol);
     for (flag, value) in [
         ("sport", request.source_port),
         ("dport", request.destination_port),
@@ -114,32 +114,32 @@ pub fn explain(request: &ExplainRequest) -> Result<Explanation, ExplainError> {
             });
         }
     }
-    let inventory = match &request.zones {
-        Zones::Inventory(path) => Some(Inventory::load_file(path)?),
-        Zones::Given { .. } => None,
-    };
-    let (source_zone, destination_zone) = match (&request.zones, &inventory) {
-        (
-            Zones::Given {
+    let (protocol, source_port, destination_port) = (
+        request.protocol,
+        request.source_port,
+        request.destination_port,
+    );
+    let (inventory, flow) = match &request.zones {
+        Zones::Inventory(path) => {
+            let inventory = Inventory::load_file(path)?;
+            let flow = inventory.flow(source, destination, protocol, source_port, destination_port);
+            (Some(inventory), flow)
+        }
+        Zones::Given {
+            source: source_zone,
+            destination: destination_zone,
+        } => {
+            let flow = Flow {
+                source_zone: source_zone.clone(),
+                destination_zone: destination_zone.clone(),
                 source,
                 destination,
-            },
-            _,
-        ) => (source.clone(), destination.clone()),
-        (Zones::Inventory(_), Some(inventory)) => (
-            inventory.zone_of(source).to_owned(),
-            inventory.zone_of(destination).to_owned(),
-        ),
-        (Zones::Inventory(_), None) => unreachable!("inventory loaded above"),
-    };
-    let flow = Flow {
-        source_zone,
-        destination_zone,
-        source,
-        destination,
-        protocol: request.protocol,
-        source_port: request.source_port,
-        destination_port: request.destination_port,
+                protocol,
+                source_port,
+                destination_port,
+            };
+            (None, flow)
+        }
     };
     let labels: &dyn LabelSource = match &inventory {
         Some(inventory) => inventory,

@@ -682,7 +682,7 @@ fn make_flow(spec: &Spec, labels: &Workloads, seed: (u32, u32, u32, u32, u32)) -
             }
         }
     };
-    let has_ports = matches!(protocol, 6 | 17 | 132);
+    let has_ports = zonewall::model::has_ports(protocol);
     let port = |p: u32| -> u16 {
         const NEAR: [u16; 14] = [
             22, 53, 80, 443, 8080, 8000, 7999, 8081, 1000, 2000, 2001, 1023, 1024, 0,

@@ -15,5 +15,5 @@ pub use eval::{ExplainJson, Flow, Verdict, parse_protocol, protocol_name, rule_m
 pub use rule::{
     Action, Fidelity, Policy, Provenance, Rule, RuleTarget, RuleType, Rulebase, ZoneSet,
 };
-pub use service::{PortRange, Protocol, ServiceEntry, ServiceSet, parse_port_list};
+pub use service::{PortRange, Protocol, ServiceEntry, ServiceSet, has_ports, parse_port_list};
 pub use tagexpr::{TagExpr, TagExprError};

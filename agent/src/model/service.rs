@@ -8,6 +8,11 @@ pub const PROTO_UDP: u8 = 17;
 pub const PROTO_ICMPV6: u8 = 58;
 pub const PROTO_SCTP: u8 = 132;
 
+/// Whether packets of this IP protocol carry ports a service can match (TCP, UDP, SCTP).
+pub fn has_ports(protocol: u8) -> bool {
+    matches!(protocol, PROTO_TCP | PROTO_UDP | PROTO_SCTP)
+}
+
 /// Transport protocols a service object can name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Protocol {

@@ -38,7 +38,7 @@ use reqwest::header::{HeaderMap, HeaderValue};
 use reqwest::{StatusCode, Url};
 use tracing::{debug, warn};
 
-pub use error::{Operation, PanosError};
+pub use error::{ClientError, Operation};
 pub use response::CommitEntry;
 pub use secret::{ApiKey, Secret, SecretFileError};
 
@@ -120,8 +120,8 @@ impl ClientConfig {
     }
 
     /// Checks the settings without touching the network, and returns the API endpoint.
-    pub fn validate(&self) -> Result<Url, PanosError> {
-        let invalid = |reason: &str| PanosError::InvalidUrl {
+    pub fn validate(&self) -> Result<Url, ClientError> {
+        let invalid = |reason: &str| ClientError::InvalidUrl {
             url: redact_url_text(&self.base_url),
             reason: reason.to_owned(),
         };
@@ -152,17 +152,17 @@ impl ClientConfig {
         url.set_path(&path);
 
         if self.retry.max_attempts == 0 {
-            return Err(PanosError::InvalidSetting {
+            return Err(ClientError::InvalidSetting {
                 reason: "retry.max_attempts must be at least 1".to_owned(),
             });
         }
         if self.connect_timeout.is_zero() || self.request_timeout.is_zero() {
-            return Err(PanosError::InvalidSetting {
+            return Err(ClientError::InvalidSetting {
                 reason: "timeouts must be greater than zero".to_owned(),
             });
         }
         if self.max_response_bytes == 0 {
-            return Err(PanosError::InvalidSetting {
+            return Err(ClientError::InvalidSetting {
                 reason: "max_response_bytes must be greater than zero".to_owned(),
             });
         }
@@ -219,15 +219,15 @@ enum Transient {
 }
 
 enum AttemptError {
-    Fatal(PanosError),
+    Fatal(ClientError),
     Transient(Transient),
 }
 
 impl PanoramaClient {
     /// Builds a client that authenticates with `key`.
-    pub fn new(config: &ClientConfig, key: ApiKey) -> Result<Self, PanosError> {
+    pub fn new(config: &ClientConfig, key: ApiKey) -> Result<Self, ClientError> {
         if key.is_empty() {
-            return Err(PanosError::InvalidSetting {
+            return Err(ClientError::InvalidSetting {
                 reason: "the API key is empty; check the key file given with --api-key-file"
                     .to_owned(),
             });
@@ -253,7 +253,7 @@ impl PanoramaClient {
         config: &ClientConfig,
         username: &Secret,
         password: &Secret,
-    ) -> Result<Self, PanosError> {
+    ) -> Result<Self, ClientError> {
         let endpoint = config.validate()?;
         let http = build_http_client(config, &endpoint)?;
         let mut client = Self {
@@ -301,7 +301,7 @@ impl PanoramaClient {
         &self,
         source: ConfigSource,
         xpath: &str,
-    ) -> Result<Option<String>, PanosError> {
+    ) -> Result<Option<String>, ClientError> {
         let action = source.action();
         let request = Request {
             operation: Operation(format!("config {action} of {xpath}")),
@@ -312,7 +312,7 @@ impl PanoramaClient {
         match self.send(&request).await {
             Ok(envelope) if envelope.result_is_empty() => Ok(None),
             Ok(envelope) => Ok(envelope.result),
-            Err(PanosError::Api { code, message, .. })
+            Err(ClientError::Api { code, message, .. })
                 if code.as_deref() == Some("7")
                     || message.as_deref().is_some_and(|message| {
                         message.trim().eq_ignore_ascii_case("No such node")
@@ -325,18 +325,18 @@ impl PanoramaClient {
     }
 
     /// The running (committed) configuration at `xpath`.
-    pub async fn running_config(&self, xpath: &str) -> Result<Option<String>, PanosError> {
+    pub async fn running_config(&self, xpath: &str) -> Result<Option<String>, ClientError> {
         self.read_config(ConfigSource::Running, xpath).await
     }
 
     /// The candidate configuration at `xpath`, uncommitted changes included.
-    pub async fn candidate_config(&self, xpath: &str) -> Result<Option<String>, PanosError> {
+    pub async fn candidate_config(&self, xpath: &str) -> Result<Option<String>, ClientError> {
         self.read_config(ConfigSource::Candidate, xpath).await
     }
 
     /// Runs an operational command (`type=op`) and returns the raw XML inside `<result>`
     /// (empty when the answer has none).
-    pub async fn op(&self, cmd: &str) -> Result<String, PanosError> {
+    pub async fn op(&self, cmd: &str) -> Result<String, ClientError> {
         let request = Request {
             operation: Operation(format!("op {cmd}")),
             form: vec![("type", "op"), ("cmd", cmd)],
@@ -348,7 +348,7 @@ impl PanoramaClient {
     }
 
     /// Committed configuration versions from the config audit list, newest first.
-    pub async fn config_audit_versions(&self) -> Result<Vec<CommitEntry>, PanosError> {
+    pub async fn config_audit_versions(&self) -> Result<Vec<CommitEntry>, ClientError> {
         let inner = self.op(CONFIG_AUDIT_INFO_CMD).await?;
         response::parse_config_audit(&inner).map_err(|reason| {
             self.malformed(
@@ -361,7 +361,7 @@ impl PanoramaClient {
 
     /// Successfully finished commit jobs from the job list, newest first. The first entry's
     /// `id` changes exactly when someone commits, which is what sync watches.
-    pub async fn commit_jobs(&self) -> Result<Vec<CommitEntry>, PanosError> {
+    pub async fn commit_jobs(&self) -> Result<Vec<CommitEntry>, ClientError> {
         let inner = self.op(SHOW_JOBS_ALL_CMD).await?;
         response::parse_commit_jobs(&inner).map_err(|reason| {
             self.malformed(&Operation(format!("op {SHOW_JOBS_ALL_CMD}")), 200, reason)
@@ -369,7 +369,7 @@ impl PanoramaClient {
     }
 
     /// Sends a request with bounded retries and returns a `status="success"` envelope.
-    async fn send(&self, request: &Request<'_>) -> Result<Envelope, PanosError> {
+    async fn send(&self, request: &Request<'_>) -> Result<Envelope, ClientError> {
         let max_attempts = self.retry.max_attempts.max(1);
         let mut attempt = 1;
         loop {
@@ -448,7 +448,7 @@ impl PanoramaClient {
         }
         if !status.is_success() {
             let (code, message) = codes_of(&envelope);
-            return Err(AttemptError::Fatal(PanosError::HttpStatus {
+            return Err(AttemptError::Fatal(ClientError::HttpStatus {
                 endpoint: self.endpoint.to_string(),
                 operation: request.operation.clone(),
                 status: status.as_u16(),
@@ -465,7 +465,7 @@ impl PanoramaClient {
             return Ok(envelope);
         }
         if envelope.status == "unauth" || envelope.code.as_deref() == Some("16") {
-            return Err(AttemptError::Fatal(PanosError::Unauthorized {
+            return Err(AttemptError::Fatal(ClientError::Unauthorized {
                 endpoint: self.endpoint.to_string(),
                 operation: request.operation.clone(),
                 status: status.as_u16(),
@@ -473,7 +473,7 @@ impl PanoramaClient {
                 message: envelope.message,
             }));
         }
-        Err(AttemptError::Fatal(PanosError::Api {
+        Err(AttemptError::Fatal(ClientError::Api {
             endpoint: self.endpoint.to_string(),
             operation: request.operation.clone(),
             status: status.as_u16(),
@@ -491,7 +491,7 @@ impl PanoramaClient {
         response: &mut reqwest::Response,
     ) -> Result<Vec<u8>, AttemptError> {
         let too_large = || {
-            AttemptError::Fatal(PanosError::ResponseTooLarge {
+            AttemptError::Fatal(ClientError::ResponseTooLarge {
                 endpoint: self.endpoint.to_string(),
                 operation: request.operation.clone(),
                 limit_bytes: self.max_response_bytes,
@@ -532,14 +532,14 @@ impl PanoramaClient {
     fn classify_send_error(&self, request: &Request<'_>, error: reqwest::Error) -> AttemptError {
         let error = error.without_url();
         if let Some(tls) = tls_failure(&error) {
-            return AttemptError::Fatal(PanosError::Tls {
+            return AttemptError::Fatal(ClientError::Tls {
                 endpoint: self.endpoint.to_string(),
                 operation: request.operation.clone(),
                 reason: tls,
             });
         }
         if error.is_builder() {
-            return AttemptError::Fatal(PanosError::ClientSetup {
+            return AttemptError::Fatal(ClientError::ClientSetup {
                 reason: error_chain_text(&error),
             });
         }
@@ -557,16 +557,16 @@ impl PanoramaClient {
         status: u16,
         code: Option<String>,
         message: Option<String>,
-    ) -> PanosError {
+    ) -> ClientError {
         if request.is_keygen {
-            PanosError::KeygenRejected {
+            ClientError::KeygenRejected {
                 endpoint: self.endpoint.to_string(),
                 status,
                 code,
                 message,
             }
         } else {
-            PanosError::Authentication {
+            ClientError::Authentication {
                 endpoint: self.endpoint.to_string(),
                 operation: request.operation.clone(),
                 status,
@@ -576,8 +576,8 @@ impl PanoramaClient {
         }
     }
 
-    fn malformed(&self, operation: &Operation, status: u16, reason: String) -> PanosError {
-        PanosError::MalformedResponse {
+    fn malformed(&self, operation: &Operation, status: u16, reason: String) -> ClientError {
+        ClientError::MalformedResponse {
             endpoint: self.endpoint.to_string(),
             operation: operation.clone(),
             status,
@@ -585,9 +585,9 @@ impl PanoramaClient {
         }
     }
 
-    fn exhausted(&self, request: &Request<'_>, transient: Transient, attempts: u32) -> PanosError {
+    fn exhausted(&self, request: &Request<'_>, transient: Transient, attempts: u32) -> ClientError {
         match transient {
-            Transient::Transport(reason) => PanosError::Transport {
+            Transient::Transport(reason) => ClientError::Transport {
                 endpoint: self.endpoint.to_string(),
                 operation: request.operation.clone(),
                 attempts,
@@ -598,7 +598,7 @@ impl PanoramaClient {
                 code,
                 message,
                 ..
-            } => PanosError::HttpStatus {
+            } => ClientError::HttpStatus {
                 endpoint: self.endpoint.to_string(),
                 operation: request.operation.clone(),
                 status,
@@ -611,13 +611,16 @@ impl PanoramaClient {
     }
 }
 
-fn invalid_key_characters() -> PanosError {
-    PanosError::InvalidSetting {
+fn invalid_key_characters() -> ClientError {
+    ClientError::InvalidSetting {
         reason: "the API key holds characters not allowed in an HTTP header; check the key file given with --api-key-file".to_owned(),
     }
 }
 
-fn build_http_client(config: &ClientConfig, endpoint: &Url) -> Result<reqwest::Client, PanosError> {
+fn build_http_client(
+    config: &ClientConfig,
+    endpoint: &Url,
+) -> Result<reqwest::Client, ClientError> {
     let mut headers = HeaderMap::new();
     headers.insert(
         reqwest::header::ACCEPT,
@@ -636,18 +639,18 @@ fn build_http_client(config: &ClientConfig, endpoint: &Url) -> Result<reqwest::C
     builder = match &config.tls {
         TlsVerification::SystemRoots => builder,
         TlsVerification::CaBundle(path) => {
-            let pem = std::fs::read(path).map_err(|source| PanosError::CaFileRead {
+            let pem = std::fs::read(path).map_err(|source| ClientError::CaFileRead {
                 path: path.clone(),
                 source,
             })?;
             let certificates = reqwest::Certificate::from_pem_bundle(&pem).map_err(|error| {
-                PanosError::CaBundle {
+                ClientError::CaBundle {
                     path: path.clone(),
                     reason: error_chain_text(&error),
                 }
             })?;
             if certificates.is_empty() {
-                return Err(PanosError::CaBundle {
+                return Err(ClientError::CaBundle {
                     path: path.clone(),
                     reason: "no PEM certificate found".to_owned(),
                 });
@@ -662,7 +665,7 @@ fn build_http_client(config: &ClientConfig, endpoint: &Url) -> Result<reqwest::C
             builder.tls_danger_accept_invalid_certs(true)
         }
     };
-    builder.build().map_err(|error| PanosError::ClientSetup {
+    builder.build().map_err(|error| ClientError::ClientSetup {
         reason: error_chain_text(&error.without_url()),
     })
 }

@@ -89,28 +89,31 @@ fn application_default_ports(application: &str) -> Option<Vec<(Protocol, &'stati
     })
 }
 
-/// Why a reference did not resolve.
+/// Why a reference did not resolve. Only an unknown name needs the rule's column to become
+/// a warning; everything else already is one.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Problem {
     Unknown {
         name: String,
         in_group: Option<String>,
     },
-    Cycle(Vec<String>),
-    TooDeep(String),
-    InvalidAddress {
-        object: String,
-        value: String,
-        problem: String,
-    },
-    InvalidService {
-        object: String,
-        problem: String,
-    },
-    InvalidFilter {
-        group: String,
-        problem: String,
-    },
+    Warning(WarningKind),
+}
+
+/// Refuses to descend into `group` when that would close a cycle or nest too deep.
+fn enter_group(stack: &[String], group: &str) -> Result<(), Problem> {
+    if let Some(start) = stack.iter().position(|g| g == group) {
+        let mut cycle = stack[start..].to_vec();
+        cycle.push(group.to_string());
+        return Err(Problem::Warning(WarningKind::GroupCycle { cycle }));
+    }
+    if stack.len() >= MAX_GROUP_NESTING {
+        return Err(Problem::Warning(WarningKind::GroupTooDeep {
+            group: group.to_string(),
+            limit: MAX_GROUP_NESTING,
+        }));
+    }
+    Ok(())
 }
 
 #[derive(Clone, Copy)]
@@ -270,14 +273,7 @@ impl<'c> Namespace<'c> {
         group: &AddressGroup,
         stack: &mut Vec<String>,
     ) -> Result<AddressSet, Problem> {
-        if let Some(start) = stack.iter().position(|g| *g == group.name) {
-            let mut cycle = stack[start..].to_vec();
-            cycle.push(group.name.clone());
-            return Err(Problem::Cycle(cycle));
-        }
-        if stack.len() >= MAX_GROUP_NESTING {
-            return Err(Problem::TooDeep(group.name.clone()));
-        }
+        enter_group(stack, &group.name)?;
         stack.push(group.name.clone());
         let result = self.address_group_members(view, group, stack);
         stack.pop();
@@ -305,9 +301,11 @@ impl<'c> Namespace<'c> {
                 }
             }
             AddressGroupKind::Dynamic(filter) => {
-                let expr = TagExpr::parse(filter).map_err(|e| Problem::InvalidFilter {
-                    group: group.name.clone(),
-                    problem: e.to_string(),
+                let expr = TagExpr::parse(filter).map_err(|e| {
+                    Problem::Warning(WarningKind::InvalidFilter {
+                        group: group.name.clone(),
+                        problem: e.to_string(),
+                    })
                 })?;
                 let names = self.names(view);
                 let members = |tag: &str| names.tag_members.get(tag).map_or(&[][..], Vec::as_slice);
@@ -362,14 +360,7 @@ impl<'c> Namespace<'c> {
         group: &ServiceGroup,
         stack: &mut Vec<String>,
     ) -> Result<ServiceSet, Problem> {
-        if let Some(start) = stack.iter().position(|g| *g == group.name) {
-            let mut cycle = stack[start..].to_vec();
-            cycle.push(group.name.clone());
-            return Err(Problem::Cycle(cycle));
-        }
-        if stack.len() >= MAX_GROUP_NESTING {
-            return Err(Problem::TooDeep(group.name.clone()));
-        }
+        enter_group(stack, &group.name)?;
         stack.push(group.name.clone());
         let mut set = ServiceSet::default();
         let mut outcome = Ok(());
@@ -442,10 +433,12 @@ fn literal_address(name: &str) -> Option<AddressSet> {
 }
 
 fn address_value(object: &AddressObject) -> Result<AddressSet, Problem> {
-    let invalid = |value: &str, problem: &str| Problem::InvalidAddress {
-        object: object.name.clone(),
-        value: value.to_string(),
-        problem: problem.to_string(),
+    let invalid = |value: &str, problem: &str| {
+        Problem::Warning(WarningKind::InvalidAddress {
+            object: object.name.clone(),
+            value: value.to_string(),
+            problem: problem.to_string(),
+        })
     };
     let mut set = AddressSet::default();
     match &object.value {
@@ -490,9 +483,11 @@ fn address_value(object: &AddressObject) -> Result<AddressSet, Problem> {
 }
 
 fn service_value(object: &ServiceObject) -> Result<ServiceSet, Problem> {
-    let invalid = |problem: String| Problem::InvalidService {
-        object: object.name.clone(),
-        problem,
+    let invalid = |problem: String| {
+        Problem::Warning(WarningKind::InvalidService {
+            object: object.name.clone(),
+            problem,
+        })
     };
     if object.protocols.is_empty() {
         return Err(invalid("no protocol (tcp, udp or sctp)".to_string()));
@@ -535,24 +530,7 @@ fn problem_kind(problem: Problem, field: &'static str) -> WarningKind {
             field,
             in_group,
         },
-        Problem::Cycle(cycle) => WarningKind::GroupCycle { cycle },
-        Problem::TooDeep(group) => WarningKind::GroupTooDeep {
-            group,
-            limit: MAX_GROUP_NESTING,
-        },
-        Problem::InvalidAddress {
-            object,
-            value,
-            problem,
-        } => WarningKind::InvalidAddress {
-            object,
-            value,
-            problem,
-        },
-        Problem::InvalidService { object, problem } => {
-            WarningKind::InvalidService { object, problem }
-        }
-        Problem::InvalidFilter { group, problem } => WarningKind::InvalidFilter { group, problem },
+        Problem::Warning(kind) => kind,
     }
 }
 

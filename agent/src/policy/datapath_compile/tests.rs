@@ -393,7 +393,7 @@ fn evaluator_flow(endpoints: &[Endpoint], flow: &TestFlow) -> Flow {
             .map_or(EXTERNAL, |e| e.zone.as_str())
             .to_string()
     };
-    let has_ports = matches!(flow.protocol, 6 | 17 | 132) && !flow.fragment;
+    let has_ports = crate::model::has_ports(flow.protocol) && !flow.fragment;
     Flow {
         source_zone: zone_of(flow.source),
         destination_zone: zone_of(flow.destination),

@@ -30,7 +30,7 @@ fn message_text(message: &Option<String>) -> &str {
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum PanosError {
+pub enum ClientError {
     #[error(
         "invalid Panorama URL {url:?}: {reason}; give the base URL, for example https://panorama.example.com"
     )]
@@ -155,7 +155,7 @@ pub enum PanosError {
     },
 }
 
-impl PanosError {
+impl ClientError {
     /// The HTTP status Panorama answered with, when it answered.
     pub fn http_status(&self) -> Option<u16> {
         match self {

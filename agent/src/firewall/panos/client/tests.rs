@@ -69,7 +69,7 @@ fn assert_key_only_in_header(request: &Recorded) {
 }
 
 /// Neither the error's message nor its Debug form holds a secret.
-fn assert_no_secret(error: &PanosError) {
+fn assert_no_secret(error: &ClientError) {
     for text in [error.to_string(), format!("{error:?}")] {
         assert!(!text.contains(KEY), "key leaked: {text}");
         assert!(!text.contains(PASSWORD), "password leaked: {text}");
@@ -148,7 +148,7 @@ async fn panos_error_names_code_message_and_operation() {
         .running_config("/config/devices/entry[@name=")
         .await
         .expect_err("bad xpath");
-    assert!(matches!(error, PanosError::Api { .. }), "{error:?}");
+    assert!(matches!(error, ClientError::Api { .. }), "{error:?}");
     assert_eq!(error.http_status(), Some(200));
     assert_eq!(error.panos_code(), Some("6"));
     assert_eq!(
@@ -174,7 +174,7 @@ async fn bad_key_is_an_authentication_error_and_never_retried() {
     let client = client_for(&stand_in);
     let error = client.commit_jobs().await.expect_err("bad key");
     assert!(
-        matches!(error, PanosError::Authentication { .. }),
+        matches!(error, ClientError::Authentication { .. }),
         "{error:?}"
     );
     assert!(error.is_auth());
@@ -200,7 +200,7 @@ async fn code_403_inside_http_200_is_still_an_authentication_error() {
         .await
         .expect_err("bad key");
     assert!(
-        matches!(error, PanosError::Authentication { status: 200, .. }),
+        matches!(error, ClientError::Authentication { status: 200, .. }),
         "{error:?}"
     );
     assert_eq!(stand_in.requests().len(), 1);
@@ -214,7 +214,7 @@ async fn unauthorized_role_is_reported_and_not_retried() {
         .await
         .expect_err("unauth");
     assert!(
-        matches!(error, PanosError::Unauthorized { .. }),
+        matches!(error, ClientError::Unauthorized { .. }),
         "{error:?}"
     );
     assert_eq!(error.panos_code(), Some("16"));
@@ -255,7 +255,7 @@ async fn server_error_retries_are_bounded_and_reported() {
         .await
         .expect_err("always 500");
     match &error {
-        PanosError::HttpStatus {
+        ClientError::HttpStatus {
             status, attempts, ..
         } => {
             assert_eq!(*status, 500);
@@ -322,7 +322,7 @@ async fn connection_dropped_mid_body_is_retried_then_reported_as_truncated() {
         .await
         .expect_err("truncated");
     assert!(
-        matches!(error, PanosError::Transport { attempts: 3, .. }),
+        matches!(error, ClientError::Transport { attempts: 3, .. }),
         "{error:?}"
     );
     assert!(error.to_string().contains("truncated"), "{error}");
@@ -345,7 +345,7 @@ async fn truncated_or_non_xml_body_is_a_clear_error() {
             .await
             .expect_err("malformed");
         assert!(
-            matches!(error, PanosError::MalformedResponse { .. }),
+            matches!(error, ClientError::MalformedResponse { .. }),
             "{error:?}"
         );
         let text = error.to_string();
@@ -382,7 +382,7 @@ async fn slow_server_times_out_with_bounded_retries() {
     let error = client.running_config(DG_XPATH).await.expect_err("timeout");
     let elapsed = started.elapsed();
     assert!(
-        matches!(error, PanosError::Transport { attempts: 2, .. }),
+        matches!(error, ClientError::Transport { attempts: 2, .. }),
         "{error:?}"
     );
     assert!(error.to_string().contains("timed out"), "{error}");
@@ -402,7 +402,7 @@ async fn wrong_ca_fails_verification_without_retrying() {
         .running_config(DG_XPATH)
         .await
         .expect_err("untrusted certificate");
-    assert!(matches!(error, PanosError::Tls { .. }), "{error:?}");
+    assert!(matches!(error, ClientError::Tls { .. }), "{error:?}");
     let text = error.to_string();
     assert!(text.contains("--ca-file"), "{text}");
     assert!(text.to_lowercase().contains("certificate"), "{text}");
@@ -420,7 +420,7 @@ async fn system_roots_do_not_trust_the_test_ca() {
         .running_config(DG_XPATH)
         .await
         .expect_err("untrusted certificate");
-    assert!(matches!(error, PanosError::Tls { .. }), "{error:?}");
+    assert!(matches!(error, ClientError::Tls { .. }), "{error:?}");
     assert!(stand_in.requests().is_empty());
 }
 
@@ -490,7 +490,7 @@ async fn keygen_with_bad_credentials_is_rejected_without_leaking_them() {
     .await
     .expect_err("rejected");
     assert!(
-        matches!(error, PanosError::KeygenRejected { .. }),
+        matches!(error, ClientError::KeygenRejected { .. }),
         "{error:?}"
     );
     assert!(
@@ -559,7 +559,7 @@ async fn oversized_response_is_refused() {
     assert!(
         matches!(
             error,
-            PanosError::ResponseTooLarge {
+            ClientError::ResponseTooLarge {
                 limit_bytes: 100,
                 ..
             }
@@ -629,7 +629,7 @@ fn missing_ca_file_names_the_file_and_the_flag() {
         TlsVerification::CaBundle(not_pem.path()),
     );
     let error = PanoramaClient::new(&config, ApiKey::new(KEY)).expect_err("no certificate");
-    assert!(matches!(error, PanosError::CaBundle { .. }), "{error:?}");
+    assert!(matches!(error, ClientError::CaBundle { .. }), "{error:?}");
 }
 
 #[test]
