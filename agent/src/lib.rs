@@ -11,5 +11,6 @@ pub mod firewall;
 pub mod flows;
 pub mod inventory;
 pub mod model;
+pub mod node;
 pub mod policy;
 pub mod translate;

@@ -11,9 +11,11 @@ use std::{
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use kube::CustomResourceExt as _;
 use zonewall::{
+    datapath::Datapath,
     explain::{ExplainRequest, PolicySource, Zones, explain},
     firewall::panos::{self, Limits, PanosError, ResolveOptions},
     model::parse_protocol,
+    node::{self, PolicyInput},
     policy::{ZonePolicy, resource::Mode},
     translate::{self, TranslateOptions},
 };
@@ -37,6 +39,49 @@ enum Command {
     Translate(TranslateArgs),
     /// Print the ZonePolicy CustomResourceDefinition YAML (what deploy/crds/ commits).
     Crd,
+    /// The node agent: enforces the zone policy in the kernel on this node's workloads.
+    Agent(AgentArgs),
+}
+
+#[derive(Args)]
+#[command(group(clap::ArgGroup::new("policy").args(["panos_config", "policies"])))]
+struct AgentArgs {
+    /// Run without Kubernetes: workloads from --inventory, policy from --panos-config or
+    /// --policies. (Kubernetes mode is not built yet.)
+    #[arg(long, env = "ZONEWALL_STANDALONE")]
+    standalone: bool,
+    /// Inventory YAML: every workload's zone, addresses, labels and (optionally) interface.
+    #[arg(
+        long,
+        env = "ZONEWALL_INVENTORY",
+        value_name = "FILE",
+        requires = "standalone"
+    )]
+    inventory: Option<PathBuf>,
+    /// PAN-OS or Panorama configuration XML, translated as `zonewall translate` does.
+    #[arg(long, env = "ZONEWALL_PANOS_CONFIG", value_name = "FILE")]
+    panos_config: Option<PathBuf>,
+    /// Device group (Panorama) or vsys (firewall) whose rules apply.
+    #[arg(
+        long,
+        env = "ZONEWALL_DEVICE_GROUP",
+        value_name = "DG",
+        requires = "panos_config"
+    )]
+    device_group: Option<String>,
+    /// Directory of ZonePolicy YAML (from `zonewall translate -o DIR` or `zonewall sync
+    /// --output-dir DIR`), instead of --panos-config.
+    #[arg(long, env = "ZONEWALL_POLICIES", value_name = "DIR")]
+    policies: Option<PathBuf>,
+    /// With --panos-config: Enforce, or Audit (report what would be denied, drop nothing).
+    #[arg(
+        long,
+        env = "ZONEWALL_MODE",
+        value_enum,
+        default_value = "enforce",
+        requires = "panos_config"
+    )]
+    mode: ModeArg,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -133,6 +178,71 @@ fn main() -> ExitCode {
         Command::Explain(args) => run_explain(args),
         Command::Translate(args) => run_translate(args),
         Command::Crd => run_crd(),
+        Command::Agent(args) => run_agent(args),
+    }
+}
+
+fn run_agent(args: AgentArgs) -> ExitCode {
+    if !args.standalone {
+        return fail(
+            2,
+            "the Kubernetes mode of the agent is not built yet; run it with --standalone --inventory FILE (--panos-config FILE | --policies DIR)",
+        );
+    }
+    let Some(inventory) = args.inventory else {
+        return fail(2, "--standalone needs --inventory FILE");
+    };
+    let input = match (args.panos_config, args.policies) {
+        (Some(config), None) => PolicyInput::Panos {
+            config,
+            device_group: args.device_group,
+            mode: match args.mode {
+                ModeArg::Enforce => Mode::Enforce,
+                ModeArg::Audit => Mode::Audit,
+            },
+        },
+        (None, Some(dir)) => PolicyInput::Policies(dir),
+        _ => {
+            return fail(
+                2,
+                "--standalone needs --panos-config FILE or --policies DIR",
+            );
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => return fail(1, &format!("cannot start the async runtime: {e}")),
+    };
+    let mut datapath = match Datapath::load() {
+        Ok(datapath) => datapath,
+        Err(e) => return fail(1, &e.to_string()),
+    };
+    let result = runtime.block_on(async {
+        node::run_standalone(&mut datapath, &inventory, &input, shutdown_signal()).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(1, &e.to_string()),
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = match signal(SignalKind::terminate()) {
+        Ok(stream) => stream,
+        Err(e) => {
+            tracing::warn!("cannot listen for SIGTERM ({e}); stop the agent with Ctrl-C");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
     }
 }
 

@@ -1,14 +1,28 @@
 //! Everything that talks to the kernel's BPF subsystem: loading the embedded object,
-//! attaching the programs to workload interfaces, writing maps and reading counters.
-//! Nothing else in the crate calls aya.
+//! attaching the programs to workload interfaces, writing the compiled tables and reading
+//! counters. Nothing else in the crate calls aya; the rest of the agent sees the
+//! [`Dataplane`] trait, so its logic can be tested without a kernel.
+
+mod interfaces;
+mod tables;
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
 
 use aya::{
     Ebpf, EbpfError,
-    maps::{HashMap, MapError, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray, lpm_trie::Key},
     programs::{ProgramError, SchedClassifier, TcAttachType, tc},
     util::KernelVersion,
 };
-use zonewall_common::{BlockKey, BlockValue, counter, map_names, program_names};
+use zonewall_common::{
+    self as abi, Config, EndpointKey, EndpointValue, RuleStats, counter, map_names, program_names,
+};
+
+pub use interfaces::{InterfaceError, discover_interface, interface_index};
+pub use tables::{DesiredTables, TableDiff, endpoint_key};
+
+use crate::policy::datapath_compile::Compiled;
 
 /// The eBPF object built from `ebpf/` by `build.rs`.
 pub static EBPF_OBJECT: &[u8] =
@@ -60,6 +74,16 @@ pub enum DatapathError {
         #[source]
         source: Box<MapError>,
     },
+    #[error(
+        "the compiled policy needs {needed} entries in map {map}, which holds {capacity}; nothing was written and the previous policy stays live"
+    )]
+    Capacity {
+        map: &'static str,
+        needed: usize,
+        capacity: u32,
+    },
+    #[error(transparent)]
+    Interface(#[from] InterfaceError),
 }
 
 /// Packet outcome counters summed over all CPUs, indexed like `zonewall_common::counter`.
@@ -83,30 +107,68 @@ impl Counters {
 
 impl std::fmt::Display for Counters {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for (i, (name, value)) in counter::NAMES.iter().zip(self.0).enumerate() {
-            if i > 0 {
+        let mut first = true;
+        for (name, value) in counter::NAMES.iter().zip(self.0) {
+            if value == 0 {
+                continue;
+            }
+            if !first {
                 f.write_str(" ")?;
             }
+            first = false;
             write!(f, "{name}={value}")?;
+        }
+        if first {
+            f.write_str("(all zero)")?;
         }
         Ok(())
     }
+}
+
+/// What one [`Dataplane::apply`] changed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ApplyReport {
+    /// Entries inserted or overwritten, over all maps.
+    pub written: usize,
+    /// Entries removed, over all maps.
+    pub removed: usize,
+    /// The live generation afterwards (unchanged when nothing was written or removed).
+    pub generation: u32,
+}
+
+/// The kernel side of the agent.
+pub trait Dataplane {
+    /// Attaches both programs to a workload's host-side interface (ingress sees what the
+    /// workload sends, egress what it receives); returns the interface index.
+    fn attach(&mut self, interface: &str) -> Result<u32, DatapathError>;
+    /// Makes `desired` the enforced policy: writes what differs, removes what is no longer
+    /// wanted, then moves the live generation on, so tracked flows are evaluated again.
+    fn apply(&mut self, desired: &DesiredTables) -> Result<ApplyReport, DatapathError>;
+    /// Packet outcome counters summed over all CPUs.
+    fn counters(&self) -> Result<Counters, DatapathError>;
+    /// Packets and bytes per rule id (summed over CPUs), rules with hits only.
+    fn rule_stats(&self) -> Result<BTreeMap<u32, RuleStats>, DatapathError>;
 }
 
 /// The loaded programs and maps. Attachments live as long as this value: dropping it detaches
 /// the programs (pinning, so enforcement outlives the process, comes with the agent runtime).
 pub struct Datapath {
     ebpf: Ebpf,
+    generation: u32,
 }
 
 impl Datapath {
     /// Loads the embedded object and verifies every program, so a verifier rejection is
-    /// reported at start, not at the first attach.
+    /// reported at start, not at the first attach. Until the first [`Dataplane::apply`] the
+    /// programs drop every IP packet (fail closed).
     pub fn load() -> Result<Self, DatapathError> {
         let ebpf = Ebpf::load(EBPF_OBJECT).map_err(|source| DatapathError::Load {
             source: Box::new(source),
         })?;
-        let mut datapath = Self { ebpf };
+        let mut datapath = Self {
+            ebpf,
+            generation: 0,
+        };
         for name in program_names::ALL {
             datapath
                 .classifier(name)?
@@ -114,10 +176,7 @@ impl Datapath {
                 .map_err(|source| program_error("load", name, source))?;
         }
         for name in map_names::ALL {
-            datapath
-                .ebpf
-                .map(name)
-                .ok_or(DatapathError::Missing { kind: "map", name })?;
+            datapath.map(name)?;
         }
         Ok(datapath)
     }
@@ -133,11 +192,120 @@ impl Datapath {
             .map_err(|source| program_error("type check", name, source))
     }
 
-    /// Attaches both programs to a workload's host-side interface: ingress sees what the
-    /// workload sends, egress what it receives. Uses tcx links where the kernel has them
-    /// (>= 6.6) and a clsact qdisc otherwise. The interface name resolves in the calling
-    /// thread's network namespace.
-    pub fn attach(&mut self, interface: &str) -> Result<(), DatapathError> {
+    fn map(&self, name: &'static str) -> Result<&aya::maps::Map, DatapathError> {
+        self.ebpf
+            .map(name)
+            .ok_or(DatapathError::Missing { kind: "map", name })
+    }
+
+    fn map_mut(&mut self, name: &'static str) -> Result<&mut aya::maps::Map, DatapathError> {
+        self.ebpf
+            .map_mut(name)
+            .ok_or(DatapathError::Missing { kind: "map", name })
+    }
+
+    /// Reads one conntrack entry (for tests and diagnostics).
+    pub fn conntrack_entries(&self) -> Result<Vec<(abi::CtKey, abi::CtValue)>, DatapathError> {
+        let name = map_names::CONNTRACK;
+        let map: HashMap<&MapData, abi::CtKey, abi::CtValue> =
+            HashMap::try_from(self.map(name)?).map_err(|e| map_error("open", name, e))?;
+        map.iter()
+            .map(|entry| entry.map_err(|e| map_error("iterate", name, e)))
+            .collect()
+    }
+
+    /// The map of flow events, for the flow reader.
+    pub fn take_events(&mut self) -> Result<aya::maps::RingBuf<aya::maps::MapData>, DatapathError> {
+        let name = map_names::EVENTS;
+        let map = self
+            .ebpf
+            .take_map(name)
+            .ok_or(DatapathError::Missing { kind: "map", name })?;
+        aya::maps::RingBuf::try_from(map).map_err(|e| map_error("open", name, e))
+    }
+
+    fn sync_lpm<K: aya::Pod + Ord, V: aya::Pod + PartialEq>(
+        &mut self,
+        name: &'static str,
+        capacity: u32,
+        desired: &BTreeMap<(u32, K), V>,
+    ) -> Result<TableDiff, DatapathError> {
+        check_capacity(name, desired.len(), capacity)?;
+        let mut trie: LpmTrie<&mut MapData, K, V> =
+            LpmTrie::try_from(self.map_mut(name)?).map_err(|e| map_error("open", name, e))?;
+        let mut current = BTreeMap::new();
+        for entry in trie.iter() {
+            let (key, value) = entry.map_err(|e| map_error("iterate", name, e))?;
+            current.insert((key.prefix_len(), key.data()), value);
+        }
+        let diff = tables::diff(&current, desired);
+        for (prefix_len, data) in &diff.upserts {
+            let value = &desired[&(*prefix_len, *data)];
+            trie.insert(&Key::new(*prefix_len, *data), value, 0)
+                .map_err(|e| map_error("insert", name, e))?;
+        }
+        for (prefix_len, data) in &diff.removals {
+            match trie.remove(&Key::new(*prefix_len, *data)) {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(map_error("remove", name, e)),
+            }
+        }
+        Ok(diff.summary())
+    }
+
+    fn sync_endpoints(
+        &mut self,
+        desired: &BTreeMap<EndpointKey, EndpointValue>,
+    ) -> Result<TableDiff, DatapathError> {
+        let name = map_names::ENDPOINTS;
+        check_capacity(name, desired.len(), abi::capacity::ENDPOINTS)?;
+        let mut map: HashMap<&mut MapData, EndpointKey, EndpointValue> =
+            HashMap::try_from(self.map_mut(name)?).map_err(|e| map_error("open", name, e))?;
+        let mut current = BTreeMap::new();
+        for entry in map.iter() {
+            let (key, value) = entry.map_err(|e| map_error("iterate", name, e))?;
+            current.insert(key, value);
+        }
+        let diff = tables::diff(&current, desired);
+        for key in &diff.upserts {
+            map.insert(key, desired[key], 0)
+                .map_err(|e| map_error("insert", name, e))?;
+        }
+        for key in &diff.removals {
+            match map.remove(key) {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(map_error("remove", name, e)),
+            }
+        }
+        Ok(diff.summary())
+    }
+
+    fn set_config(&mut self, config: Config) -> Result<(), DatapathError> {
+        let name = map_names::CONFIG;
+        let mut array: Array<&mut MapData, Config> =
+            Array::try_from(self.map_mut(name)?).map_err(|e| map_error("open", name, e))?;
+        array
+            .set(0, config, 0)
+            .map_err(|e| map_error("update", name, e))
+    }
+}
+
+fn check_capacity(map: &'static str, needed: usize, capacity: u32) -> Result<(), DatapathError> {
+    if needed > capacity as usize {
+        return Err(DatapathError::Capacity {
+            map,
+            needed,
+            capacity,
+        });
+    }
+    Ok(())
+}
+
+impl Dataplane for Datapath {
+    /// Uses tcx links where the kernel has them (>= 6.6) and a clsact qdisc otherwise. The
+    /// interface name resolves in the calling thread's network namespace.
+    fn attach(&mut self, interface: &str) -> Result<u32, DatapathError> {
+        let ifindex = interface_index(interface)?;
         // Same test aya applies when it chooses between tcx and netlink in `attach`.
         let has_tcx = KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0));
         if !has_tcx {
@@ -169,43 +337,70 @@ impl Datapath {
                     source: Box::new(source),
                 })?;
         }
-        Ok(())
+        Ok(ifindex)
     }
 
-    fn block_map(
-        &mut self,
-    ) -> Result<HashMap<&mut aya::maps::MapData, BlockKey, BlockValue>, DatapathError> {
-        let name = map_names::BLOCK;
-        let map = self
-            .ebpf
-            .map_mut(name)
-            .ok_or(DatapathError::Missing { kind: "map", name })?;
-        HashMap::try_from(map).map_err(|source| map_error("open", name, source))
-    }
-
-    /// Drops every packet whose (source, destination, protocol, port) equals `key`.
-    pub fn block(&mut self, key: &BlockKey) -> Result<(), DatapathError> {
-        self.block_map()?
-            .insert(key, BlockValue::default(), 0)
-            .map_err(|source| map_error("insert", map_names::BLOCK, source))
-    }
-
-    /// Removes a block entry; removing an absent entry is not an error.
-    pub fn unblock(&mut self, key: &BlockKey) -> Result<(), DatapathError> {
-        match self.block_map()?.remove(key) {
-            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
-            Err(source) => Err(map_error("remove", map_names::BLOCK, source)),
+    fn apply(&mut self, desired: &DesiredTables) -> Result<ApplyReport, DatapathError> {
+        // Capacities first: a table that does not fit is refused before anything is written.
+        check_capacity(
+            map_names::IDENTITY_V4,
+            desired.identity_v4.len(),
+            abi::capacity::IDENTITY_V4,
+        )?;
+        check_capacity(
+            map_names::IDENTITY_V6,
+            desired.identity_v6.len(),
+            abi::capacity::IDENTITY_V6,
+        )?;
+        check_capacity(
+            map_names::POLICY,
+            desired.policy.len(),
+            abi::capacity::POLICY,
+        )?;
+        check_capacity(
+            map_names::ENDPOINTS,
+            desired.endpoints.len(),
+            abi::capacity::ENDPOINTS,
+        )?;
+        if let Some(max) = desired.max_rule_id
+            && max >= abi::capacity::RULES
+        {
+            return Err(DatapathError::Capacity {
+                map: map_names::RULE_STATS,
+                needed: max as usize + 1,
+                capacity: abi::capacity::RULES,
+            });
         }
+        let mut total = TableDiff::default();
+        total.add(self.sync_lpm(
+            map_names::IDENTITY_V4,
+            abi::capacity::IDENTITY_V4,
+            &desired.identity_v4,
+        )?);
+        total.add(self.sync_lpm(
+            map_names::IDENTITY_V6,
+            abi::capacity::IDENTITY_V6,
+            &desired.identity_v6,
+        )?);
+        total.add(self.sync_lpm(map_names::POLICY, abi::capacity::POLICY, &desired.policy)?);
+        total.add(self.sync_endpoints(&desired.endpoints)?);
+        if total.written > 0 || total.removed > 0 || self.generation == 0 {
+            self.generation += 1;
+            self.set_config(Config {
+                generation: self.generation,
+                flags: desired.config_flags,
+            })?;
+        }
+        Ok(ApplyReport {
+            written: total.written,
+            removed: total.removed,
+            generation: self.generation,
+        })
     }
 
-    /// Reads the per-CPU packet counters and sums them.
-    pub fn counters(&self) -> Result<Counters, DatapathError> {
+    fn counters(&self) -> Result<Counters, DatapathError> {
         let name = map_names::COUNTERS;
-        let map = self
-            .ebpf
-            .map(name)
-            .ok_or(DatapathError::Missing { kind: "map", name })?;
-        let array = PerCpuArray::<_, u64>::try_from(map)
+        let array = PerCpuArray::<_, u64>::try_from(self.map(name)?)
             .map_err(|source| map_error("open", name, source))?;
         let mut counters = Counters::default();
         for (index, slot) in (0..counter::COUNT).zip(counters.0.iter_mut()) {
@@ -215,6 +410,25 @@ impl Datapath {
             *slot = per_cpu.iter().sum();
         }
         Ok(counters)
+    }
+
+    fn rule_stats(&self) -> Result<BTreeMap<u32, RuleStats>, DatapathError> {
+        let name = map_names::RULE_STATS;
+        let array = PerCpuArray::<_, RuleStats>::try_from(self.map(name)?)
+            .map_err(|source| map_error("open", name, source))?;
+        let mut out = BTreeMap::new();
+        for (index, per_cpu) in array.iter().enumerate() {
+            let per_cpu = per_cpu.map_err(|source| map_error("lookup", name, source))?;
+            let mut total = RuleStats::default();
+            for stats in per_cpu.iter() {
+                total.packets += stats.packets;
+                total.bytes += stats.bytes;
+            }
+            if total.packets > 0 {
+                out.insert(index as u32, total);
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -234,43 +448,9 @@ fn map_error(op: &'static str, map: &'static str, source: MapError) -> DatapathE
     }
 }
 
-/// Builds a `ZW_BLOCK` key from addresses, an IP protocol number and a destination port (for
-/// ICMP and ICMPv6: the message type).
-pub fn block_key(
-    src: std::net::IpAddr,
-    dst: std::net::IpAddr,
-    protocol: u8,
-    port: u16,
-) -> BlockKey {
-    use std::net::IpAddr;
-    let mut key = BlockKey {
-        protocol,
-        ..BlockKey::default()
-    };
-    match (src, dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => {
-            key.family = zonewall_common::FAMILY_V4;
-            key.src_addr_be[..4].copy_from_slice(&s.octets());
-            key.dst_addr_be[..4].copy_from_slice(&d.octets());
-        }
-        _ => {
-            key.family = zonewall_common::FAMILY_V6;
-            key.src_addr_be = to_v6(src).octets();
-            key.dst_addr_be = to_v6(dst).octets();
-        }
-    }
-    key.dport_be = match protocol {
-        1 | 58 => u16::from_ne_bytes([port as u8, 0]),
-        _ => port.to_be(),
-    };
-    key
-}
-
-fn to_v6(addr: std::net::IpAddr) -> std::net::Ipv6Addr {
-    match addr {
-        std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped(),
-        std::net::IpAddr::V6(v6) => v6,
-    }
+/// The desired tables for a compiled policy and the local workloads' interfaces.
+pub fn desired_tables(compiled: &Compiled, local: &[(u32, IpAddr)], events: bool) -> DesiredTables {
+    DesiredTables::new(compiled, local, events)
 }
 
 #[cfg(test)]
@@ -303,37 +483,15 @@ mod tests {
     }
 
     #[test]
-    fn block_keys_use_network_order_and_icmp_types() {
-        let v4 = block_key(
-            "10.0.0.1".parse().unwrap(),
-            "10.0.0.2".parse().unwrap(),
-            17,
-            8080,
-        );
-        assert_eq!(v4.family, zonewall_common::FAMILY_V4);
-        assert_eq!(&v4.src_addr_be[..4], &[10, 0, 0, 1]);
-        assert_eq!(&v4.src_addr_be[4..], &[0; 12]);
-        assert_eq!(v4.dport_be.to_ne_bytes(), [0x1f, 0x90]);
-        let icmp6 = block_key(
-            "fd00::1".parse().unwrap(),
-            "fd00::2".parse().unwrap(),
-            58,
-            128,
-        );
-        assert_eq!(icmp6.family, zonewall_common::FAMILY_V6);
-        assert_eq!(icmp6.dport_be.to_ne_bytes(), [128, 0]);
-    }
-
-    #[test]
     fn counter_deltas_subtract_per_counter() {
         let mut before = Counters::default();
-        before.0[counter::PASS_IP as usize] = 5;
+        before.0[counter::PASS_NEW as usize] = 5;
         let mut after = before;
-        after.0[counter::PASS_IP as usize] = 9;
-        after.0[counter::DROP_BLOCKED as usize] = 2;
+        after.0[counter::PASS_NEW as usize] = 9;
+        after.0[counter::DROP_POLICY as usize] = 2;
         let delta = after.since(&before);
-        assert_eq!(delta.get(counter::PASS_IP), 4);
-        assert_eq!(delta.get(counter::DROP_BLOCKED), 2);
-        assert!(delta.to_string().contains("drop_blocked=2"));
+        assert_eq!(delta.get(counter::PASS_NEW), 4);
+        assert_eq!(delta.get(counter::DROP_POLICY), 2);
+        assert_eq!(delta.to_string(), "pass_new=4 drop_policy=2");
     }
 }

@@ -1,0 +1,274 @@
+//! The node agent's standalone mode: policy from a firewall configuration or a ZonePolicy
+//! directory, workloads from an inventory file, enforced by the kernel programs on the local
+//! workloads' interfaces until the process is stopped. Files are watched: a change is
+//! compiled and applied; a bad new file is reported and the last good policy stays live.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::datapath::{self, DatapathError, Dataplane, DesiredTables, InterfaceError};
+use crate::firewall::panos::{self, Limits, PanosError, ResolveOptions};
+use crate::inventory::{Inventory, InventoryError};
+use crate::policy::ZonePolicy;
+use crate::policy::datapath_compile::{self, CompileError, Compiled};
+use crate::policy::eval::{PolicySet, PolicySetError};
+use crate::policy::load::{LoadError, load_dir};
+use crate::policy::resource::Mode;
+use crate::translate::{self, TranslateError, TranslateOptions};
+
+/// Where the policy comes from.
+#[derive(Clone, Debug)]
+pub enum PolicyInput {
+    /// A PAN-OS or Panorama configuration, translated as `zonewall translate` does.
+    Panos {
+        config: PathBuf,
+        device_group: Option<String>,
+        mode: Mode,
+    },
+    /// A directory of ZonePolicy YAML.
+    Policies(PathBuf),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Inventory(#[from] InventoryError),
+    #[error(transparent)]
+    Panos(#[from] PanosError),
+    #[error("translating the firewall configuration failed: {0}")]
+    Translate(#[from] TranslateError),
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error("the ZonePolicies are inconsistent: {0}")]
+    PolicySet(#[from] PolicySetError),
+    #[error("compiling the policy for the kernel failed: {0}")]
+    Compile(#[from] CompileError),
+    #[error("endpoint '{endpoint}': {source}")]
+    Interface {
+        endpoint: String,
+        #[source]
+        source: InterfaceError,
+    },
+    #[error(transparent)]
+    Datapath(#[from] DatapathError),
+}
+
+/// A workload on this node: the interface its traffic crosses and its addresses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocalWorkload {
+    pub name: String,
+    pub interface: String,
+    pub ips: Vec<IpAddr>,
+}
+
+/// The ZonePolicies of `input`.
+pub fn load_policies(input: &PolicyInput) -> Result<Vec<ZonePolicy>, NodeError> {
+    match input {
+        PolicyInput::Panos {
+            config,
+            device_group,
+            mode,
+        } => {
+            let config = panos::load_file(config, Limits::default())?;
+            let resolved = panos::resolve(
+                &config,
+                &ResolveOptions {
+                    device_group: device_group.clone(),
+                    ..ResolveOptions::default()
+                },
+            )?;
+            for warning in &resolved.warnings {
+                tracing::warn!("{warning}");
+            }
+            let options = TranslateOptions {
+                mode: *mode,
+                ..TranslateOptions::default()
+            };
+            Ok(translate::translate(&resolved, &options)?.policies)
+        }
+        PolicyInput::Policies(dir) => Ok(load_dir(dir)?),
+    }
+}
+
+/// Compiles the policies for every endpoint of the inventory (peers on other nodes need their
+/// identities too) and the inventory's external zone.
+pub fn compile(inventory: &Inventory, policies: &[ZonePolicy]) -> Result<Compiled, NodeError> {
+    let set = PolicySet::new(policies)?;
+    Ok(datapath_compile::compile(
+        &set,
+        &inventory.external_zone,
+        &inventory.endpoints,
+        &datapath_compile::Limits::default(),
+    )?)
+}
+
+/// The inventory's workloads that run on this node: those with an `interface`, and those
+/// whose address is routed to a local workload interface (a host route, or a bridge port).
+pub fn local_workloads(inventory: &Inventory) -> Result<Vec<LocalWorkload>, NodeError> {
+    let mut out = Vec::new();
+    for endpoint in &inventory.endpoints {
+        let name = endpoint.qualified_name();
+        let interface = match &endpoint.interface {
+            Some(interface) => Some(interface.clone()),
+            None => match endpoint.ips.first() {
+                Some(ip) => match datapath::discover_interface(*ip) {
+                    Ok(found) => found,
+                    // An address without any route is not on this node.
+                    Err(InterfaceError::NoRoute(_)) => None,
+                    Err(source) => {
+                        return Err(NodeError::Interface {
+                            endpoint: name.clone(),
+                            source,
+                        });
+                    }
+                },
+                None => None,
+            },
+        };
+        if let Some(interface) = interface {
+            out.push(LocalWorkload {
+                name,
+                interface,
+                ips: endpoint.ips.clone(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Everything one apply needs, read from the files.
+pub struct Snapshot {
+    pub compiled: Compiled,
+    pub workloads: Vec<LocalWorkload>,
+}
+
+pub fn snapshot(inventory_path: &Path, input: &PolicyInput) -> Result<Snapshot, NodeError> {
+    let inventory = Inventory::load_file(inventory_path)?;
+    let policies = load_policies(input)?;
+    let compiled = compile(&inventory, &policies)?;
+    let workloads = local_workloads(&inventory)?;
+    Ok(Snapshot {
+        compiled,
+        workloads,
+    })
+}
+
+/// Attaches to every workload interface not attached yet and applies the snapshot. Returns
+/// the apply report.
+pub fn apply(
+    dataplane: &mut dyn Dataplane,
+    attached: &mut BTreeMap<String, u32>,
+    snapshot: &Snapshot,
+    events: bool,
+) -> Result<datapath::ApplyReport, NodeError> {
+    let mut local = Vec::new();
+    let mut to_attach = Vec::new();
+    for workload in &snapshot.workloads {
+        let ifindex = match attached.get(&workload.interface) {
+            Some(ifindex) => *ifindex,
+            None => {
+                let ifindex = datapath::interface_index(&workload.interface).map_err(|source| {
+                    NodeError::Interface {
+                        endpoint: workload.name.clone(),
+                        source,
+                    }
+                })?;
+                to_attach.push(workload.interface.clone());
+                ifindex
+            }
+        };
+        local.extend(workload.ips.iter().map(|ip| (ifindex, *ip)));
+    }
+    // The tables go in before the programs attach: an interface never runs without the
+    // policy it needs (the programs drop everything until the first apply).
+    let report = dataplane.apply(&DesiredTables::new(&snapshot.compiled, &local, events))?;
+    for interface in to_attach {
+        let ifindex = dataplane.attach(&interface)?;
+        attached.insert(interface, ifindex);
+    }
+    Ok(report)
+}
+
+/// The modification times of the watched files (a directory: of each entry).
+fn fingerprint(paths: &[&Path]) -> Vec<(PathBuf, Option<SystemTime>)> {
+    let mut out = Vec::new();
+    for path in paths {
+        let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+        out.push((path.to_path_buf(), modified(path)));
+        if path.is_dir()
+            && let Ok(entries) = std::fs::read_dir(path)
+        {
+            let mut entries: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+            entries.sort();
+            for entry in entries {
+                let time = modified(&entry);
+                out.push((entry, time));
+            }
+        }
+    }
+    out
+}
+
+/// Runs until `stop` resolves: applies the files, then re-applies whenever one changes.
+pub async fn run_standalone(
+    dataplane: &mut dyn Dataplane,
+    inventory: &Path,
+    input: &PolicyInput,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), NodeError> {
+    let mut attached = BTreeMap::new();
+    let started = Instant::now();
+    let first = snapshot(inventory, input)?;
+    let report = apply(dataplane, &mut attached, &first, false)?;
+    let sizes = first.compiled.sizes();
+    tracing::info!(
+        generation = report.generation,
+        written = report.written,
+        interfaces = attached.len(),
+        identities = sizes.identities,
+        policy_entries = sizes.policy_entries,
+        seconds = started.elapsed().as_secs_f64(),
+        "policy live"
+    );
+    for approximation in &first.compiled.approximations {
+        tracing::warn!("{approximation}");
+    }
+    let policy_path = match input {
+        PolicyInput::Panos { config, .. } => config.as_path(),
+        PolicyInput::Policies(dir) => dir.as_path(),
+    };
+    let mut seen = fingerprint(&[inventory, policy_path]);
+    tokio::pin!(stop);
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tokio::select! {
+            () = &mut stop => break,
+            _ = tick.tick() => {}
+        }
+        let now = fingerprint(&[inventory, policy_path]);
+        if now == seen {
+            continue;
+        }
+        seen = now;
+        let started = Instant::now();
+        match snapshot(inventory, input).and_then(|s| apply(dataplane, &mut attached, &s, false)) {
+            Ok(report) => tracing::info!(
+                generation = report.generation,
+                written = report.written,
+                removed = report.removed,
+                seconds = started.elapsed().as_secs_f64(),
+                "policy reloaded"
+            ),
+            Err(e) => tracing::error!(
+                "the changed files were not applied, the previous policy stays live: {e}"
+            ),
+        }
+    }
+    match dataplane.counters() {
+        Ok(counters) => tracing::info!("stopping; packet counters: {counters}"),
+        Err(e) => tracing::warn!("stopping; cannot read the packet counters: {e}"),
+    }
+    Ok(())
+}
