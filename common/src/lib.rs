@@ -56,8 +56,10 @@ pub mod program_names {
     pub const FROM_WORKLOAD: &str = "zw_from_workload";
     /// Attached to a workload's host-side interface, TC egress (packets sent to the workload).
     pub const TO_WORKLOAD: &str = "zw_to_workload";
+    /// Passes every packet and does nothing else: the baseline of the kernel benchmark.
+    pub const EMPTY: &str = "zw_empty";
     /// Every program name the eBPF object must define.
-    pub const ALL: [&str; 2] = [FROM_WORKLOAD, TO_WORKLOAD];
+    pub const ALL: [&str; 3] = [FROM_WORKLOAD, TO_WORKLOAD, EMPTY];
 }
 
 /// Indices into the `ZW_COUNTERS` per-CPU array: one counter per packet outcome. Every packet

@@ -110,6 +110,13 @@ static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 /// `tracked` found no live entry: the packet starts a new flow.
 const NEW_FLOW: i32 = i32::MIN;
 
+/// Does nothing and passes: the baseline `cargo xtask bench` measures the other programs
+/// against. Never attached.
+#[classifier]
+pub fn zw_empty(_ctx: TcContext) -> i32 {
+    ACT_CONTINUE
+}
+
 #[inline(always)]
 fn decide(ctx: &TcContext, observed: u8) -> i32 {
     // SAFETY: the context's socket buffer is valid for the whole program run.

@@ -214,6 +214,20 @@ impl Datapath {
             .collect()
     }
 
+    /// The loaded program `name` (one of `program_names::ALL`), for the kernel benchmark's
+    /// test runs.
+    pub fn program_fd(
+        &mut self,
+        name: &'static str,
+    ) -> Result<std::os::fd::BorrowedFd<'_>, DatapathError> {
+        use std::os::fd::AsFd as _;
+        let program = self.classifier(name)?;
+        let fd = program
+            .fd()
+            .map_err(|source| program_error("get fd", name, source))?;
+        Ok(fd.as_fd())
+    }
+
     /// The map of flow events, for the flow reader.
     pub fn take_events(&mut self) -> Result<aya::maps::RingBuf<aya::maps::MapData>, DatapathError> {
         let name = map_names::EVENTS;
