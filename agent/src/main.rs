@@ -10,12 +10,17 @@ use std::{
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use kube::CustomResourceExt as _;
+use tokio_util::sync::CancellationToken;
 use zonewall::{
     datapath::Datapath,
     explain::{ExplainRequest, PolicySource, Zones, explain},
     firewall::panos::{self, Limits, PanosError, ResolveOptions},
+    flows::{
+        FlowRecord,
+        sink::{RuntimeOptions, Sink, SinkConfig},
+    },
     model::parse_protocol,
-    node::{self, PolicyInput},
+    node::{self, FlowOutput, PolicyInput},
     policy::{ZonePolicy, resource::Mode},
     translate::{self, TranslateOptions},
 };
@@ -82,6 +87,19 @@ struct AgentArgs {
         requires = "panos_config"
     )]
     mode: ModeArg,
+    /// Where flow records go: FORMAT+TRANSPORT://ADDRESS[?options], repeatable; for example
+    /// cef+tls://siem.example:6514?ca=/etc/zonewall/ca.pem, json+file:///var/log/zonewall/flows.jsonl,
+    /// cef+stdout. Several in the environment are separated by spaces.
+    #[arg(
+        long = "sink",
+        env = "ZONEWALL_SINK",
+        value_name = "SINK",
+        value_delimiter = ' '
+    )]
+    sinks: Vec<String>,
+    /// This node's name in flow records (CEF dvchost, syslog HOSTNAME); default: the host name.
+    #[arg(long, env = "ZONEWALL_NODE_NAME", value_name = "NAME")]
+    node_name: Option<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -209,6 +227,14 @@ fn run_agent(args: AgentArgs) -> ExitCode {
             );
         }
     };
+    let mut sink_configs = Vec::new();
+    for text in args.sinks.iter().filter(|s| !s.is_empty()) {
+        match text.parse::<SinkConfig>() {
+            Ok(config) => sink_configs.push(config),
+            Err(e) => return fail(2, &e.to_string()),
+        }
+    }
+    let node_name = args.node_name.unwrap_or_else(host_name);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -221,12 +247,57 @@ fn run_agent(args: AgentArgs) -> ExitCode {
         Err(e) => return fail(1, &e.to_string()),
     };
     let result = runtime.block_on(async {
-        node::run_standalone(&mut datapath, &inventory, &input, shutdown_signal()).await
+        let shutdown = CancellationToken::new();
+        let mut sinks = Vec::new();
+        for config in &sink_configs {
+            let sink = Sink::spawn(config, RuntimeOptions::default(), shutdown.clone())
+                .map_err(|e| e.to_string())?;
+            tracing::info!(sink = sink.description(), "flow records go to this sink");
+            sinks.push((config.clone(), sink));
+        }
+        let handles: Vec<_> = sinks.iter().map(|(c, s)| (c.clone(), s.handle())).collect();
+        let mut deliver = move |record: FlowRecord| {
+            for (config, handle) in &handles {
+                let denied = record.class.is_denial();
+                if config
+                    .filter
+                    .accepts(&record.source_zone, &record.destination_zone, denied)
+                {
+                    // A full queue or an oversize record is counted by the sink itself.
+                    let _ = handle.try_send(config.format.format(&record));
+                }
+            }
+        };
+        let flows = if sinks.is_empty() {
+            None
+        } else {
+            let reader = datapath.take_events().map_err(|e| e.to_string())?;
+            Some(FlowOutput {
+                reader,
+                node: node_name.clone(),
+                consumer: &mut deliver,
+            })
+        };
+        let result =
+            node::run_standalone(&mut datapath, &inventory, &input, flows, shutdown_signal())
+                .await
+                .map_err(|e| e.to_string());
+        shutdown.cancel();
+        for (_, sink) in sinks {
+            sink.join().await;
+        }
+        result
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => fail(1, &e.to_string()),
+        Err(e) => fail(1, &e),
     }
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".to_owned())
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -307,6 +307,28 @@ pub const CT_FIN_RESPONDER: u8 = 8;
 pub const CT_RST: u8 = 16;
 /// `CtValue::flags`: the flow end was reported (FIN both ways or RST).
 pub const CT_END_REPORTED: u8 = 32;
+/// `CtValue::flags`: the RST came from the responder.
+pub const CT_RST_FROM_RESPONDER: u8 = 64;
+
+/// How long a conntrack entry lives without packets, given its protocol and `CT_*` flags;
+/// the kernel treats an older entry as absent and userspace reports and removes it.
+pub const fn idle_timeout_ns(protocol: u8, flags: u8) -> u64 {
+    let both_fins = CT_FIN_INITIATOR | CT_FIN_RESPONDER;
+    match protocol {
+        6 => {
+            if flags & CT_RST != 0 || flags & both_fins == both_fins {
+                timeout::TCP_CLOSING_NS
+            } else if flags & CT_REPLIED == 0 {
+                timeout::TCP_SYN_NS
+            } else {
+                timeout::TCP_ESTABLISHED_NS
+            }
+        }
+        17 => timeout::UDP_NS,
+        1 | 58 => timeout::ICMP_NS,
+        _ => timeout::OTHER_NS,
+    }
+}
 
 /// Conntrack value. Only allowed flows have entries; a denied packet never creates one.
 /// "Forward" counts packets from the initiator.
@@ -398,7 +420,10 @@ pub const EVENT_DENY: u8 = 3;
 
 /// `FlowEvent::reason` for `EVENT_FLOW_END`.
 pub const END_REASON_FIN: u8 = 1;
+/// RST from the initiator.
 pub const END_REASON_RST: u8 = 2;
+/// RST from the responder.
+pub const END_REASON_RST_RESPONDER: u8 = 3;
 
 /// `FlowEvent::direction`: where the event was observed.
 pub const OBSERVED_FROM_WORKLOAD: u8 = 0;

@@ -2,12 +2,11 @@
 //! timeouts by state, and the TCP flags that end a flow.
 
 use zonewall_common::{
-    CT_FIN_INITIATOR, CT_FIN_RESPONDER, CT_REPLIED, CT_RST, CtKey, CtValue, timeout,
+    CT_FIN_INITIATOR, CT_FIN_RESPONDER, CT_REPLIED, CT_RST, CT_RST_FROM_RESPONDER, CtKey, CtValue,
+    idle_timeout_ns,
 };
 
-use crate::parse::{
-    IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, Packet, TCP_FIN, TCP_RST,
-};
+use crate::parse::{IPPROTO_TCP, Packet, TCP_FIN, TCP_RST};
 
 #[inline(always)]
 fn endpoint(addr: &[u8; 16], port: &[u8; 2]) -> (u64, u64, u16) {
@@ -45,30 +44,10 @@ pub fn key_of(packet: &Packet, key: &mut CtKey) -> bool {
     source_is_a
 }
 
-/// How long the entry lives without packets, given its state.
-#[inline(always)]
-pub fn idle_timeout(protocol: u8, flags: u8) -> u64 {
-    match protocol {
-        IPPROTO_TCP => {
-            let both_fins = CT_FIN_INITIATOR | CT_FIN_RESPONDER;
-            if flags & CT_RST != 0 || flags & both_fins == both_fins {
-                timeout::TCP_CLOSING_NS
-            } else if flags & CT_REPLIED == 0 {
-                timeout::TCP_SYN_NS
-            } else {
-                timeout::TCP_ESTABLISHED_NS
-            }
-        }
-        IPPROTO_UDP => timeout::UDP_NS,
-        IPPROTO_ICMP | IPPROTO_ICMPV6 => timeout::ICMP_NS,
-        _ => timeout::OTHER_NS,
-    }
-}
-
 /// Whether the entry outlived its idle timeout (then it is treated as absent).
 #[inline(always)]
 pub fn expired(entry: &CtValue, protocol: u8, now: u64) -> bool {
-    now.saturating_sub(entry.last_seen_ns) > idle_timeout(protocol, entry.flags)
+    now.saturating_sub(entry.last_seen_ns) > idle_timeout_ns(protocol, entry.flags)
 }
 
 /// The `CT_*` bits a packet adds.
@@ -77,7 +56,11 @@ pub fn flags_seen(packet: &Packet, forward: bool) -> u8 {
     let mut flags = if forward { 0 } else { CT_REPLIED };
     if packet.protocol == IPPROTO_TCP {
         if packet.tcp_flags & TCP_RST != 0 {
-            flags |= CT_RST;
+            flags |= if forward {
+                CT_RST
+            } else {
+                CT_RST | CT_RST_FROM_RESPONDER
+            };
         }
         if packet.tcp_flags & TCP_FIN != 0 {
             flags |= if forward {

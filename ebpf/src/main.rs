@@ -31,10 +31,11 @@ use parse::{Kind, Packet, ParseError};
 use policy::FlowVerdict;
 use zonewall_common::{
     ACTION_ALLOW, ACTION_RESET_BOTH, ACTION_RESET_CLIENT, CONFIG_FLAG_EVENTS, CT_END_REPORTED,
-    CT_INITIATOR_A, CT_RST, Config, CtKey, CtValue, DenyKey, DenyValue, END_REASON_FIN,
-    END_REASON_RST, EVENT_DENY, EVENT_FLOW_END, EVENT_FLOW_START, EndpointKey, EndpointValue,
-    FlowEvent, MARK_OWN_RESET, OBSERVED_FROM_WORKLOAD, OBSERVED_TO_WORKLOAD, POLICY_FLAG_LOG_END,
-    POLICY_FLAG_LOG_START, POLICY_FLAG_WOULD_DENY, RuleStats, capacity, counter, timeout,
+    CT_INITIATOR_A, CT_RST, CT_RST_FROM_RESPONDER, Config, CtKey, CtValue, DenyKey, DenyValue,
+    END_REASON_FIN, END_REASON_RST, END_REASON_RST_RESPONDER, EVENT_DENY, EVENT_FLOW_END,
+    EVENT_FLOW_START, EndpointKey, EndpointValue, FlowEvent, MARK_OWN_RESET,
+    OBSERVED_FROM_WORKLOAD, OBSERVED_TO_WORKLOAD, POLICY_FLAG_LOG_END, POLICY_FLAG_LOG_START,
+    POLICY_FLAG_WOULD_DENY, RuleStats, capacity, counter, timeout,
 };
 
 /// Pass the packet on: with tcx this is "next" (the CNI's own programs still run), with
@@ -422,7 +423,9 @@ fn report_end(key: &CtKey, entry: &CtValue, now: u64) {
         family: key.family,
         protocol: key.protocol,
         action: ACTION_ALLOW,
-        reason: if entry.flags & CT_RST != 0 {
+        reason: if entry.flags & CT_RST_FROM_RESPONDER != 0 {
+            END_REASON_RST_RESPONDER
+        } else if entry.flags & CT_RST != 0 {
             END_REASON_RST
         } else {
             END_REASON_FIN

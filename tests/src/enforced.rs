@@ -64,32 +64,7 @@ pub struct Enforced {
 impl Enforced {
     /// One pod per `(name, zone)`, in order (`pod(i)`); everything else is zone `untrust`.
     pub fn new(pods: &[(&str, &str)], mode: Mode) -> Self {
-        let topology = Topology::new(pods.len());
-        crate::topology::ip(
-            &topology.external,
-            &["addr", "add", &format!("{DATABASE_V4}/24"), "dev", "eth0"],
-        );
-        crate::topology::ip(
-            &topology.external,
-            &[
-                "-6",
-                "addr",
-                "add",
-                &format!("{DATABASE_V6}/64"),
-                "dev",
-                "eth0",
-                "nodad",
-            ],
-        );
-        let mut yaml = String::from("external_zone: untrust\nendpoints:\n");
-        for ((name, zone), pod) in pods.iter().zip(&topology.pods) {
-            yaml.push_str(&format!(
-                "  - {{name: {name}, namespace: test, zone: {zone}, ips: [\"{}\", \"{}\"]}}\n",
-                pod.ipv4, pod.ipv6
-            ));
-        }
-        let inventory = std::env::temp_dir().join(format!("{}-inventory.yaml", topology.node));
-        std::fs::write(&inventory, yaml).expect("write inventory");
+        let (topology, inventory) = prepared_node(pods);
         let input = PolicyInput::Panos {
             config: zones_fixture(),
             device_group: None,
@@ -183,6 +158,38 @@ impl Enforced {
             .map(|s| s.packets)
             .sum()
     }
+}
+
+/// The topology for `pods` (one per `(name, zone)`), the database address in the external
+/// namespace, and the inventory file describing them (removed by the caller).
+pub fn prepared_node(pods: &[(&str, &str)]) -> (Topology, PathBuf) {
+    let topology = Topology::new(pods.len());
+    crate::topology::ip(
+        &topology.external,
+        &["addr", "add", &format!("{DATABASE_V4}/24"), "dev", "eth0"],
+    );
+    crate::topology::ip(
+        &topology.external,
+        &[
+            "-6",
+            "addr",
+            "add",
+            &format!("{DATABASE_V6}/64"),
+            "dev",
+            "eth0",
+            "nodad",
+        ],
+    );
+    let mut yaml = String::from("external_zone: untrust\nendpoints:\n");
+    for ((name, zone), pod) in pods.iter().zip(&topology.pods) {
+        yaml.push_str(&format!(
+            "  - {{name: {name}, namespace: test, zone: {zone}, ips: [\"{}\", \"{}\"]}}\n",
+            pod.ipv4, pod.ipv6
+        ));
+    }
+    let inventory = std::env::temp_dir().join(format!("{}-inventory.yaml", topology.node));
+    std::fs::write(&inventory, yaml).expect("write inventory");
+    (topology, inventory)
 }
 
 impl Drop for Enforced {

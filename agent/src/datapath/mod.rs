@@ -148,6 +148,14 @@ pub trait Dataplane {
     fn counters(&self) -> Result<Counters, DatapathError>;
     /// Packets and bytes per rule id (summed over CPUs), rules with hits only.
     fn rule_stats(&self) -> Result<BTreeMap<u32, RuleStats>, DatapathError>;
+    /// Removes conntrack entries that outlived their idle timeout at `now_ns` (kernel
+    /// monotonic clock) and returns the end events of those that had not reported their end
+    /// and whose rule logs at the end.
+    fn sweep_conntrack(&mut self, now_ns: u64) -> Result<Vec<abi::FlowEvent>, DatapathError>;
+    /// Closes deny aggregation windows older than the window length: returns an event for
+    /// the attempts not reported yet, and removes the entry (so the next attempt is reported
+    /// at once again).
+    fn sweep_denies(&mut self, now_ns: u64) -> Result<Vec<abi::FlowEvent>, DatapathError>;
 }
 
 /// The loaded programs and maps. Attachments live as long as this value: dropping it detaches
@@ -204,7 +212,7 @@ impl Datapath {
             .ok_or(DatapathError::Missing { kind: "map", name })
     }
 
-    /// Reads one conntrack entry (for tests and diagnostics).
+    /// Reads the conntrack entries (for tests and diagnostics).
     pub fn conntrack_entries(&self) -> Result<Vec<(abi::CtKey, abi::CtValue)>, DatapathError> {
         let name = map_names::CONNTRACK;
         let map: HashMap<&MapData, abi::CtKey, abi::CtValue> =
@@ -228,14 +236,15 @@ impl Datapath {
         Ok(fd.as_fd())
     }
 
-    /// The map of flow events, for the flow reader.
-    pub fn take_events(&mut self) -> Result<aya::maps::RingBuf<aya::maps::MapData>, DatapathError> {
+    /// The reader of the flow event ring buffer (there is one; a second call fails).
+    pub fn take_events(&mut self) -> Result<EventReader, DatapathError> {
         let name = map_names::EVENTS;
         let map = self
             .ebpf
             .take_map(name)
             .ok_or(DatapathError::Missing { kind: "map", name })?;
-        aya::maps::RingBuf::try_from(map).map_err(|e| map_error("open", name, e))
+        let ring = aya::maps::RingBuf::try_from(map).map_err(|e| map_error("open", name, e))?;
+        Ok(EventReader(ring))
     }
 
     fn sync_lpm<K: aya::Pod + Ord, V: aya::Pod + PartialEq>(
@@ -301,6 +310,22 @@ impl Datapath {
         array
             .set(0, config, 0)
             .map_err(|e| map_error("update", name, e))
+    }
+}
+
+/// Reads the kernel's flow events.
+pub struct EventReader(aya::maps::RingBuf<MapData>);
+
+impl EventReader {
+    /// Appends every event waiting in the ring buffer to `out`; never blocks.
+    pub fn drain(&mut self, out: &mut Vec<abi::FlowEvent>) {
+        while let Some(item) = self.0.next() {
+            if item.len() >= size_of::<abi::FlowEvent>() {
+                // SAFETY: the kernel wrote a whole `FlowEvent` (checked length); `FlowEvent`
+                // is plain old data, read unaligned from the ring's memory.
+                out.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) });
+            }
+        }
     }
 }
 
@@ -424,6 +449,57 @@ impl Dataplane for Datapath {
             *slot = per_cpu.iter().sum();
         }
         Ok(counters)
+    }
+
+    fn sweep_conntrack(&mut self, now_ns: u64) -> Result<Vec<abi::FlowEvent>, DatapathError> {
+        let name = map_names::CONNTRACK;
+        let mut map: HashMap<&mut MapData, abi::CtKey, abi::CtValue> =
+            HashMap::try_from(self.map_mut(name)?).map_err(|e| map_error("open", name, e))?;
+        let mut expired = Vec::new();
+        for entry in map.iter() {
+            let (key, value) = entry.map_err(|e| map_error("iterate", name, e))?;
+            let timeout = abi::idle_timeout_ns(key.protocol, value.flags);
+            if now_ns.saturating_sub(value.last_seen_ns) > timeout {
+                expired.push((key, value));
+            }
+        }
+        let mut events = Vec::new();
+        for (key, value) in expired {
+            match map.remove(&key) {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(map_error("remove", name, e)),
+            }
+            if value.flags & abi::CT_END_REPORTED == 0
+                && value.policy_flags & abi::POLICY_FLAG_LOG_END != 0
+            {
+                events.push(crate::flows::events::idle_end_event(&key, &value, now_ns));
+            }
+        }
+        Ok(events)
+    }
+
+    fn sweep_denies(&mut self, now_ns: u64) -> Result<Vec<abi::FlowEvent>, DatapathError> {
+        let name = map_names::DENIES;
+        let mut map: HashMap<&mut MapData, abi::DenyKey, abi::DenyValue> =
+            HashMap::try_from(self.map_mut(name)?).map_err(|e| map_error("open", name, e))?;
+        let mut closed = Vec::new();
+        for entry in map.iter() {
+            let (key, value) = entry.map_err(|e| map_error("iterate", name, e))?;
+            if now_ns.saturating_sub(value.window_start_ns) >= abi::timeout::DENY_WINDOW_NS {
+                closed.push((key, value));
+            }
+        }
+        let mut events = Vec::new();
+        for (key, value) in closed {
+            match map.remove(&key) {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(map_error("remove", name, e)),
+            }
+            if value.unreported > 0 {
+                events.push(crate::flows::events::deny_rest_event(&key, &value, now_ns));
+            }
+        }
+        Ok(events)
     }
 
     fn rule_stats(&self) -> Result<BTreeMap<u32, RuleStats>, DatapathError> {

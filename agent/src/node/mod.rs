@@ -8,8 +8,12 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::datapath::{self, DatapathError, Dataplane, DesiredTables, InterfaceError};
+use std::collections::HashMap;
+
+use crate::datapath::{self, DatapathError, Dataplane, DesiredTables, EventReader, InterfaceError};
 use crate::firewall::panos::{self, Limits, PanosError, ResolveOptions};
+use crate::flows::FlowRecord;
+use crate::flows::events::{Enricher, monotonic_now_ns};
 use crate::inventory::{Inventory, InventoryError};
 use crate::policy::ZonePolicy;
 use crate::policy::datapath_compile::{self, CompileError, Compiled};
@@ -140,6 +144,7 @@ pub fn local_workloads(inventory: &Inventory) -> Result<Vec<LocalWorkload>, Node
 
 /// Everything one apply needs, read from the files.
 pub struct Snapshot {
+    pub inventory: Inventory,
     pub compiled: Compiled,
     pub workloads: Vec<LocalWorkload>,
 }
@@ -150,6 +155,7 @@ pub fn snapshot(inventory_path: &Path, input: &PolicyInput) -> Result<Snapshot, 
     let compiled = compile(&inventory, &policies)?;
     let workloads = local_workloads(&inventory)?;
     Ok(Snapshot {
+        inventory,
         compiled,
         workloads,
     })
@@ -191,6 +197,44 @@ pub fn apply(
     Ok(report)
 }
 
+/// Where flow records go, and what they are built with.
+pub struct FlowOutput<'a> {
+    pub reader: EventReader,
+    pub node: String,
+    pub consumer: &'a mut (dyn FnMut(FlowRecord) + Send),
+}
+
+/// Turns waiting kernel events (and, with `sweep`, idle flows and closed deny windows) into
+/// records for `consumer`; returns how many.
+pub fn pump_events(
+    dataplane: &mut dyn Dataplane,
+    reader: &mut EventReader,
+    enricher: &Enricher,
+    sweep: bool,
+    consumer: &mut dyn FnMut(FlowRecord),
+) -> Result<usize, NodeError> {
+    let mut events = Vec::new();
+    reader.drain(&mut events);
+    if sweep {
+        let now = monotonic_now_ns();
+        events.extend(dataplane.sweep_conntrack(now)?);
+        events.extend(dataplane.sweep_denies(now)?);
+    }
+    for event in &events {
+        consumer(enricher.record(event));
+    }
+    Ok(events.len())
+}
+
+/// The enricher for a snapshot and the interfaces attached.
+pub fn enricher(snapshot: &Snapshot, attached: &BTreeMap<String, u32>, node: &str) -> Enricher {
+    let interfaces: HashMap<u32, String> = attached
+        .iter()
+        .map(|(name, index)| (*index, name.clone()))
+        .collect();
+    Enricher::new(&snapshot.compiled, &snapshot.inventory, interfaces, node)
+}
+
 /// The modification times of the watched files (a directory: of each entry).
 fn fingerprint(paths: &[&Path]) -> Vec<(PathBuf, Option<SystemTime>)> {
     let mut out = Vec::new();
@@ -211,18 +255,22 @@ fn fingerprint(paths: &[&Path]) -> Vec<(PathBuf, Option<SystemTime>)> {
     out
 }
 
-/// Runs until `stop` resolves: applies the files, then re-applies whenever one changes.
+/// Runs until `stop` resolves: applies the files, then re-applies whenever one changes; with
+/// `flows`, turns kernel events into records every 100 ms (and sweeps idle flows every
+/// second).
 pub async fn run_standalone(
     dataplane: &mut dyn Dataplane,
     inventory: &Path,
     input: &PolicyInput,
+    mut flows: Option<FlowOutput<'_>>,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), NodeError> {
+    let events = flows.is_some();
     let mut attached = BTreeMap::new();
     let started = Instant::now();
-    let first = snapshot(inventory, input)?;
-    let report = apply(dataplane, &mut attached, &first, false)?;
-    let sizes = first.compiled.sizes();
+    let mut current = snapshot(inventory, input)?;
+    let report = apply(dataplane, &mut attached, &current, events)?;
+    let sizes = current.compiled.sizes();
     tracing::info!(
         generation = report.generation,
         written = report.written,
@@ -232,20 +280,38 @@ pub async fn run_standalone(
         seconds = started.elapsed().as_secs_f64(),
         "policy live"
     );
-    for approximation in &first.compiled.approximations {
+    for approximation in &current.compiled.approximations {
         tracing::warn!("{approximation}");
     }
+    let node_name = flows.as_ref().map(|f| f.node.clone()).unwrap_or_default();
+    let mut enricher = enricher(&current, &attached, &node_name);
     let policy_path = match input {
         PolicyInput::Panos { config, .. } => config.as_path(),
         PolicyInput::Policies(dir) => dir.as_path(),
     };
     let mut seen = fingerprint(&[inventory, policy_path]);
     tokio::pin!(stop);
-    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut ticks: u64 = 0;
     loop {
         tokio::select! {
             () = &mut stop => break,
             _ = tick.tick() => {}
+        }
+        ticks += 1;
+        if let Some(flows) = flows.as_mut()
+            && let Err(e) = pump_events(
+                dataplane,
+                &mut flows.reader,
+                &enricher,
+                ticks.is_multiple_of(10),
+                flows.consumer,
+            )
+        {
+            tracing::error!("reading flow events failed: {e}");
+        }
+        if !ticks.is_multiple_of(2) {
+            continue;
         }
         let now = fingerprint(&[inventory, policy_path]);
         if now == seen {
@@ -253,18 +319,33 @@ pub async fn run_standalone(
         }
         seen = now;
         let started = Instant::now();
-        match snapshot(inventory, input).and_then(|s| apply(dataplane, &mut attached, &s, false)) {
-            Ok(report) => tracing::info!(
-                generation = report.generation,
-                written = report.written,
-                removed = report.removed,
-                seconds = started.elapsed().as_secs_f64(),
-                "policy reloaded"
-            ),
+        let applied = snapshot(inventory, input)
+            .and_then(|s| apply(dataplane, &mut attached, &s, events).map(|r| (s, r)));
+        match applied {
+            Ok((snapshot, report)) => {
+                tracing::info!(
+                    generation = report.generation,
+                    written = report.written,
+                    removed = report.removed,
+                    seconds = started.elapsed().as_secs_f64(),
+                    "policy reloaded"
+                );
+                current = snapshot;
+                enricher = self::enricher(&current, &attached, &node_name);
+            }
             Err(e) => tracing::error!(
                 "the changed files were not applied, the previous policy stays live: {e}"
             ),
         }
+    }
+    if let Some(flows) = flows.as_mut() {
+        let _ = pump_events(
+            dataplane,
+            &mut flows.reader,
+            &enricher,
+            false,
+            flows.consumer,
+        );
     }
     match dataplane.counters() {
         Ok(counters) => tracing::info!("stopping; packet counters: {counters}"),
