@@ -13,7 +13,7 @@ use std::{
 };
 
 use zonewall::{
-    datapath::{Counters, Datapath, Dataplane},
+    datapath::{ApplyReport, Counters, Datapath, Dataplane},
     node::{self, PolicyInput},
     policy::{datapath_compile::RuleOrigin, resource::Mode},
 };
@@ -58,6 +58,10 @@ pub struct Enforced {
     pub datapath: Datapath,
     pub topology: Topology,
     pub compiled: zonewall::policy::datapath_compile::Compiled,
+    /// What the last apply changed.
+    pub last_report: ApplyReport,
+    attached: BTreeMap<String, u32>,
+    mode: Mode,
     inventory: PathBuf,
 }
 
@@ -80,16 +84,46 @@ impl Enforced {
             "every pod's interface found from its route: {:?}",
             snapshot.workloads
         );
-        in_netns(&topology.node, || {
-            node::apply(&mut datapath, &mut BTreeMap::new(), &snapshot, false)
+        let mut attached = BTreeMap::new();
+        let last_report = in_netns(&topology.node, || {
+            node::apply(&mut datapath, &mut attached, &snapshot, false)
         })
         .expect("apply and attach");
         Enforced {
             datapath,
             topology,
             compiled: snapshot.compiled,
+            last_report,
+            attached,
+            mode,
             inventory,
         }
+    }
+
+    /// Rewrites the inventory with the first `pods.len()` pods only and applies again.
+    pub fn reapply(&mut self, pods: &[(&str, &str)]) -> ApplyReport {
+        let mut yaml = String::from("external_zone: untrust\nendpoints:\n");
+        for ((name, zone), pod) in pods.iter().zip(&self.topology.pods) {
+            yaml.push_str(&format!(
+                "  - {{name: {name}, namespace: test, zone: {zone}, ips: [\"{}\", \"{}\"]}}\n",
+                pod.ipv4, pod.ipv6
+            ));
+        }
+        std::fs::write(&self.inventory, yaml).expect("write inventory");
+        let input = PolicyInput::Panos {
+            config: zones_fixture(),
+            device_group: None,
+            mode: self.mode,
+        };
+        let (datapath, attached, inventory) =
+            (&mut self.datapath, &mut self.attached, &self.inventory);
+        let report = in_netns(&self.topology.node, || {
+            let snapshot = node::snapshot(inventory, &input)?;
+            node::apply(datapath, attached, &snapshot, false)
+        })
+        .expect("apply again");
+        self.last_report = report;
+        report
     }
 
     pub fn pod(&self, index: usize) -> Host {

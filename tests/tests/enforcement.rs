@@ -239,3 +239,29 @@ fn audit_mode_passes_and_counts_what_it_would_deny() {
         0
     );
 }
+
+#[test]
+fn applying_the_same_input_twice_writes_nothing_and_changes_are_incremental() {
+    if !privileged("applying_the_same_input_twice_writes_nothing_and_changes_are_incremental") {
+        return;
+    }
+    let mut node = Enforced::new(&PODS, Mode::Enforce);
+    let first = node.last_report;
+    eprintln!("first apply: {first:?}");
+    assert!(first.written > 0 && first.generation == 1, "{first:?}");
+    assert!(
+        first.batched > 0,
+        "the kernel here offers batch updates for hash maps at least: {first:?}"
+    );
+    let again = node.reapply(&PODS);
+    assert_eq!((again.written, again.removed), (0, 0), "{again:?}");
+    assert_eq!(
+        again.generation, first.generation,
+        "nothing changed, same generation"
+    );
+    // One workload fewer: only its entries go, and the generation moves on.
+    let fewer = node.reapply(&PODS[..4]);
+    assert!(fewer.removed > 0 && fewer.removed < 20, "{fewer:?}");
+    assert!(fewer.written < 20, "{fewer:?}");
+    assert_eq!(fewer.generation, first.generation + 1);
+}

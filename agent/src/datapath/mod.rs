@@ -3,6 +3,7 @@
 //! counters. Nothing else in the crate calls aya; the rest of the agent sees the
 //! [`Dataplane`] trait, so its logic can be tested without a kernel.
 
+mod batch;
 mod interfaces;
 mod tables;
 
@@ -132,6 +133,9 @@ pub struct ApplyReport {
     pub written: usize,
     /// Entries removed, over all maps.
     pub removed: usize,
+    /// Of the written and removed entries, how many went through batch system calls (the
+    /// kernel may not offer them for every map type).
+    pub batched: usize,
     /// The live generation afterwards (unchanged when nothing was written or removed).
     pub generation: u32,
 }
@@ -206,6 +210,23 @@ impl Datapath {
             .ok_or(DatapathError::Missing { kind: "map", name })
     }
 
+    /// The map's file descriptor number, for the batch calls aya does not offer. Valid while
+    /// `self` holds the map.
+    fn map_fd(&self, name: &'static str) -> Result<std::os::fd::RawFd, DatapathError> {
+        use aya::maps::Map;
+        use std::os::fd::{AsFd as _, AsRawFd as _};
+        let data = match self.map(name)? {
+            Map::LpmTrie(data) | Map::HashMap(data) | Map::LruHashMap(data) => data,
+            _ => {
+                return Err(DatapathError::Missing {
+                    kind: "hash or LPM trie map",
+                    name,
+                });
+            }
+        };
+        Ok(data.fd().as_fd().as_raw_fd())
+    }
+
     fn map_mut(&mut self, name: &'static str) -> Result<&mut aya::maps::Map, DatapathError> {
         self.ebpf
             .map_mut(name)
@@ -254,6 +275,7 @@ impl Datapath {
         desired: &BTreeMap<(u32, K), V>,
     ) -> Result<TableDiff, DatapathError> {
         check_capacity(name, desired.len(), capacity)?;
+        let fd = self.map_fd(name)?;
         let mut trie: LpmTrie<&mut MapData, K, V> =
             LpmTrie::try_from(self.map_mut(name)?).map_err(|e| map_error("open", name, e))?;
         let mut current = BTreeMap::new();
@@ -262,18 +284,34 @@ impl Datapath {
             current.insert((key.prefix_len(), key.data()), value);
         }
         let diff = tables::diff(&current, desired);
-        for (prefix_len, data) in &diff.upserts {
-            let value = &desired[&(*prefix_len, *data)];
-            trie.insert(&Key::new(*prefix_len, *data), value, 0)
+        let keys: Vec<Key<K>> = diff
+            .upserts
+            .iter()
+            .map(|(prefix_len, data)| Key::new(*prefix_len, *data))
+            .collect();
+        let values: Vec<V> = diff.upserts.iter().map(|k| desired[k]).collect();
+        let mut batched = batched_upserts(name, fd, &keys, &values)?;
+        for (key, value) in keys.iter().zip(&values).skip(batched) {
+            trie.insert(key, value, 0)
                 .map_err(|e| map_error("insert", name, e))?;
         }
-        for (prefix_len, data) in &diff.removals {
-            match trie.remove(&Key::new(*prefix_len, *data)) {
+        let stale: Vec<Key<K>> = diff
+            .removals
+            .iter()
+            .map(|(prefix_len, data)| Key::new(*prefix_len, *data))
+            .collect();
+        let done = batched_removals(name, fd, &stale)?;
+        batched += done;
+        for key in stale.iter().skip(done) {
+            match trie.remove(key) {
                 Ok(()) | Err(MapError::KeyNotFound) => {}
                 Err(e) => return Err(map_error("remove", name, e)),
             }
         }
-        Ok(diff.summary())
+        Ok(TableDiff {
+            batched,
+            ..diff.summary()
+        })
     }
 
     fn sync_endpoints(
@@ -282,6 +320,7 @@ impl Datapath {
     ) -> Result<TableDiff, DatapathError> {
         let name = map_names::ENDPOINTS;
         check_capacity(name, desired.len(), abi::capacity::ENDPOINTS)?;
+        let fd = self.map_fd(name)?;
         let mut map: HashMap<&mut MapData, EndpointKey, EndpointValue> =
             HashMap::try_from(self.map_mut(name)?).map_err(|e| map_error("open", name, e))?;
         let mut current = BTreeMap::new();
@@ -290,17 +329,24 @@ impl Datapath {
             current.insert(key, value);
         }
         let diff = tables::diff(&current, desired);
-        for key in &diff.upserts {
-            map.insert(key, desired[key], 0)
+        let values: Vec<EndpointValue> = diff.upserts.iter().map(|k| desired[k]).collect();
+        let mut batched = batched_upserts(name, fd, &diff.upserts, &values)?;
+        for (key, value) in diff.upserts.iter().zip(&values).skip(batched) {
+            map.insert(key, value, 0)
                 .map_err(|e| map_error("insert", name, e))?;
         }
-        for key in &diff.removals {
+        let done = batched_removals(name, fd, &diff.removals)?;
+        batched += done;
+        for key in diff.removals.iter().skip(done) {
             match map.remove(key) {
                 Ok(()) | Err(MapError::KeyNotFound) => {}
                 Err(e) => return Err(map_error("remove", name, e)),
             }
         }
-        Ok(diff.summary())
+        Ok(TableDiff {
+            batched,
+            ..diff.summary()
+        })
     }
 
     fn set_config(&mut self, config: Config) -> Result<(), DatapathError> {
@@ -325,6 +371,59 @@ impl EventReader {
                 // is plain old data, read unaligned from the ring's memory.
                 out.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) });
             }
+        }
+    }
+}
+
+/// Writes what the kernel takes in batches; returns how many entries (from the start) are
+/// written, so the caller writes the rest one by one.
+fn batched_upserts<K: aya::Pod, V: aya::Pod>(
+    name: &'static str,
+    map: std::os::fd::RawFd,
+    keys: &[K],
+    values: &[V],
+) -> Result<usize, DatapathError> {
+    if keys.is_empty() {
+        return Ok(0);
+    }
+    let result = batch::update(
+        map,
+        &batch::bytes_of(keys),
+        &batch::bytes_of(values),
+        keys.len(),
+    );
+    batch_outcome(name, "batch update", keys.len(), result)
+}
+
+/// As [`batched_upserts`], for removals.
+fn batched_removals<K: aya::Pod>(
+    name: &'static str,
+    map: std::os::fd::RawFd,
+    keys: &[K],
+) -> Result<usize, DatapathError> {
+    if keys.is_empty() {
+        return Ok(0);
+    }
+    let result = batch::delete(map, &batch::bytes_of(keys), keys.len());
+    batch_outcome(name, "batch delete", keys.len(), result)
+}
+
+fn batch_outcome(
+    name: &'static str,
+    op: &'static str,
+    count: usize,
+    result: Result<(), batch::BatchError>,
+) -> Result<usize, DatapathError> {
+    match result {
+        Ok(()) => Ok(count),
+        Err(batch::BatchError::Unsupported { done }) => {
+            tracing::debug!(map = name, done, "no batch operations; one call per entry");
+            Ok(done)
+        }
+        Err(batch::BatchError::Failed { done, source }) => {
+            tracing::debug!(map = name, done, %source, "{op} failed; retrying one by one");
+            // One call per entry from here reports the failing entry precisely.
+            Ok(done)
         }
     }
 }
@@ -433,6 +532,7 @@ impl Dataplane for Datapath {
         Ok(ApplyReport {
             written: total.written,
             removed: total.removed,
+            batched: total.batched,
             generation: self.generation,
         })
     }

@@ -97,12 +97,15 @@ impl DesiredTables {
 pub struct TableDiff {
     pub written: usize,
     pub removed: usize,
+    /// Of those, how many went through batch system calls.
+    pub batched: usize,
 }
 
 impl TableDiff {
     pub fn add(&mut self, other: TableDiff) {
         self.written += other.written;
         self.removed += other.removed;
+        self.batched += other.batched;
     }
 }
 
@@ -117,6 +120,7 @@ impl<K> Diff<K> {
         TableDiff {
             written: self.upserts.len(),
             removed: self.removals.len(),
+            batched: 0,
         }
     }
 }
