@@ -3,10 +3,11 @@
 //! caught without an API server); the agent's RBAC is read-only; the sync controller writes
 //! only ZonePolicy objects and Events; the agent DaemonSet has exactly its capabilities, bpffs,
 //! hostNetwork and probes; the Panorama API key is only ever a mounted file; the admission
-//! policy names the ServiceAccount the sync Deployment runs as. The Helm chart's templates are
-//! not YAML until rendered (and helm is not available here), so for them: every `.Values`
-//! reference exists in values.yaml, template blocks are balanced, and they cover the same
-//! kinds of object as the plain manifests.
+//! policy names the ServiceAccount the sync Deployment runs as, and its CEL, evaluated here,
+//! refuses everyone else on create, update, delete and tier changes. The Helm chart's
+//! templates are not YAML until rendered (and helm is not available here), so for them: every
+//! `.Values` reference exists in values.yaml, template blocks are balanced, they cover the same
+//! kinds of object as the plain manifests, and the admission policy is the plain one.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
