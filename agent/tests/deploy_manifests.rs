@@ -594,6 +594,71 @@ fn the_agent_daemonset_has_its_capabilities_and_no_more() {
     }
 }
 
+/// The mount and the volume that hold `path` in a workload's container.
+fn mount_holding<'a>(
+    workload: &'a Document,
+    container: &'a Value,
+    path: &str,
+) -> (&'a Value, &'a Value) {
+    let mount = container["volumeMounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|m| {
+            m["mountPath"]
+                .as_str()
+                .is_some_and(|dir| path.starts_with(&format!("{}/", dir.trim_end_matches('/'))))
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "{}: no volume is mounted where {path} is",
+                workload.describe()
+            )
+        });
+    let volume = workload.value["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|v| v["name"] == mount["name"])
+        .unwrap_or_else(|| {
+            panic!(
+                "{}: volume {} is mounted but not defined",
+                workload.describe(),
+                mount["name"]
+            )
+        });
+    (mount, volume)
+}
+
+#[test]
+fn the_sync_controller_is_a_single_writer_with_its_ca_from_a_config_map() {
+    let objects = installed_objects();
+    let sync = only(&objects, "Deployment");
+    let rules = rules_granted(&objects, &service_account_of(sync));
+    let elects_a_leader = rules
+        .iter()
+        .any(|rule| strings(&rule["resources"]).contains(&"leases"));
+    if !elects_a_leader {
+        // Without leader election, two pods would both write: one replica, and an upgrade
+        // that stops the old pod before the new one starts.
+        assert_eq!(sync.value["spec"]["replicas"], 1, "one sync replica");
+        assert_eq!(
+            sync.value["spec"]["strategy"]["type"], "Recreate",
+            "a rolling update would run two writers at once"
+        );
+    }
+
+    let container = container(sync, None);
+    let ca_file = env_value(container, "ZONEWALL_CA_FILE")
+        .and_then(|v| v["value"].as_str())
+        .expect("the sync controller gets ZONEWALL_CA_FILE");
+    let (_, volume) = mount_holding(sync, container, ca_file);
+    assert!(
+        volume["configMap"]["name"].is_string(),
+        "{ca_file} must come from a ConfigMap volume, not {volume}"
+    );
+}
+
 fn text_mentions_the_key(text: &str) -> bool {
     // `--api-key-file PATH` is fine; `--api-key VALUE`, `--api-key=VALUE` are not.
     text.match_indices("api-key")
@@ -651,23 +716,7 @@ fn the_panorama_api_key_is_only_a_mounted_file() {
     let key_file = env_value(container, "ZONEWALL_API_KEY_FILE")
         .and_then(|v| v["value"].as_str())
         .expect("the sync controller gets ZONEWALL_API_KEY_FILE");
-    let pod = &sync.value["spec"]["template"]["spec"];
-    let mount = container["volumeMounts"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|m| {
-            m["mountPath"]
-                .as_str()
-                .is_some_and(|dir| key_file.starts_with(&format!("{}/", dir.trim_end_matches('/'))))
-        })
-        .unwrap_or_else(|| panic!("no volume is mounted where {key_file} is"));
-    let volume = pod["volumes"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|v| v["name"] == mount["name"])
-        .expect("the mounted volume exists");
+    let (mount, volume) = mount_holding(sync, container, key_file);
     assert!(
         volume["secret"]["secretName"].is_string(),
         "{key_file} must come from a Secret volume, not {volume}"
