@@ -2,36 +2,16 @@
 //! policy translated from `fixtures/zones.xml`, real traffic, and the flow records it writes
 //! through a JSON file sink (start, end on FIN, denied attempts aggregated).
 
-use std::{
-    io::{BufRead as _, BufReader},
-    path::PathBuf,
-    process::{Command, Stdio},
-    sync::mpsc,
-    time::Duration,
-};
+use std::time::Duration;
 
 use serde_json::Value;
 use zonewall_integration_tests::{
+    agent::{Agent, zonewall_binary},
     enforced::{
         Connect, Host, prepared_node, tcp_connect, tcp_talks, udp_delivered, zones_fixture,
     },
     privileged,
 };
-
-/// Builds the `zonewall` binary (the test crate does not build it) and returns its path.
-fn zonewall_binary() -> PathBuf {
-    let workspace = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "-q", "-p", "zonewall", "--bin", "zonewall"])
-        .current_dir(&workspace)
-        .status()
-        .expect("run cargo build");
-    assert!(status.success(), "cargo build -p zonewall failed");
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace.join("target"));
-    target.join("debug/zonewall")
-}
 
 fn host(pod: &zonewall_integration_tests::Pod) -> Host {
     Host {
@@ -63,44 +43,22 @@ fn agent_command_enforces_and_reports_flows_until_stopped() {
     let binary = zonewall_binary();
     let (topology, inventory) = prepared_node(&[("web", "dmz"), ("app", "trusted")]);
     let flows = std::env::temp_dir().join(format!("{}-flows.jsonl", topology.node));
-    let mut agent = Command::new("ip")
-        .args(["netns", "exec", &topology.node])
-        .arg(&binary)
-        .args(["agent", "--standalone", "--inventory"])
-        .arg(&inventory)
-        .arg("--panos-config")
-        .arg(zones_fixture())
-        .arg("--sink")
-        .arg(format!("json+file://{}", flows.display()))
-        .args(["--sink", "cef+stdout", "--node-name", "node-a"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the agent");
-    let (lines, received) = mpsc::channel();
-    let stderr = agent.stderr.take().expect("agent stderr");
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = lines.send(line);
-        }
-    });
-    let mut log = Vec::new();
-    let live = loop {
-        match received.recv_timeout(Duration::from_secs(30)) {
-            Ok(line) => {
-                let done = line.contains("policy live");
-                log.push(line);
-                if done {
-                    break true;
-                }
-            }
-            Err(_) => break false,
-        }
-    };
+    let agent = Agent::start(
+        &binary,
+        &topology.node,
+        &inventory,
+        &[
+            "--panos-config".to_owned(),
+            zones_fixture().display().to_string(),
+            "--sink".to_owned(),
+            format!("json+file://{}", flows.display()),
+            "--node-name".to_owned(),
+            "node-a".to_owned(),
+        ],
+    );
     let web = host(&topology.pods[0]);
     let app = host(&topology.pods[1]);
     let result = std::panic::catch_unwind(|| {
-        assert!(live, "the agent never said `policy live`: {log:#?}");
         assert!(
             tcp_talks(&web, &app, false, 8080),
             "dmz -> trusted tcp/8080"
@@ -114,9 +72,7 @@ fn agent_command_enforces_and_reports_flows_until_stopped() {
         // agent sweeps (every second).
         std::thread::sleep(Duration::from_millis(7000));
     });
-    // SAFETY: plain kill(2) on the child we started (`ip netns exec` execs the agent).
-    unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
-    let status = agent.wait().expect("wait for the agent");
+    let status = agent.stop();
     let _ = std::fs::remove_file(&inventory);
     let written = std::fs::read_to_string(&flows).unwrap_or_default();
     let _ = std::fs::remove_file(&flows);
