@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use kube::CustomResourceExt as _;
 use tokio_util::sync::CancellationToken;
 use zonewall::{
-    datapath::Datapath,
+    datapath::{Datapath, PinLayout},
     explain::{ExplainRequest, PolicySource, Zones, explain},
     firewall::panos::{self, Limits, PanosError, ResolveOptions},
     flows::{
@@ -100,6 +100,22 @@ struct AgentArgs {
     /// This node's name in flow records (CEF dvchost, syslog HOSTNAME); default: the host name.
     #[arg(long, env = "ZONEWALL_NODE_NAME", value_name = "NAME")]
     node_name: Option<String>,
+    /// bpffs directory for the pinned maps and links (under a layout version), so enforcement
+    /// continues while the agent restarts or upgrades.
+    #[arg(
+        long,
+        env = "ZONEWALL_BPFFS_ROOT",
+        value_name = "DIR",
+        default_value = PinLayout::DEFAULT_ROOT
+    )]
+    bpffs_root: PathBuf,
+    /// Remove everything the agent pinned and attached (enforcement stops), then exit.
+    #[arg(long, env = "ZONEWALL_CLEANUP", conflicts_with = "standalone")]
+    cleanup: bool,
+    /// On SIGTERM/SIGINT, remove everything the agent pinned and attached. Without it,
+    /// enforcement keeps running after the agent exits, until an agent takes over again.
+    #[arg(long, env = "ZONEWALL_CLEANUP_ON_EXIT")]
+    cleanup_on_exit: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -201,6 +217,19 @@ fn main() -> ExitCode {
 }
 
 fn run_agent(args: AgentArgs) -> ExitCode {
+    let layout = PinLayout::new(&args.bpffs_root);
+    if args.cleanup {
+        return match Datapath::cleanup(&layout) {
+            Ok(removed) => {
+                eprintln!(
+                    "zonewall: removed {removed} pinned maps and links under {}; zonewall no longer enforces on this node",
+                    layout.root.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(1, &e.to_string()),
+        };
+    }
     if !args.standalone {
         return fail(
             2,
@@ -242,7 +271,7 @@ fn run_agent(args: AgentArgs) -> ExitCode {
         Ok(runtime) => runtime,
         Err(e) => return fail(1, &format!("cannot start the async runtime: {e}")),
     };
-    let mut datapath = match Datapath::load() {
+    let mut datapath = match Datapath::load(&layout) {
         Ok(datapath) => datapath,
         Err(e) => return fail(1, &e.to_string()),
     };
@@ -287,6 +316,18 @@ fn run_agent(args: AgentArgs) -> ExitCode {
             sink.join().await;
         }
         result
+    });
+    let result = result.and_then(|()| {
+        if args.cleanup_on_exit {
+            let removed = Datapath::cleanup(&layout).map_err(|e| e.to_string())?;
+            tracing::info!(removed, "removed the pinned maps and links (--cleanup-on-exit)");
+        } else {
+            tracing::info!(
+                "enforcement continues without the agent (pinned under {}); `zonewall agent --cleanup` removes it",
+                layout.root.display()
+            );
+        }
+        Ok(())
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

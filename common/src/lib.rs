@@ -12,14 +12,22 @@ use core::mem::size_of;
 pub const MAP_ABI_VERSION: u32 = 1;
 
 /// Map names (the kernel keeps at most 15 characters).
+///
+/// The identity and policy maps come in two slots: the live policy generation's parity picks
+/// the slot the programs read (`Config::generation & 1`), the agent writes the other one
+/// completely and then moves the generation on, so no packet ever sees half a policy.
 pub mod map_names {
-    /// LPM trie, IPv4 address -> identity: `IdentityKeyV4` -> `IdentityValue`.
+    /// LPM trie, IPv4 address -> identity (`IdentityKeyV4` -> `IdentityValue`): the
+    /// logical name; the maps are `IDENTITY_V4_SLOTS`.
     pub const IDENTITY_V4: &str = "ZW_IDENT_V4";
-    /// LPM trie, IPv6 address -> identity: `IdentityKeyV6` -> `IdentityValue`.
+    pub const IDENTITY_V4_SLOTS: [&str; 2] = ["ZW_IDENT_V4_0", "ZW_IDENT_V4_1"];
+    /// LPM trie, IPv6 address -> identity (`IdentityKeyV6` -> `IdentityValue`).
     pub const IDENTITY_V6: &str = "ZW_IDENT_V6";
-    /// LPM trie, (direction, subject, peer, protocol, port) -> verdict: `PolicyKey` ->
-    /// `PolicyValue`.
+    pub const IDENTITY_V6_SLOTS: [&str; 2] = ["ZW_IDENT_V6_0", "ZW_IDENT_V6_1"];
+    /// LPM trie, (direction, subject, peer, protocol, port) -> verdict (`PolicyKey` ->
+    /// `PolicyValue`).
     pub const POLICY: &str = "ZW_POLICY";
+    pub const POLICY_SLOTS: [&str; 2] = ["ZW_POLICY_0", "ZW_POLICY_1"];
     /// LRU hash, connection tracking: `CtKey` -> `CtValue`.
     pub const CONNTRACK: &str = "ZW_CT";
     /// Hash, the addresses each local workload interface may send from: `EndpointKey` ->
@@ -35,11 +43,14 @@ pub mod map_names {
     pub const EVENTS: &str = "ZW_EVENTS";
     /// LRU hash, denied attempts being aggregated: `DenyKey` -> `DenyValue`.
     pub const DENIES: &str = "ZW_DENIES";
-    /// Every map name the eBPF object must define.
-    pub const ALL: [&str; 10] = [
-        IDENTITY_V4,
-        IDENTITY_V6,
-        POLICY,
+    /// Every map the eBPF object defines and pins (all but its per-CPU scratch space).
+    pub const ALL: [&str; 13] = [
+        IDENTITY_V4_SLOTS[0],
+        IDENTITY_V4_SLOTS[1],
+        IDENTITY_V6_SLOTS[0],
+        IDENTITY_V6_SLOTS[1],
+        POLICY_SLOTS[0],
+        POLICY_SLOTS[1],
         CONNTRACK,
         ENDPOINTS,
         RULE_STATS,
@@ -403,7 +414,8 @@ pub const CONFIG_FLAG_EVENTS: u32 = 1;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct Config {
     /// The live policy generation; 0 means no policy is loaded and everything IP is dropped.
-    /// A conntrack entry of an older generation is evaluated again on its next packet.
+    /// Its parity is the slot of the identity and policy maps the programs read. A conntrack
+    /// entry of an older generation is evaluated again on its next packet.
     pub generation: u32,
     /// `CONFIG_FLAG_*`.
     pub flags: u32,

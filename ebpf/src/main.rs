@@ -44,26 +44,25 @@ const ACT_CONTINUE: i32 = -1;
 const ACT_DROP: i32 = aya_ebpf::bindings::TC_ACT_SHOT;
 
 #[map(name = "ZW_CT")]
-static CONNTRACK: LruHashMap<CtKey, CtValue> = LruHashMap::with_max_entries(capacity::CONNTRACK, 0);
+static CONNTRACK: LruHashMap<CtKey, CtValue> = LruHashMap::pinned(capacity::CONNTRACK, 0);
 
 #[map(name = "ZW_ENDPOINTS")]
-static ENDPOINTS: HashMap<EndpointKey, EndpointValue> =
-    HashMap::with_max_entries(capacity::ENDPOINTS, 0);
+static ENDPOINTS: HashMap<EndpointKey, EndpointValue> = HashMap::pinned(capacity::ENDPOINTS, 0);
 
 #[map(name = "ZW_RULE_STATS")]
-static RULE_STATS: PerCpuArray<RuleStats> = PerCpuArray::with_max_entries(capacity::RULES, 0);
+static RULE_STATS: PerCpuArray<RuleStats> = PerCpuArray::pinned(capacity::RULES, 0);
 
 #[map(name = "ZW_CONFIG")]
-static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+static CONFIG: Array<Config> = Array::pinned(1, 0);
 
 #[map(name = "ZW_COUNTERS")]
-static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::pinned(counter::COUNT, 0);
 
 #[map(name = "ZW_EVENTS")]
-static EVENTS: RingBuf = RingBuf::with_byte_size(capacity::EVENTS_BYTES, 0);
+static EVENTS: RingBuf = RingBuf::pinned(capacity::EVENTS_BYTES, 0);
 
 #[map(name = "ZW_DENIES")]
-static DENIES: LruHashMap<DenyKey, DenyValue> = LruHashMap::with_max_entries(capacity::DENIES, 0);
+static DENIES: LruHashMap<DenyKey, DenyValue> = LruHashMap::pinned(capacity::DENIES, 0);
 
 /// Packets the workload sends (TC ingress of its host-side interface).
 #[classifier]
@@ -106,7 +105,7 @@ struct Scratch {
 }
 
 #[map(name = "ZW_SCRATCH")]
-static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::pinned(1, 0);
 
 /// `tracked` found no live entry: the packet starts a new flow.
 const NEW_FLOW: i32 = i32::MIN;
@@ -164,7 +163,7 @@ fn decide(ctx: &TcContext, observed: u8) -> i32 {
     match kind {
         Kind::Fragment => {
             // No ports in this packet: only a rule without ports can allow it.
-            if !policy::evaluate(&s.packet, false, &mut s.verdict) {
+            if !policy::evaluate(&s.packet, s.meta.generation, false, &mut s.verdict) {
                 return drop_packet(counter::DROP_NO_VERDICT);
             }
             count_rule(s.verdict.rule_id, s.meta.bytes);
@@ -232,7 +231,7 @@ fn tracked(s: &mut Scratch) -> i32 {
             s.initiator.sport_be = s.packet.dport_be;
             s.initiator.dport_be = s.packet.sport_be;
         }
-        if !policy::evaluate(&s.initiator, true, &mut s.verdict) {
+        if !policy::evaluate(&s.initiator, s.meta.generation, true, &mut s.verdict) {
             let _ = CONNTRACK.remove(&s.key);
             return drop_packet(counter::DROP_NO_VERDICT);
         }
@@ -292,7 +291,7 @@ fn counting_hook(entry: &CtValue, forward: bool) -> u8 {
 #[inline(never)]
 fn new_flow(ctx: &TcContext, s: &mut Scratch) -> i32 {
     let (now, bytes) = (s.meta.now, s.meta.bytes);
-    if !policy::evaluate(&s.packet, true, &mut s.verdict) {
+    if !policy::evaluate(&s.packet, s.meta.generation, true, &mut s.verdict) {
         return drop_packet(counter::DROP_NO_VERDICT);
     }
     if s.verdict.policy_flags & POLICY_FLAG_WOULD_DENY != 0 {

@@ -18,17 +18,23 @@ use zonewall_common::{
 
 use crate::parse::Packet;
 
-#[map(name = "ZW_IDENT_V4")]
-static IDENTITY_V4: LpmTrie<[u8; 4], IdentityValue> =
-    LpmTrie::with_max_entries(capacity::IDENTITY_V4, 0);
+// Two slots of each table (see `zonewall_common::map_names`); pinned, so a restarted agent
+// finds them and enforcement never pauses.
+#[map(name = "ZW_IDENT_V4_0")]
+static IDENTITY_V4_0: LpmTrie<[u8; 4], IdentityValue> = LpmTrie::pinned(capacity::IDENTITY_V4, 0);
+#[map(name = "ZW_IDENT_V4_1")]
+static IDENTITY_V4_1: LpmTrie<[u8; 4], IdentityValue> = LpmTrie::pinned(capacity::IDENTITY_V4, 0);
 
-#[map(name = "ZW_IDENT_V6")]
-static IDENTITY_V6: LpmTrie<[u8; 16], IdentityValue> =
-    LpmTrie::with_max_entries(capacity::IDENTITY_V6, 0);
+#[map(name = "ZW_IDENT_V6_0")]
+static IDENTITY_V6_0: LpmTrie<[u8; 16], IdentityValue> = LpmTrie::pinned(capacity::IDENTITY_V6, 0);
+#[map(name = "ZW_IDENT_V6_1")]
+static IDENTITY_V6_1: LpmTrie<[u8; 16], IdentityValue> = LpmTrie::pinned(capacity::IDENTITY_V6, 0);
 
 /// Key data: direction, subject identity, peer identity (big endian), protocol, port.
-#[map(name = "ZW_POLICY")]
-static POLICY: LpmTrie<[u8; 12], PolicyValue> = LpmTrie::with_max_entries(capacity::POLICY, 0);
+#[map(name = "ZW_POLICY_0")]
+static POLICY_0: LpmTrie<[u8; 12], PolicyValue> = LpmTrie::pinned(capacity::POLICY, 0);
+#[map(name = "ZW_POLICY_1")]
+static POLICY_1: LpmTrie<[u8; 12], PolicyValue> = LpmTrie::pinned(capacity::POLICY, 0);
 
 /// What the policy says about a new flow.
 #[derive(Clone, Copy, Default)]
@@ -46,18 +52,29 @@ pub struct FlowVerdict {
 }
 
 #[inline(always)]
-fn identity(family: u8, addr: &[u8; 16]) -> Option<IdentityValue> {
+fn identity(slot: u32, family: u8, addr: &[u8; 16]) -> Option<IdentityValue> {
     if family == FAMILY_V4 {
         let mut v4 = [0u8; 4];
         v4.copy_from_slice(&addr[..4]);
-        IDENTITY_V4.get(Key::new(32, v4)).copied()
+        let key = Key::new(32, v4);
+        if slot == 0 {
+            IDENTITY_V4_0.get(key).copied()
+        } else {
+            IDENTITY_V4_1.get(key).copied()
+        }
     } else {
-        IDENTITY_V6.get(Key::new(128, *addr)).copied()
+        let key = Key::new(128, *addr);
+        if slot == 0 {
+            IDENTITY_V6_0.get(key).copied()
+        } else {
+            IDENTITY_V6_1.get(key).copied()
+        }
     }
 }
 
 #[inline(always)]
 fn lookup(
+    slot: u32,
     direction: u8,
     subject: u32,
     peer: u32,
@@ -70,16 +87,22 @@ fn lookup(
         direction, subject[0], subject[1], subject[2], subject[3], peer[0], peer[1], peer[2],
         peer[3], protocol, port_be[0], port_be[1],
     ];
-    POLICY.get(Key::new(POLICY_PREFIX_FULL, data)).copied()
+    let key = Key::new(POLICY_PREFIX_FULL, data);
+    if slot == 0 {
+        POLICY_0.get(key).copied()
+    } else {
+        POLICY_1.get(key).copied()
+    }
 }
 
 /// Both directions' verdicts for a flow from `packet.src` to `packet.dst`, written into
-/// `out`. `with_port` is false for a non-first fragment. Returns false when a lookup missed
+/// `out`, from the tables of `generation` (its parity is the slot). `with_port` is false
+/// for a non-first fragment. Returns false when a lookup missed
 /// (the caller fails closed). Not inlined: its own stack frame; BPF-to-BPF calls cannot
 /// return values through the caller's stack.
 #[inline(never)]
-pub fn evaluate(packet: &Packet, with_port: bool, out: &mut FlowVerdict) -> bool {
-    match lookups(packet, with_port) {
+pub fn evaluate(packet: &Packet, generation: u32, with_port: bool, out: &mut FlowVerdict) -> bool {
+    match lookups(packet, generation & 1, with_port) {
         Some(verdict) => {
             *out = verdict;
             true
@@ -89,15 +112,16 @@ pub fn evaluate(packet: &Packet, with_port: bool, out: &mut FlowVerdict) -> bool
 }
 
 #[inline(always)]
-fn lookups(packet: &Packet, with_port: bool) -> Option<FlowVerdict> {
-    let source = identity(packet.family, &packet.src)?;
-    let destination = identity(packet.family, &packet.dst)?;
+fn lookups(packet: &Packet, slot: u32, with_port: bool) -> Option<FlowVerdict> {
+    let source = identity(slot, packet.family, &packet.src)?;
+    let destination = identity(slot, packet.family, &packet.dst)?;
     let (protocol, port) = if with_port && packet.has_port {
         (packet.protocol, packet.dport_be)
     } else {
         (PROTOCOL_NO_PORT, [0, 0])
     };
     let egress = lookup(
+        slot,
         DIRECTION_EGRESS,
         source.identity,
         destination.identity,
@@ -105,6 +129,7 @@ fn lookups(packet: &Packet, with_port: bool) -> Option<FlowVerdict> {
         port,
     )?;
     let ingress = lookup(
+        slot,
         DIRECTION_INGRESS,
         destination.identity,
         source.identity,

@@ -41,14 +41,39 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// Starts `zonewall agent --standalone --inventory INVENTORY` plus `args` inside `netns`
-    /// and waits up to 30 s for "policy live". Panics (with the agent's log) otherwise.
-    pub fn start(binary: &Path, netns: &str, inventory: &Path, args: &[String]) -> Agent {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", netns])
+    /// Starts `zonewall agent --standalone --inventory INVENTORY --bpffs-root PIN_ROOT` plus
+    /// `args` inside `netns` and waits up to 30 s for "policy live". Panics (with the agent's
+    /// log) otherwise.
+    pub fn start(
+        binary: &Path,
+        netns: &str,
+        pin_root: &Path,
+        inventory: &Path,
+        args: &[String],
+    ) -> Agent {
+        let mut agent = Agent::spawn(binary, netns, pin_root, inventory, args);
+        agent.wait_live();
+        agent
+    }
+
+    /// Starts the agent without waiting for it.
+    pub fn spawn(
+        binary: &Path,
+        netns: &str,
+        pin_root: &Path,
+        inventory: &Path,
+        args: &[String],
+    ) -> Agent {
+        // nsenter switches only the network namespace: `ip netns exec` would also mount a
+        // fresh /sys, hiding the bpffs at /sys/fs/bpf where the agent pins.
+        let mut child = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{netns}"))
+            .arg("--")
             .arg(binary)
             .args(["agent", "--standalone", "--inventory"])
             .arg(inventory)
+            .arg("--bpffs-root")
+            .arg(pin_root.join("zonewall"))
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -68,11 +93,16 @@ impl Agent {
                 let _ = sender.send(Output::Stderr(line));
             }
         });
-        let mut agent = Agent {
+        Agent {
             child,
             output,
             startup_log: Vec::new(),
-        };
+        }
+    }
+
+    /// Waits up to 30 s for "policy live"; panics with the agent's log otherwise.
+    pub fn wait_live(&mut self) {
+        let agent = self;
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             match agent.output.recv_timeout(Duration::from_millis(200)) {
@@ -80,7 +110,7 @@ impl Agent {
                     let live = line.contains("policy live");
                     agent.startup_log.push(line);
                     if live {
-                        return agent;
+                        return;
                     }
                 }
                 Ok(Output::Stdout(line)) => agent.startup_log.push(line),
@@ -103,7 +133,7 @@ impl Agent {
 
     /// SIGTERM, then waits up to 15 s for the exit (SIGKILL after that).
     pub fn stop(mut self) -> ExitStatus {
-        // SAFETY: plain kill(2) on our child (`ip netns exec` execs the agent in place).
+        // SAFETY: plain kill(2) on our child (nsenter execs the agent in place).
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {

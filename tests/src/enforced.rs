@@ -13,7 +13,7 @@ use std::{
 };
 
 use zonewall::{
-    datapath::{ApplyReport, Counters, Datapath, Dataplane},
+    datapath::{ApplyReport, Counters, Datapath, Dataplane, DesiredTables, PinLayout},
     node::{self, PolicyInput},
     policy::{datapath_compile::RuleOrigin, resource::Mode},
 };
@@ -74,7 +74,8 @@ impl Enforced {
             device_group: None,
             mode,
         };
-        let mut datapath = Datapath::load().expect("load eBPF object");
+        let layout = PinLayout::new(topology.pin_root.join("zonewall"));
+        let mut datapath = Datapath::load(&layout).expect("load eBPF object");
         // Interfaces are found from the pods' host routes, in the node namespace.
         let snapshot = in_netns(&topology.node, || node::snapshot(&inventory, &input))
             .expect("translate and compile the fixture");
@@ -98,6 +99,32 @@ impl Enforced {
             mode,
             inventory,
         }
+    }
+
+    /// The tables `config` (a firewall configuration's XML text) compiles to for this node,
+    /// without applying them.
+    pub fn desired_for(&self, config: &str) -> DesiredTables {
+        let path = std::env::temp_dir().join(format!("{}-variant.xml", self.topology.node));
+        std::fs::write(&path, config).expect("write configuration");
+        let input = PolicyInput::Panos {
+            config: path.clone(),
+            device_group: None,
+            mode: self.mode,
+        };
+        let snapshot = in_netns(&self.topology.node, || {
+            node::snapshot(&self.inventory, &input)
+        })
+        .expect("compile the variant");
+        let _ = std::fs::remove_file(&path);
+        let local: Vec<(u32, IpAddr)> = snapshot
+            .workloads
+            .iter()
+            .flat_map(|w| {
+                let ifindex = self.attached[&w.interface];
+                w.ips.iter().map(move |ip| (ifindex, *ip))
+            })
+            .collect();
+        DesiredTables::new(&snapshot.compiled, &local, false)
     }
 
     /// Rewrites the inventory with the first `pods.len()` pods only and applies again.

@@ -46,6 +46,7 @@ fn agent_command_enforces_and_reports_flows_until_stopped() {
     let agent = Agent::start(
         &binary,
         &topology.node,
+        &topology.pin_root,
         &inventory,
         &[
             "--panos-config".to_owned(),

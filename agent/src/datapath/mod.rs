@@ -9,11 +9,17 @@ mod tables;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use aya::{
-    Ebpf, EbpfError,
+    Ebpf, EbpfError, EbpfLoader,
     maps::{Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray, lpm_trie::Key},
-    programs::{ProgramError, SchedClassifier, TcAttachType, tc},
+    programs::{
+        LinkOrder, ProgramError, SchedClassifier, TcAttachType,
+        links::{FdLink, PinnedLink},
+        tc::{self, SchedClassifierLink, TcAttachOptions},
+    },
     util::KernelVersion,
 };
 use zonewall_common::{
@@ -85,6 +91,20 @@ pub enum DatapathError {
     },
     #[error(transparent)]
     Interface(#[from] InterfaceError),
+    #[error("the tcx link of interface {interface} ({direction}) cannot be used: {source}")]
+    Link {
+        interface: String,
+        direction: &'static str,
+        #[source]
+        source: Box<aya::programs::links::LinkError>,
+    },
+    #[error("cannot {op} pin {path}: {source}; is bpffs mounted there and writable?")]
+    Pin {
+        op: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Packet outcome counters summed over all CPUs, indexed like `zonewall_common::counter`.
@@ -133,10 +153,13 @@ pub struct ApplyReport {
     pub written: usize,
     /// Entries removed, over all maps.
     pub removed: usize,
-    /// Of the written and removed entries, how many went through batch system calls (the
-    /// kernel may not offer them for every map type).
+    /// Of the written, removed and mirrored entries, how many went through batch system calls
+    /// (the kernel may not offer them for every map type).
     pub batched: usize,
-    /// The live generation afterwards (unchanged when nothing was written or removed).
+    /// Entries written or removed in the slot that was live before, after the switch, so
+    /// both slots hold the same tables again.
+    pub mirrored: usize,
+    /// The live generation afterwards (unchanged when nothing differed).
     pub generation: u32,
 }
 
@@ -162,24 +185,97 @@ pub trait Dataplane {
     fn sweep_denies(&mut self, now_ns: u64) -> Result<Vec<abi::FlowEvent>, DatapathError>;
 }
 
-/// The loaded programs and maps. Attachments live as long as this value: dropping it detaches
-/// the programs (pinning, so enforcement outlives the process, comes with the agent runtime).
+/// Where the datapath pins its maps and links: `<root>/v<MAP_ABI_VERSION>/{maps,links}`. A
+/// restarted agent finds them there and takes over without a gap; another layout version
+/// is never reused, only replaced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PinLayout {
+    pub root: PathBuf,
+}
+
+impl PinLayout {
+    /// The default root, `/sys/fs/bpf/zonewall`.
+    pub const DEFAULT_ROOT: &'static str = "/sys/fs/bpf/zonewall";
+
+    pub fn new(root: impl Into<PathBuf>) -> PinLayout {
+        PinLayout { root: root.into() }
+    }
+
+    fn version_dir(&self, version: u32) -> PathBuf {
+        self.root.join(format!("v{version}"))
+    }
+
+    pub fn maps(&self) -> PathBuf {
+        self.version_dir(abi::MAP_ABI_VERSION).join("maps")
+    }
+
+    pub fn links(&self) -> PathBuf {
+        self.version_dir(abi::MAP_ABI_VERSION).join("links")
+    }
+
+    /// Layout versions other than this build's found under the root.
+    fn other_versions(&self) -> Vec<PathBuf> {
+        let current = format!("v{}", abi::MAP_ABI_VERSION);
+        std::fs::read_dir(&self.root)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter(|e| {
+                        let name = e.file_name().to_string_lossy().into_owned();
+                        name.starts_with('v') && name != current
+                    })
+                    .map(|e| e.path())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// bpffs refuses names with dots; interface names may have them but never a colon.
+    fn link_file(links: &Path, interface: &str, direction: &str) -> PathBuf {
+        links.join(format!("{direction}-{}", interface.replace('.', ":")))
+    }
+}
+
+/// How long a packet may still be reading the tables of the generation before the live one.
+/// Programs run to completion within microseconds in softirq context; the margin is wide.
+const GRACE: Duration = Duration::from_millis(10);
+
+/// The loaded programs and maps, pinned (see [`PinLayout`]): maps, links and so enforcement
+/// outlive the process. [`Datapath::cleanup`] removes them.
 pub struct Datapath {
     ebpf: Ebpf,
+    layout: PinLayout,
     generation: u32,
+    /// When the live generation was switched, for [`GRACE`].
+    last_flip: Instant,
 }
 
 impl Datapath {
-    /// Loads the embedded object and verifies every program, so a verifier rejection is
-    /// reported at start, not at the first attach. Until the first [`Dataplane::apply`] the
-    /// programs drop every IP packet (fail closed).
-    pub fn load() -> Result<Self, DatapathError> {
-        let ebpf = Ebpf::load(EBPF_OBJECT).map_err(|source| DatapathError::Load {
-            source: Box::new(source),
-        })?;
+    /// Loads the embedded object with its maps pinned under `layout` (existing pins of the
+    /// same layout version are adopted, with their tables, conntrack and counters), and
+    /// verifies every program, so a verifier rejection is reported at start, not at the first
+    /// attach. Nothing attached changes here. On a fresh layout the programs drop every IP
+    /// packet until the first [`Dataplane::apply`] (fail closed).
+    pub fn load(layout: &PinLayout) -> Result<Self, DatapathError> {
+        let maps = layout.maps();
+        for dir in [&maps, &layout.links()] {
+            std::fs::create_dir_all(dir).map_err(|source| DatapathError::Pin {
+                op: "create",
+                path: dir.display().to_string(),
+                source,
+            })?;
+        }
+        let ebpf = EbpfLoader::new()
+            .default_map_pin_directory(&maps)
+            .load(EBPF_OBJECT)
+            .map_err(|source| DatapathError::Load {
+                source: Box::new(source),
+            })?;
         let mut datapath = Self {
             ebpf,
+            layout: layout.clone(),
             generation: 0,
+            last_flip: Instant::now(),
         };
         for name in program_names::ALL {
             datapath
@@ -190,7 +286,38 @@ impl Datapath {
         for name in map_names::ALL {
             datapath.map(name)?;
         }
+        datapath.generation = datapath.config()?.generation;
         Ok(datapath)
+    }
+
+    /// The live policy generation (0: none yet).
+    pub fn generation(&self) -> u32 {
+        self.generation
+    }
+
+    /// Removes every pin under the root (all layout versions): the links go, so the programs
+    /// detach, and the maps are freed once nothing uses them. Idempotent.
+    pub fn cleanup(layout: &PinLayout) -> Result<usize, DatapathError> {
+        let mut removed = 0;
+        let remove = |path: &Path| {
+            std::fs::remove_dir_all(path).map_err(|source| DatapathError::Pin {
+                op: "remove",
+                path: path.display().to_string(),
+                source,
+            })
+        };
+        let mut versions = layout.other_versions();
+        versions.push(layout.version_dir(abi::MAP_ABI_VERSION));
+        for dir in versions {
+            if dir.exists() {
+                removed += count_files(&dir);
+                remove(&dir)?;
+            }
+        }
+        if layout.root.exists() && count_files(&layout.root) == 0 {
+            remove(&layout.root)?;
+        }
+        Ok(removed)
     }
 
     fn classifier(&mut self, name: &'static str) -> Result<&mut SchedClassifier, DatapathError> {
@@ -268,22 +395,33 @@ impl Datapath {
         Ok(EventReader(ring))
     }
 
-    fn sync_lpm<K: aya::Pod + Ord, V: aya::Pod + PartialEq>(
-        &mut self,
+    /// Every entry of an LPM trie, keyed as [`DesiredTables`] keys them.
+    fn read_lpm<K: aya::Pod + Ord, V: aya::Pod>(
+        &self,
         name: &'static str,
-        capacity: u32,
-        desired: &BTreeMap<(u32, K), V>,
-    ) -> Result<TableDiff, DatapathError> {
-        check_capacity(name, desired.len(), capacity)?;
-        let fd = self.map_fd(name)?;
-        let mut trie: LpmTrie<&mut MapData, K, V> =
-            LpmTrie::try_from(self.map_mut(name)?).map_err(|e| map_error("open", name, e))?;
+    ) -> Result<BTreeMap<(u32, K), V>, DatapathError> {
+        let trie: LpmTrie<&MapData, K, V> =
+            LpmTrie::try_from(self.map(name)?).map_err(|e| map_error("open", name, e))?;
         let mut current = BTreeMap::new();
         for entry in trie.iter() {
             let (key, value) = entry.map_err(|e| map_error("iterate", name, e))?;
             current.insert((key.prefix_len(), key.data()), value);
         }
-        let diff = tables::diff(&current, desired);
+        Ok(current)
+    }
+
+    /// Makes the trie `name`, which holds `current`, hold `desired`: writes what differs and
+    /// removes what is gone.
+    fn write_lpm<K: aya::Pod + Ord, V: aya::Pod + PartialEq>(
+        &mut self,
+        name: &'static str,
+        current: &BTreeMap<(u32, K), V>,
+        desired: &BTreeMap<(u32, K), V>,
+    ) -> Result<TableDiff, DatapathError> {
+        let fd = self.map_fd(name)?;
+        let mut trie: LpmTrie<&mut MapData, K, V> =
+            LpmTrie::try_from(self.map_mut(name)?).map_err(|e| map_error("open", name, e))?;
+        let diff = tables::diff(current, desired);
         let keys: Vec<Key<K>> = diff
             .upserts
             .iter()
@@ -314,38 +452,105 @@ impl Datapath {
         })
     }
 
-    fn sync_endpoints(
+    /// The policy tables of one slot.
+    fn read_slot(&self, slot: usize) -> Result<SlotTables, DatapathError> {
+        Ok(SlotTables {
+            identity_v4: self.read_lpm(map_names::IDENTITY_V4_SLOTS[slot])?,
+            identity_v6: self.read_lpm(map_names::IDENTITY_V6_SLOTS[slot])?,
+            policy: self.read_lpm(map_names::POLICY_SLOTS[slot])?,
+        })
+    }
+
+    /// Makes slot `slot` (holding `current`) hold the desired tables.
+    fn write_slot(
         &mut self,
-        desired: &BTreeMap<EndpointKey, EndpointValue>,
+        slot: usize,
+        current: &SlotTables,
+        desired: &DesiredTables,
     ) -> Result<TableDiff, DatapathError> {
+        let mut total = TableDiff::default();
+        total.add(self.write_lpm(
+            map_names::IDENTITY_V4_SLOTS[slot],
+            &current.identity_v4,
+            &desired.identity_v4,
+        )?);
+        total.add(self.write_lpm(
+            map_names::IDENTITY_V6_SLOTS[slot],
+            &current.identity_v6,
+            &desired.identity_v6,
+        )?);
+        total.add(self.write_lpm(
+            map_names::POLICY_SLOTS[slot],
+            &current.policy,
+            &desired.policy,
+        )?);
+        Ok(total)
+    }
+
+    fn wait_grace(&self) {
+        let elapsed = self.last_flip.elapsed();
+        if elapsed < GRACE {
+            std::thread::sleep(GRACE - elapsed);
+        }
+    }
+
+    fn config(&self) -> Result<Config, DatapathError> {
+        let name = map_names::CONFIG;
+        let array: Array<&MapData, Config> =
+            Array::try_from(self.map(name)?).map_err(|e| map_error("open", name, e))?;
+        array.get(&0, 0).map_err(|e| map_error("lookup", name, e))
+    }
+
+    fn read_endpoints(&self) -> Result<BTreeMap<EndpointKey, EndpointValue>, DatapathError> {
         let name = map_names::ENDPOINTS;
-        check_capacity(name, desired.len(), abi::capacity::ENDPOINTS)?;
-        let fd = self.map_fd(name)?;
-        let mut map: HashMap<&mut MapData, EndpointKey, EndpointValue> =
-            HashMap::try_from(self.map_mut(name)?).map_err(|e| map_error("open", name, e))?;
+        let map: HashMap<&MapData, EndpointKey, EndpointValue> =
+            HashMap::try_from(self.map(name)?).map_err(|e| map_error("open", name, e))?;
         let mut current = BTreeMap::new();
         for entry in map.iter() {
             let (key, value) = entry.map_err(|e| map_error("iterate", name, e))?;
             current.insert(key, value);
         }
-        let diff = tables::diff(&current, desired);
-        let values: Vec<EndpointValue> = diff.upserts.iter().map(|k| desired[k]).collect();
-        let mut batched = batched_upserts(name, fd, &diff.upserts, &values)?;
-        for (key, value) in diff.upserts.iter().zip(&values).skip(batched) {
-            map.insert(key, value, 0)
-                .map_err(|e| map_error("insert", name, e))?;
+        Ok(current)
+    }
+
+    /// Writes the anti-spoofing entries that are new or changed (`removals: false`), or
+    /// removes the ones no longer wanted (`removals: true`). New addresses go in before the
+    /// generation that uses them goes live, old ones after.
+    fn write_endpoints(
+        &mut self,
+        current: &BTreeMap<EndpointKey, EndpointValue>,
+        desired: &BTreeMap<EndpointKey, EndpointValue>,
+        removals: bool,
+    ) -> Result<TableDiff, DatapathError> {
+        let name = map_names::ENDPOINTS;
+        let fd = self.map_fd(name)?;
+        let mut map: HashMap<&mut MapData, EndpointKey, EndpointValue> =
+            HashMap::try_from(self.map_mut(name)?).map_err(|e| map_error("open", name, e))?;
+        let diff = tables::diff(current, desired);
+        if !removals {
+            let values: Vec<EndpointValue> = diff.upserts.iter().map(|k| desired[k]).collect();
+            let batched = batched_upserts(name, fd, &diff.upserts, &values)?;
+            for (key, value) in diff.upserts.iter().zip(&values).skip(batched) {
+                map.insert(key, value, 0)
+                    .map_err(|e| map_error("insert", name, e))?;
+            }
+            return Ok(TableDiff {
+                written: diff.upserts.len(),
+                removed: 0,
+                batched,
+            });
         }
-        let done = batched_removals(name, fd, &diff.removals)?;
-        batched += done;
-        for key in diff.removals.iter().skip(done) {
+        let batched = batched_removals(name, fd, &diff.removals)?;
+        for key in diff.removals.iter().skip(batched) {
             match map.remove(key) {
                 Ok(()) | Err(MapError::KeyNotFound) => {}
                 Err(e) => return Err(map_error("remove", name, e)),
             }
         }
         Ok(TableDiff {
+            written: 0,
+            removed: diff.removals.len(),
             batched,
-            ..diff.summary()
         })
     }
 
@@ -440,7 +645,10 @@ fn check_capacity(map: &'static str, needed: usize, capacity: u32) -> Result<(),
 }
 
 impl Dataplane for Datapath {
-    /// Uses tcx links where the kernel has them (>= 6.6) and a clsact qdisc otherwise. The
+    /// Uses tcx links where the kernel has them (>= 6.6), pinned under the layout's `links`
+    /// directory: an interface already attached by an earlier agent (of this or another
+    /// layout version) gets the new program swapped into its link atomically, never a
+    /// detach. Older kernels get a clsact qdisc (not pinnable: a restart re-attaches). The
     /// interface name resolves in the calling thread's network namespace.
     fn attach(&mut self, interface: &str) -> Result<u32, DatapathError> {
         let ifindex = interface_index(interface)?;
@@ -458,6 +666,13 @@ impl Dataplane for Datapath {
                 }
             }
         }
+        let links = self.layout.links();
+        let other_links: Vec<PathBuf> = self
+            .layout
+            .other_versions()
+            .into_iter()
+            .map(|dir| dir.join("links"))
+            .collect();
         for (name, attach_type, direction) in [
             (
                 program_names::FROM_WORKLOAD,
@@ -466,14 +681,61 @@ impl Dataplane for Datapath {
             ),
             (program_names::TO_WORKLOAD, TcAttachType::Egress, "egress"),
         ] {
-            self.classifier(name)?
-                .attach(interface, attach_type)
-                .map_err(|source| DatapathError::Attach {
-                    program: name,
-                    interface: interface.to_owned(),
-                    direction,
-                    source: Box::new(source),
+            let attach_error = |source: ProgramError| DatapathError::Attach {
+                program: name,
+                interface: interface.to_owned(),
+                direction,
+                source: Box::new(source),
+            };
+            let program = self.classifier(name)?;
+            if !has_tcx {
+                program
+                    .attach(interface, attach_type)
+                    .map_err(attach_error)?;
+                continue;
+            }
+            let pin = PinLayout::link_file(&links, interface, direction);
+            let existing = std::iter::once(pin.clone())
+                .chain(
+                    other_links
+                        .iter()
+                        .map(|dir| PinLayout::link_file(dir, interface, direction)),
+                )
+                .find(|path| path.exists());
+            let link_id = match existing
+                .and_then(|path| PinnedLink::from_pin(&path).ok().map(|l| (path, l)))
+            {
+                Some((path, pinned)) => {
+                    let link = SchedClassifierLink::try_from(FdLink::from(pinned))
+                        .map_err(|e| link_error(interface, direction, e))?;
+                    let id = program.attach_to_link(link).map_err(attach_error)?;
+                    if path != pin {
+                        // Adopted from another layout version: pin it under ours.
+                        let _ = std::fs::remove_file(&path);
+                    }
+                    id
+                }
+                None => program
+                    .attach_with_options(
+                        interface,
+                        attach_type,
+                        TcAttachOptions::TcxOrder(LinkOrder::default()),
+                    )
+                    .map_err(attach_error)?,
+            };
+            let link = program.take_link(link_id).map_err(attach_error)?;
+            let fd_link =
+                FdLink::try_from(link).map_err(|e| link_error(interface, direction, e))?;
+            if !pin.exists() {
+                fd_link.pin(&pin).map_err(|e| DatapathError::Pin {
+                    op: "create",
+                    path: pin.display().to_string(),
+                    source: match e {
+                        aya::pin::PinError::SyscallError(error) => error.io_error,
+                        other => std::io::Error::other(other.to_string()),
+                    },
                 })?;
+            }
         }
         Ok(ifindex)
     }
@@ -509,30 +771,44 @@ impl Dataplane for Datapath {
                 capacity: abi::capacity::RULES,
             });
         }
-        let mut total = TableDiff::default();
-        total.add(self.sync_lpm(
-            map_names::IDENTITY_V4,
-            abi::capacity::IDENTITY_V4,
-            &desired.identity_v4,
-        )?);
-        total.add(self.sync_lpm(
-            map_names::IDENTITY_V6,
-            abi::capacity::IDENTITY_V6,
-            &desired.identity_v6,
-        )?);
-        total.add(self.sync_lpm(map_names::POLICY, abi::capacity::POLICY, &desired.policy)?);
-        total.add(self.sync_endpoints(&desired.endpoints)?);
-        if total.written > 0 || total.removed > 0 || self.generation == 0 {
-            self.generation += 1;
-            self.set_config(Config {
-                generation: self.generation,
-                flags: desired.config_flags,
-            })?;
+        let live = self.generation;
+        let (live_slot, next_slot) = ((live & 1) as usize, ((live + 1) & 1) as usize);
+        let endpoints = self.read_endpoints()?;
+        let live_tables = self.read_slot(live_slot)?;
+        let flags = self.config()?.flags;
+        if live != 0
+            && live_tables.matches(desired)
+            && endpoints == desired.endpoints
+            && flags == desired.config_flags
+        {
+            return Ok(ApplyReport {
+                generation: live,
+                ..ApplyReport::default()
+            });
         }
+        // The next slot was last read by the generation before `live`: give packets still
+        // looking at it time to finish, then write it completely.
+        self.wait_grace();
+        let next_tables = self.read_slot(next_slot)?;
+        let mut total = self.write_slot(next_slot, &next_tables, desired)?;
+        total.add(self.write_endpoints(&endpoints, &desired.endpoints, false)?);
+        // One write of one 32-bit generation makes the whole new policy live.
+        self.set_config(Config {
+            generation: live + 1,
+            flags: desired.config_flags,
+        })?;
+        self.generation = live + 1;
+        self.last_flip = Instant::now();
+        total.add(self.write_endpoints(&endpoints, &desired.endpoints, true)?);
+        // Bring the old slot up to date too, once no packet reads it, so the next change
+        // writes only what changes.
+        self.wait_grace();
+        let mirrored = self.write_slot(live_slot, &live_tables, desired)?;
         Ok(ApplyReport {
             written: total.written,
             removed: total.removed,
-            batched: total.batched,
+            batched: total.batched + mirrored.batched,
+            mirrored: mirrored.written + mirrored.removed,
             generation: self.generation,
         })
     }
@@ -619,6 +895,50 @@ impl Dataplane for Datapath {
             }
         }
         Ok(out)
+    }
+}
+
+/// The policy tables of one slot, as read back from the kernel.
+struct SlotTables {
+    identity_v4: BTreeMap<(u32, [u8; 4]), abi::IdentityValue>,
+    identity_v6: BTreeMap<(u32, [u8; 16]), abi::IdentityValue>,
+    policy: BTreeMap<(u32, [u8; 12]), abi::PolicyValue>,
+}
+
+impl SlotTables {
+    fn matches(&self, desired: &DesiredTables) -> bool {
+        self.identity_v4 == desired.identity_v4
+            && self.identity_v6 == desired.identity_v6
+            && self.policy == desired.policy
+    }
+}
+
+fn count_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| {
+                    if e.path().is_dir() {
+                        count_files(&e.path())
+                    } else {
+                        1
+                    }
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+fn link_error(
+    interface: &str,
+    direction: &'static str,
+    source: aya::programs::links::LinkError,
+) -> DatapathError {
+    DatapathError::Link {
+        interface: interface.to_owned(),
+        direction,
+        source: Box::new(source),
     }
 }
 

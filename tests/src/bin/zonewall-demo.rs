@@ -205,6 +205,7 @@ fn main() -> ExitCode {
     let agent = Agent::start(
         &binary,
         &topology.node,
+        &topology.pin_root,
         &inventory,
         &[
             "--panos-config".to_owned(),
