@@ -72,3 +72,24 @@ fn metrics_recording_a_known_zone_pair_does_not_allocate() {
     });
     assert_eq!(steady, 0, "allocations while recording known series");
 }
+
+#[test]
+fn metrics_flows_past_the_zone_pair_limit_do_not_allocate() {
+    let mut metrics = Metrics::new();
+    let agent = AgentMetrics::register(
+        &mut metrics,
+        AgentMetricsOptions {
+            max_zone_pairs: 1,
+            ..AgentMetricsOptions::default()
+        },
+    );
+    agent.record_flows("a", "b", FlowVerdict::Deny, 1, 1);
+    // The first pair past the limit creates the `_other` series.
+    assert!(allocations_during(|| agent.record_flows("c", "d", FlowVerdict::Deny, 1, 1)) > 0);
+    let steady = allocations_during(|| {
+        for zone in ["e", "f", "g", "h"] {
+            agent.record_flows(zone, "b", FlowVerdict::Deny, 1, 1);
+        }
+    });
+    assert_eq!(steady, 0, "allocations while counting pairs past the limit");
+}

@@ -35,14 +35,18 @@ impl HttpResponse {
     }
 }
 
-/// One HTTP/1.1 request on a fresh connection, read until the server closes it.
 async fn get(addr: SocketAddr, path: &str, accept: Option<&str>) -> HttpResponse {
+    request(addr, "GET", path, accept).await
+}
+
+/// One HTTP/1.1 request on a fresh connection, read until the server closes it.
+async fn request(addr: SocketAddr, method: &str, path: &str, accept: Option<&str>) -> HttpResponse {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
     let accept = accept
         .map(|value| format!("Accept: {value}\r\n"))
         .unwrap_or_default();
     let request =
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{accept}Connection: close\r\n\r\n");
+        format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{accept}Connection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.expect("send");
     let mut raw = Vec::new();
     tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut raw))
@@ -207,6 +211,19 @@ async fn metrics_server_over_tcp_probes_scrape_and_shutdown() {
     assert_eq!(ready.body, "ready\n");
 
     assert_eq!(get(addr, "/nothing", None).await.status, 404);
+    let post = request(addr, "POST", "/metrics", None).await;
+    assert_eq!(post.status, 405);
+    assert_eq!(post.header("allow"), Some("GET, HEAD"));
+    let head = request(addr, "HEAD", "/metrics", None).await;
+    assert_eq!(head.status, 200);
+    assert!(head.body.is_empty(), "HEAD answered with a body");
+    assert!(
+        head.header("content-length")
+            .and_then(|length| length.parse::<usize>().ok())
+            .is_some_and(|length| length > 0),
+        "{:?}",
+        head.headers
+    );
 
     // What a Prometheus server gets.
     let openmetrics = get(addr, "/metrics", Some(OPENMETRICS_ACCEPT)).await;

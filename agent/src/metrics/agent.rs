@@ -219,8 +219,23 @@ struct ZonePairTable {
 }
 
 impl ZonePairTable {
-    fn get(&self, source_zone: &str, destination_zone: &str) -> Option<&Arc<PairSeries>> {
-        self.by_source.get(source_zone)?.get(destination_zone)
+    /// The series of a known pair, or the `_other` series of every new pair once the table
+    /// is full (so that those, too, only take the read lock).
+    fn get(
+        &self,
+        source_zone: &str,
+        destination_zone: &str,
+        max_pairs: usize,
+    ) -> Option<&Arc<PairSeries>> {
+        let known = self
+            .by_source
+            .get(source_zone)
+            .and_then(|destinations| destinations.get(destination_zone));
+        known.or_else(|| {
+            (self.pairs >= max_pairs)
+                .then_some(self.overflow.as_ref())
+                .flatten()
+        })
     }
 }
 
@@ -433,7 +448,9 @@ impl AgentMetrics {
                 .zone_pairs
                 .read()
                 .unwrap_or_else(PoisonError::into_inner);
-            if let Some(series) = table.get(source_zone, destination_zone) {
+            if let Some(series) =
+                table.get(source_zone, destination_zone, self.options.max_zone_pairs)
+            {
                 series.count(verdict, flows, packets);
                 return;
             }
@@ -460,13 +477,11 @@ impl AgentMetrics {
             .write()
             .unwrap_or_else(PoisonError::into_inner);
         // Another thread may have added it between the read and the write lock.
-        if let Some(series) = table.get(source_zone, destination_zone) {
+        if let Some(series) = table.get(source_zone, destination_zone, self.options.max_zone_pairs)
+        {
             return Arc::clone(series);
         }
         if table.pairs >= self.options.max_zone_pairs {
-            if let Some(series) = &table.overflow {
-                return Arc::clone(series);
-            }
             let other: Arc<str> = Arc::from(OVERFLOW_ZONE);
             let series = Arc::new(self.pair_series(&other, &other));
             table.overflow = Some(Arc::clone(&series));
