@@ -103,22 +103,72 @@ fn promtool_available(test: &str) -> bool {
     false
 }
 
-/// `promtool check metrics` on `exposition`: success, and what it printed.
-fn promtool_check(exposition: &str) -> (bool, String) {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
+/// The strict OpenMetrics parser of the Python client library (Debian's
+/// python3-prometheus-client): what a Prometheus server scrapes is OpenMetrics, which the
+/// promtool of Debian 12 does not parse.
+const OPENMETRICS_PYTHON: &str = "/usr/bin/python3";
+const OPENMETRICS_PARSE: &str = "import sys\nfrom prometheus_client.openmetrics.parser import text_string_to_metric_families\nprint(len(list(text_string_to_metric_families(sys.stdin.read()))))";
+
+fn openmetrics_parser_available(test: &str) -> bool {
+    let installed = Command::new(OPENMETRICS_PYTHON)
+        .args(["-c", "import prometheus_client.openmetrics.parser"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    if installed {
+        return true;
+    }
+    if std::env::var("ZONEWALL_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
+        panic!(
+            "ZONEWALL_REQUIRE_PRIVILEGED=1 but python3-prometheus-client is not installed; run cargo xtask setup"
+        );
+    }
+    let line =
+        format!("SKIPPED {test}: python3-prometheus-client not installed; run cargo xtask setup\n");
+    let _ = std::io::stdout().write_all(line.as_bytes());
+    false
+}
+
+/// Parses `exposition` as OpenMetrics: the number of families, or the parser's complaint.
+fn openmetrics_parse(exposition: &str) -> Result<usize, String> {
+    let output = run_with_stdin(
+        Command::new(OPENMETRICS_PYTHON).args(["-c", OPENMETRICS_PARSE]),
+        exposition,
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if output.status.success() {
+        stdout
+            .trim()
+            .parse()
+            .map_err(|_| format!("unexpected output {stdout:?}"))
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).into_owned())
+    }
+}
+
+fn run_with_stdin(command: &mut Command, input: &str) -> std::process::Output {
+    let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("start promtool");
+        .expect("start the checker");
     child
         .stdin
         .take()
         .expect("stdin")
-        .write_all(exposition.as_bytes())
-        .expect("write to promtool");
-    let output = child.wait_with_output().expect("promtool output");
+        .write_all(input.as_bytes())
+        .expect("write to the checker");
+    child.wait_with_output().expect("checker output")
+}
+
+/// `promtool check metrics` on `exposition`: success, and what it printed.
+fn promtool_check(exposition: &str) -> (bool, String) {
+    let output = run_with_stdin(
+        Command::new("promtool").args(["check", "metrics"]),
+        exposition,
+    );
     let printed = format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),
@@ -245,6 +295,17 @@ async fn metrics_server_over_tcp_probes_scrape_and_shutdown() {
         openmetrics.body
     );
 
+    if openmetrics_parser_available("metrics_server_over_tcp_probes_scrape_and_shutdown") {
+        let declared = openmetrics.body.matches("\n# TYPE ").count()
+            + usize::from(openmetrics.body.starts_with("# TYPE "));
+        assert_eq!(
+            openmetrics_parse(&openmetrics.body),
+            Ok(declared),
+            "{}",
+            openmetrics.body
+        );
+    }
+
     // The sink delivers a record; the next scrape reads its counters.
     sink.handle()
         .try_send("{\"event\":\"test\"}".to_owned())
@@ -340,4 +401,22 @@ async fn metrics_server_bind_error_names_the_address_and_the_flag() {
     assert!(message.contains(&addr.to_string()), "{message}");
     assert!(message.contains("--metrics-addr"), "{message}");
     assert!(message.contains("another process"), "{message}");
+}
+
+/// The OpenMetrics check above can fail: the parser rejects an exposition without `# EOF`
+/// and a counter sample without `_total`.
+#[test]
+fn metrics_openmetrics_parser_rejects_broken_expositions() {
+    if !openmetrics_parser_available("metrics_openmetrics_parser_rejects_broken_expositions") {
+        return;
+    }
+    let (metrics, _) = populated();
+    let text = metrics
+        .encode(zonewall::metrics::ExpositionFormat::OpenMetrics)
+        .expect("encodes");
+    assert!(openmetrics_parse(&text).is_ok());
+    let without_eof = text.replace("# EOF\n", "");
+    assert!(openmetrics_parse(&without_eof).is_err());
+    let broken = "# TYPE zonewall_flows counter\nzonewall_flows 3\n# EOF\n";
+    assert!(openmetrics_parse(broken).is_err());
 }

@@ -10,8 +10,8 @@ use anyhow::{Context as _, bail};
 use crate::run_command;
 
 /// Debian packages: LLVM 22 for building bpf-linker (it must match rustc's LLVM major),
-/// iproute2 for the test topology, the traffic tools the tests and benchmarks use, rsyslog and
-/// promtool.
+/// iproute2 for the test topology, the traffic tools the tests and benchmarks use, rsyslog, and
+/// checkers of the metrics exposition.
 const PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -22,8 +22,10 @@ const PACKAGES: &[&str] = &[
     // Real syslog receivers for the SIEM export tests (UDP, TCP and TLS).
     "rsyslog",
     "rsyslog-gnutls",
-    // promtool, for the test that lints the /metrics exposition.
+    // promtool and the Python client's OpenMetrics parser, for the tests that check the
+    // /metrics expositions (Prometheus text and OpenMetrics).
     PROMETHEUS,
+    "python3-prometheus-client",
 ];
 /// Debian ships promtool only inside the Prometheus server package, whose service listens on
 /// 9090, the agent's default metrics port; setup stops that service when it installs it.
