@@ -459,8 +459,13 @@ impl AgentMetrics {
             .count(verdict, flows, packets);
     }
 
-    /// [`Self::record_flows`] for one flow record.
+    /// [`Self::record_flows`] for one flow record. An allowed flow is counted by its end
+    /// record, which carries its packets; its start record (rules that log at session start)
+    /// is not counted, or the flow would count twice.
     pub fn record_flow_record(&self, record: &FlowRecord) {
+        if record.class == EventClass::Start {
+            return;
+        }
         self.record_flows(
             &record.source_zone,
             &record.destination_zone,

@@ -5,6 +5,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use super::*;
+use crate::flows::record::{
+    Counters, Direction, EventClass, FiveTuple, FlowRecord, ObservationPoint, RuleRef, UnixNanos,
+};
 use crate::flows::sink::{DropReason, SinkCounters};
 use crate::model::rule::Action;
 
@@ -807,5 +810,88 @@ fn metrics_accept_header_negotiation() {
     assert_eq!(
         ExpositionFormat::negotiate(Some("application/openmetrics-text;q=0, text/plain")),
         PrometheusText
+    );
+}
+
+fn flow_record(class: EventClass, action: Action, packets: u64, repeat_count: u64) -> FlowRecord {
+    FlowRecord {
+        class,
+        start: UnixNanos(1_000),
+        end: (class != EventClass::Start).then_some(UnixNanos(2_000)),
+        tuple: FiveTuple {
+            source: "10.0.0.1".parse().expect("address"),
+            destination: "10.0.1.1".parse().expect("address"),
+            protocol: 6,
+            source_port: Some(40_000),
+            destination_port: Some(443),
+            icmp: None,
+        },
+        source_zone: "dmz".to_owned(),
+        destination_zone: "trusted".to_owned(),
+        source_workload: None,
+        destination_workload: None,
+        rule: RuleRef {
+            name: "allow-web".to_owned(),
+            uuid: None,
+            device_group: None,
+            rulebase: None,
+        },
+        policy: None,
+        action,
+        counters: Counters {
+            packets_from_source: packets,
+            bytes_from_source: packets * 100,
+            packets_from_destination: packets,
+            bytes_from_destination: packets * 100,
+        },
+        end_reason: None,
+        observation: ObservationPoint {
+            node: "node-1".to_owned(),
+            interface: "veth1".to_owned(),
+            direction: Direction::Egress,
+        },
+        repeat_count,
+        reporting_host: "node-1".to_owned(),
+    }
+}
+
+#[test]
+fn metrics_flow_records_count_once_with_their_verdict() {
+    let mut metrics = Metrics::new();
+    let agent = AgentMetrics::register(&mut metrics, AgentMetricsOptions::default());
+    // One allowed flow: a start record, then its end record with 3 + 3 packets.
+    agent.record_flow_record(&flow_record(EventClass::Start, Action::Allow, 0, 1));
+    agent.record_flow_record(&flow_record(EventClass::End, Action::Allow, 3, 1));
+    // An aggregated deny record standing for 5 attempts.
+    agent.record_flow_record(&flow_record(EventClass::Deny, Action::ResetBoth, 0, 5));
+    // Audit mode let a flow pass that the rule would have denied.
+    agent.record_flow_record(&flow_record(EventClass::WouldDeny, Action::Deny, 1, 1));
+    let text = openmetrics(&metrics);
+    let pair = |verdict| {
+        [
+            ("source_zone", "dmz"),
+            ("destination_zone", "trusted"),
+            ("verdict", verdict),
+        ]
+    };
+    assert_eq!(
+        value(&text, "zonewall_flows_total", &pair("allow")),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&text, "zonewall_flow_packets_total", &pair("allow")),
+        Some(6.0)
+    );
+    assert_eq!(
+        value(&text, "zonewall_flows_total", &pair("reset")),
+        Some(5.0)
+    );
+    assert_eq!(
+        value(&text, "zonewall_flows_total", &pair("deny")),
+        Some(0.0)
+    );
+    assert_eq!(
+        value(&text, "zonewall_flows_total", &pair("audit_would_deny")),
+        Some(1.0)
     );
 }
