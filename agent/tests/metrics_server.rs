@@ -210,7 +210,7 @@ fn populated() -> (Metrics, SinkMetrics) {
     agent.record_apply(Duration::from_millis(9), 3);
     agent.set_map_usage("ZW_POLICY", 10, 65_536);
     agent.set_ring_buffer_lost(0);
-    agent.set_kernel_dropped("drop_malformed", 2);
+    agent.set_kernel_dropped("malformed", 2);
     agent.record_reconcile_error(ReconcileErrorKind::Watch);
     agent.set_apiserver_reachable(true);
     sync.record_sync_success(std::time::SystemTime::now());

@@ -18,6 +18,8 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Unit;
 
+use zonewall_common::counter;
+
 use super::kernel::KernelCounter;
 use super::{Metrics, unix_seconds};
 use crate::flows::record::{EventClass, FlowRecord};
@@ -191,6 +193,11 @@ struct ReasonLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ReconcileErrorLabels {
     kind: ReconcileErrorKind,
 }
@@ -329,6 +336,7 @@ pub struct AgentMetrics {
     map_max_entries: Family<MapLabels, Gauge>,
     ring_buffer_lost: KernelCounter,
     kernel_drops: Family<ReasonLabels, KernelCounter>,
+    kernel_outcomes: Family<OutcomeLabels, KernelCounter>,
     reconcile_errors: Family<ReconcileErrorLabels, Counter>,
     apiserver_reachable: Reachability,
 }
@@ -349,6 +357,7 @@ impl AgentMetrics {
             map_max_entries: Family::default(),
             ring_buffer_lost: KernelCounter::default(),
             kernel_drops: Family::default(),
+            kernel_outcomes: Family::default(),
             reconcile_errors: Family::default(),
             apiserver_reachable: Reachability::default(),
         };
@@ -418,6 +427,11 @@ impl AgentMetrics {
             "kernel_dropped_packets",
             "Packets the eBPF programs dropped, by reason, read from the kernel's counters",
             agent.kernel_drops.clone(),
+        );
+        registry.register(
+            "kernel_packets",
+            "Packets the eBPF programs passed, and resets and audit decisions they made, by outcome, read from the kernel's counters",
+            agent.kernel_outcomes.clone(),
         );
         registry.register(
             "reconcile_errors",
@@ -587,12 +601,31 @@ impl AgentMetrics {
         self.ring_buffer_lost.set(total);
     }
 
-    /// The kernel's total of packets dropped for `reason` (a constant such as
-    /// `zonewall_common::counter::NAMES[i]`).
+    /// The kernel's total of packets dropped for `reason` (a constant; see
+    /// [`Self::set_kernel_outcomes`], which feeds this from the kernel's counters).
     pub fn set_kernel_dropped(&self, reason: &'static str, total: u64) {
         self.kernel_drops
             .get_or_create(&ReasonLabels { reason })
             .set(total);
+    }
+
+    /// All of the kernel's outcome counters at once, summed over CPUs and indexed like
+    /// `zonewall_common::counter` (the datapath's `Counters.0`): `drop_*` feed
+    /// `zonewall_kernel_dropped_packets_total{reason}` (reason without the prefix),
+    /// `events_lost` feeds `zonewall_ring_buffer_lost_events_total`, and every other outcome
+    /// `zonewall_kernel_packets_total{outcome}`.
+    pub fn set_kernel_outcomes(&self, totals: &[u64; counter::COUNT as usize]) {
+        for (index, (&name, &total)) in counter::NAMES.iter().zip(totals).enumerate() {
+            if index == counter::EVENTS_LOST as usize {
+                self.set_ring_buffer_lost(total);
+            } else if let Some(reason) = name.strip_prefix("drop_") {
+                self.set_kernel_dropped(reason, total);
+            } else {
+                self.kernel_outcomes
+                    .get_or_create(&OutcomeLabels { outcome: name })
+                    .set(total);
+            }
+        }
     }
 
     pub fn record_reconcile_error(&self, kind: ReconcileErrorKind) {

@@ -153,7 +153,10 @@ fn everything() -> Everything {
     agent.record_apply(Duration::from_millis(7), 4);
     agent.set_map_usage("ZW_POLICY", 120, 65_536);
     agent.set_ring_buffer_lost(2);
-    agent.set_kernel_dropped("drop_malformed", 3);
+    agent.set_kernel_dropped("malformed", 3);
+    let mut kernel = [0u64; zonewall_common::counter::COUNT as usize];
+    kernel[zonewall_common::counter::PASS_ESTABLISHED as usize] = 100;
+    agent.set_kernel_outcomes(&kernel);
     agent.record_reconcile_error(ReconcileErrorKind::Compile);
     agent.set_apiserver_reachable(true);
 
@@ -172,7 +175,7 @@ fn everything() -> Everything {
     }
 }
 
-const EXPECTED_FAMILIES: [(&str, &str); 30] = [
+const EXPECTED_FAMILIES: [(&str, &str); 31] = [
     ("zonewall_build", "info"),
     ("zonewall_flows", "counter"),
     ("zonewall_flow_packets", "counter"),
@@ -190,6 +193,7 @@ const EXPECTED_FAMILIES: [(&str, &str); 30] = [
     ("zonewall_map_max_entries", "gauge"),
     ("zonewall_ring_buffer_lost_events", "counter"),
     ("zonewall_kernel_dropped_packets", "counter"),
+    ("zonewall_kernel_packets", "counter"),
     ("zonewall_reconcile_errors", "counter"),
     ("zonewall_apiserver_reachable", "gauge"),
     ("zonewall_sink_records_offered", "counter"),
@@ -252,6 +256,7 @@ fn metrics_every_sample_belongs_to_a_declared_family() {
                     "rule",
                     "map",
                     "reason",
+                    "outcome",
                     "kind",
                     "sink",
                     "action",
@@ -548,7 +553,7 @@ fn metrics_policy_apply_records_generation_duration_and_time() {
 #[test]
 fn metrics_kernel_totals_are_counters_set_not_added() {
     let all = everything();
-    all.agent.set_kernel_dropped("drop_malformed", 10);
+    all.agent.set_kernel_dropped("malformed", 10);
     all.agent.set_kernel_dropped("drop_blocked", 4);
     all.agent.set_ring_buffer_lost(7);
     all.agent.set_map_usage("ZW_POLICY", 300, 65_536);
@@ -557,7 +562,7 @@ fn metrics_kernel_totals_are_counters_set_not_added() {
         value(
             &text,
             "zonewall_kernel_dropped_packets_total",
-            &[("reason", "drop_malformed")]
+            &[("reason", "malformed")]
         ),
         Some(10.0)
     );
@@ -581,6 +586,56 @@ fn metrics_kernel_totals_are_counters_set_not_added() {
         value(&text, "zonewall_map_max_entries", &[("map", "ZW_POLICY")]),
         Some(65_536.0)
     );
+}
+
+#[test]
+fn metrics_kernel_outcome_counters_map_to_their_families() {
+    use zonewall_common::counter;
+
+    let mut metrics = Metrics::new();
+    let agent = AgentMetrics::register(&mut metrics, AgentMetricsOptions::default());
+    let mut totals = [0u64; counter::COUNT as usize];
+    totals[counter::PASS_NEW as usize] = 40;
+    totals[counter::DROP_POLICY as usize] = 7;
+    totals[counter::DROP_SPOOFED as usize] = 2;
+    totals[counter::AUDIT_WOULD_DENY as usize] = 3;
+    totals[counter::EVENTS_LOST as usize] = 9;
+    agent.set_kernel_outcomes(&totals);
+    let text = openmetrics(&metrics);
+    let dropped = |reason| {
+        value(
+            &text,
+            "zonewall_kernel_dropped_packets_total",
+            &[("reason", reason)],
+        )
+    };
+    let outcome = |outcome| {
+        value(
+            &text,
+            "zonewall_kernel_packets_total",
+            &[("outcome", outcome)],
+        )
+    };
+    assert_eq!(dropped("policy"), Some(7.0));
+    assert_eq!(dropped("spoofed"), Some(2.0));
+    assert_eq!(dropped("no_policy"), Some(0.0));
+    assert_eq!(outcome("pass_new"), Some(40.0));
+    assert_eq!(outcome("audit_would_deny"), Some(3.0));
+    assert_eq!(outcome("drop_policy"), None);
+    assert_eq!(outcome("events_lost"), None);
+    assert_eq!(
+        value(&text, "zonewall_ring_buffer_lost_events_total", &[]),
+        Some(9.0)
+    );
+    // Every kernel counter lands in exactly one series.
+    let kernel_series = samples(&text)
+        .iter()
+        .filter(|sample| {
+            sample.name.starts_with("zonewall_kernel_")
+                || sample.name == "zonewall_ring_buffer_lost_events_total"
+        })
+        .count();
+    assert_eq!(kernel_series, counter::COUNT as usize);
 }
 
 #[test]
