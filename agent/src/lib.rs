@@ -10,6 +10,7 @@ pub mod explain;
 pub mod firewall;
 pub mod flows;
 pub mod inventory;
+pub mod metrics;
 pub mod model;
 pub mod node;
 pub mod policy;
