@@ -6,6 +6,7 @@ use std::{
     net::IpAddr,
     path::{Path, PathBuf},
     process::ExitCode,
+    sync::Arc,
 };
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -19,8 +20,12 @@ use zonewall::{
         FlowRecord,
         sink::{RuntimeOptions, Sink, SinkConfig},
     },
+    metrics::{
+        AgentMetrics, AgentMetricsOptions, Metrics, MetricsArgs, MetricsServer, Readiness,
+        SinkMetrics,
+    },
     model::parse_protocol,
-    node::{self, FlowOutput, PolicyInput},
+    node::{self, FlowOutput, PolicyInput, Telemetry},
     policy::{ZonePolicy, resource::Mode},
     translate::{self, TranslateOptions},
 };
@@ -116,6 +121,8 @@ struct AgentArgs {
     /// enforcement keeps running after the agent exits, until an agent takes over again.
     #[arg(long, env = "ZONEWALL_CLEANUP_ON_EXIT")]
     cleanup_on_exit: bool,
+    #[command(flatten)]
+    metrics: MetricsArgs,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -277,13 +284,28 @@ fn run_agent(args: AgentArgs) -> ExitCode {
     };
     let result = runtime.block_on(async {
         let shutdown = CancellationToken::new();
+        let mut registry = Metrics::new();
+        let telemetry = Telemetry {
+            metrics: AgentMetrics::register(&mut registry, AgentMetricsOptions::default()),
+            readiness: Readiness::new(),
+        };
+        let sink_metrics = SinkMetrics::register(&mut registry);
         let mut sinks = Vec::new();
         for config in &sink_configs {
             let sink = Sink::spawn(config, RuntimeOptions::default(), shutdown.clone())
                 .map_err(|e| e.to_string())?;
             tracing::info!(sink = sink.description(), "flow records go to this sink");
+            sink_metrics.add_sink(&sink);
             sinks.push((config.clone(), sink));
         }
+        let server = MetricsServer::bind(
+            args.metrics.metrics_addr,
+            Arc::new(registry),
+            telemetry.readiness.clone(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        let server = tokio::spawn(server.serve(shutdown.child_token()));
         let handles: Vec<_> = sinks.iter().map(|(c, s)| (c.clone(), s.handle())).collect();
         let mut deliver = move |record: FlowRecord| {
             for (config, handle) in &handles {
@@ -307,11 +329,18 @@ fn run_agent(args: AgentArgs) -> ExitCode {
                 consumer: &mut deliver,
             })
         };
-        let result =
-            node::run_standalone(&mut datapath, &inventory, &input, flows, shutdown_signal())
-                .await
-                .map_err(|e| e.to_string());
+        let result = node::run_standalone(
+            &mut datapath,
+            &inventory,
+            &input,
+            flows,
+            &telemetry,
+            shutdown_signal(),
+        )
+        .await
+        .map_err(|e| e.to_string());
         shutdown.cancel();
+        let _ = server.await;
         for (_, sink) in sinks {
             sink.join().await;
         }

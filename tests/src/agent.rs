@@ -158,3 +158,31 @@ impl Drop for Agent {
         }
     }
 }
+
+/// `GET path` on the agent's metrics address inside `netns`: (status code, body).
+pub fn http_get(netns: &str, address: &str, path: &str) -> (u16, String) {
+    use std::io::{Read as _, Write as _};
+    crate::in_netns(netns, || {
+        let mut stream = std::net::TcpStream::connect(address).expect("connect to the agent");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("set read timeout");
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+        )
+        .expect("send request");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).expect("read response");
+        let status = response
+            .split_whitespace()
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .unwrap_or(0);
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, body)| body.to_owned())
+            .unwrap_or_default();
+        (status, body)
+    })
+}

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use zonewall_integration_tests::{
-    agent::{Agent, zonewall_binary},
+    agent::{Agent, http_get, zonewall_binary},
     enforced::{
         Connect, Host, prepared_node, tcp_connect, tcp_talks, udp_delivered, zones_fixture,
     },
@@ -72,6 +72,21 @@ fn agent_command_enforces_and_reports_flows_until_stopped() {
         // The rest of the deny window is reported when the window closes (5 s) and the
         // agent sweeps (every second).
         std::thread::sleep(Duration::from_millis(7000));
+        let (status, _) = http_get(&topology.node, "127.0.0.1:9090", "/readyz");
+        assert_eq!(status, 200, "ready once the policy is live");
+        let (status, metrics) = http_get(&topology.node, "127.0.0.1:9090", "/metrics");
+        assert_eq!(status, 200);
+        for expected in [
+            "zonewall_policy_generation 1",
+            "zonewall_kernel_dropped_packets_total{reason=\"policy\"}",
+            "zonewall_rule_hit_packets_total{",
+            "rule=\"dmz-to-app\"",
+            "zonewall_flows_total{",
+            "verdict=\"deny\"",
+            "zonewall_sink_records_delivered_total{sink=\"json+file:",
+        ] {
+            assert!(metrics.contains(expected), "no `{expected}` in:\n{metrics}");
+        }
     });
     let status = agent.stop();
     let _ = std::fs::remove_file(&inventory);

@@ -15,12 +15,17 @@ use crate::firewall::panos::{self, Limits, PanosError, ResolveOptions};
 use crate::flows::FlowRecord;
 use crate::flows::events::{Enricher, monotonic_now_ns};
 use crate::inventory::{Inventory, InventoryError};
+use crate::metrics::{
+    AgentMetrics, AgentMetricsOptions, Metrics, Readiness, ReconcileErrorKind, RuleHit,
+};
 use crate::policy::ZonePolicy;
+use crate::policy::datapath_compile::RuleOrigin;
 use crate::policy::datapath_compile::{self, CompileError, Compiled};
 use crate::policy::eval::{PolicySet, PolicySetError};
 use crate::policy::load::{LoadError, load_dir};
 use crate::policy::resource::Mode;
 use crate::translate::{self, TranslateError, TranslateOptions};
+use zonewall_common as abi;
 
 /// Where the policy comes from.
 #[derive(Clone, Debug)]
@@ -57,6 +62,22 @@ pub enum NodeError {
     },
     #[error(transparent)]
     Datapath(#[from] DatapathError),
+}
+
+impl NodeError {
+    /// The error's kind, for the reconcile error metric.
+    pub fn kind(&self) -> ReconcileErrorKind {
+        match self {
+            NodeError::Inventory(_) => ReconcileErrorKind::Inventory,
+            NodeError::Panos(_)
+            | NodeError::Translate(_)
+            | NodeError::Load(_)
+            | NodeError::PolicySet(_) => ReconcileErrorKind::Policy,
+            NodeError::Compile(_) => ReconcileErrorKind::Compile,
+            NodeError::Interface { .. } => ReconcileErrorKind::Attach,
+            NodeError::Datapath(_) => ReconcileErrorKind::Apply,
+        }
+    }
 }
 
 /// A workload on this node: the interface its traffic crosses and its addresses.
@@ -197,6 +218,74 @@ pub fn apply(
     Ok(report)
 }
 
+/// What the agent reports about itself: metrics and readiness.
+#[derive(Clone, Debug)]
+pub struct Telemetry {
+    pub metrics: AgentMetrics,
+    pub readiness: Readiness,
+}
+
+impl Telemetry {
+    /// Telemetry registered in a fresh registry (for callers that do not serve it).
+    pub fn unserved() -> Telemetry {
+        let mut registry = Metrics::new();
+        Telemetry {
+            metrics: AgentMetrics::register(&mut registry, AgentMetricsOptions::default()),
+            readiness: Readiness::new(),
+        }
+    }
+
+    /// Kernel counters, rule hits and map usage, read from the dataplane.
+    fn refresh(&self, dataplane: &dyn Dataplane, compiled: &Compiled) {
+        match dataplane.counters() {
+            Ok(counters) => self.metrics.set_kernel_outcomes(&counters.0),
+            Err(e) => tracing::warn!("cannot read the kernel's packet counters: {e}"),
+        }
+        match dataplane.rule_stats() {
+            Ok(stats) => {
+                let hits = stats.iter().filter_map(|(id, stats)| {
+                    let entry = compiled.rules.get(id)?;
+                    let RuleOrigin::Rule {
+                        policy, provenance, ..
+                    } = &entry.origin
+                    else {
+                        return None;
+                    };
+                    Some(RuleHit {
+                        policy,
+                        rule: provenance.as_ref().map_or("unnamed", |p| p.rule.as_str()),
+                        packets: stats.packets,
+                        bytes: stats.bytes,
+                    })
+                });
+                self.metrics.set_rule_hits(hits);
+            }
+            Err(e) => tracing::warn!("cannot read the rule statistics: {e}"),
+        }
+        let sizes = compiled.sizes();
+        for (map, entries, capacity) in [
+            (
+                abi::map_names::IDENTITY_V4,
+                sizes.identity_entries_v4,
+                abi::capacity::IDENTITY_V4,
+            ),
+            (
+                abi::map_names::IDENTITY_V6,
+                sizes.identity_entries_v6,
+                abi::capacity::IDENTITY_V6,
+            ),
+            (
+                abi::map_names::POLICY,
+                sizes.policy_entries,
+                abi::capacity::POLICY,
+            ),
+        ] {
+            self.metrics
+                .set_map_usage(map, entries as u64, u64::from(capacity));
+        }
+    }
+}
+
 /// Where flow records go, and what they are built with.
 pub struct FlowOutput<'a> {
     pub reader: EventReader,
@@ -211,6 +300,7 @@ pub fn pump_events(
     reader: &mut EventReader,
     enricher: &Enricher,
     sweep: bool,
+    metrics: Option<&AgentMetrics>,
     consumer: &mut dyn FnMut(FlowRecord),
 ) -> Result<usize, NodeError> {
     let mut events = Vec::new();
@@ -221,7 +311,11 @@ pub fn pump_events(
         events.extend(dataplane.sweep_denies(now)?);
     }
     for event in &events {
-        consumer(enricher.record(event));
+        let record = enricher.record(event);
+        if let Some(metrics) = metrics {
+            metrics.record_flow_record(&record);
+        }
+        consumer(record);
     }
     Ok(events.len())
 }
@@ -263,13 +357,20 @@ pub async fn run_standalone(
     inventory: &Path,
     input: &PolicyInput,
     mut flows: Option<FlowOutput<'_>>,
+    telemetry: &Telemetry,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), NodeError> {
     let events = flows.is_some();
     let mut attached = BTreeMap::new();
     let started = Instant::now();
     let mut current = snapshot(inventory, input)?;
+    telemetry.metrics.record_compile(started.elapsed());
+    let applying = Instant::now();
     let report = apply(dataplane, &mut attached, &current, events)?;
+    telemetry
+        .metrics
+        .record_apply(applying.elapsed(), u64::from(report.generation));
+    telemetry.readiness.set_ready();
     let sizes = current.compiled.sizes();
     tracing::info!(
         generation = report.generation,
@@ -305,10 +406,14 @@ pub async fn run_standalone(
                 &mut flows.reader,
                 &enricher,
                 ticks.is_multiple_of(10),
+                Some(&telemetry.metrics),
                 flows.consumer,
             )
         {
             tracing::error!("reading flow events failed: {e}");
+        }
+        if ticks.is_multiple_of(10) {
+            telemetry.refresh(dataplane, &current.compiled);
         }
         if !ticks.is_multiple_of(2) {
             continue;
@@ -319,8 +424,15 @@ pub async fn run_standalone(
         }
         seen = now;
         let started = Instant::now();
-        let applied = snapshot(inventory, input)
-            .and_then(|s| apply(dataplane, &mut attached, &s, events).map(|r| (s, r)));
+        let applied = snapshot(inventory, input).and_then(|s| {
+            telemetry.metrics.record_compile(started.elapsed());
+            let applying = Instant::now();
+            let report = apply(dataplane, &mut attached, &s, events)?;
+            telemetry
+                .metrics
+                .record_apply(applying.elapsed(), u64::from(report.generation));
+            Ok((s, report))
+        });
         match applied {
             Ok((snapshot, report)) => {
                 tracing::info!(
@@ -333,9 +445,12 @@ pub async fn run_standalone(
                 current = snapshot;
                 enricher = self::enricher(&current, &attached, &node_name);
             }
-            Err(e) => tracing::error!(
-                "the changed files were not applied, the previous policy stays live: {e}"
-            ),
+            Err(e) => {
+                telemetry.metrics.record_reconcile_error(e.kind());
+                tracing::error!(
+                    "the changed files were not applied, the previous policy stays live: {e}"
+                );
+            }
         }
     }
     if let Some(flows) = flows.as_mut() {
@@ -344,6 +459,7 @@ pub async fn run_standalone(
             &mut flows.reader,
             &enricher,
             false,
+            Some(&telemetry.metrics),
             flows.consumer,
         );
     }
