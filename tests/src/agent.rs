@@ -131,8 +131,25 @@ impl Agent {
         );
     }
 
-    /// SIGTERM, then waits up to 15 s for the exit (SIGKILL after that).
+    /// SIGKILL, and waits for the exit: the agent gets no chance to clean up.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits up to 15 s for the exit (SIGKILL after that). A failed exit
+    /// prints what the agent wrote, for the test's log.
     pub fn stop(mut self) -> ExitStatus {
+        let status = self.terminate();
+        if !status.success() {
+            while let Ok(line) = self.output.recv_timeout(Duration::from_millis(100)) {
+                eprintln!("agent: {line:?}");
+            }
+        }
+        status
+    }
+
+    fn terminate(&mut self) -> ExitStatus {
         // SAFETY: plain kill(2) on our child (nsenter execs the agent in place).
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let deadline = Instant::now() + Duration::from_secs(15);

@@ -3,8 +3,8 @@
 //! counters. Nothing else in the crate calls aya; the rest of the agent sees the
 //! [`Dataplane`] trait, so its logic can be tested without a kernel.
 
-mod batch;
 mod interfaces;
+mod sys;
 mod tables;
 
 use std::collections::BTreeMap;
@@ -309,6 +309,22 @@ impl Datapath {
         let mut versions = layout.other_versions();
         versions.push(layout.version_dir(abi::MAP_ABI_VERSION));
         for dir in versions {
+            // Detach first: removing a pin only drops one reference to the link.
+            for entry in std::fs::read_dir(dir.join("links"))
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                use std::os::fd::AsRawFd as _;
+                let pin_error = |op: &'static str, source: std::io::Error| DatapathError::Pin {
+                    op,
+                    path: entry.path().display().to_string(),
+                    source,
+                };
+                let link = sys::obj_get(&entry.path()).map_err(|e| pin_error("open", e))?;
+                sys::link_detach(link.as_raw_fd())
+                    .map_err(|e| pin_error("detach the link of", e))?;
+            }
             if dir.exists() {
                 removed += count_files(&dir);
                 remove(&dir)?;
@@ -591,10 +607,10 @@ fn batched_upserts<K: aya::Pod, V: aya::Pod>(
     if keys.is_empty() {
         return Ok(0);
     }
-    let result = batch::update(
+    let result = sys::update(
         map,
-        &batch::bytes_of(keys),
-        &batch::bytes_of(values),
+        &sys::bytes_of(keys),
+        &sys::bytes_of(values),
         keys.len(),
     );
     batch_outcome(name, "batch update", keys.len(), result)
@@ -609,7 +625,7 @@ fn batched_removals<K: aya::Pod>(
     if keys.is_empty() {
         return Ok(0);
     }
-    let result = batch::delete(map, &batch::bytes_of(keys), keys.len());
+    let result = sys::delete(map, &sys::bytes_of(keys), keys.len());
     batch_outcome(name, "batch delete", keys.len(), result)
 }
 
@@ -617,15 +633,15 @@ fn batch_outcome(
     name: &'static str,
     op: &'static str,
     count: usize,
-    result: Result<(), batch::BatchError>,
+    result: Result<(), sys::BatchError>,
 ) -> Result<usize, DatapathError> {
     match result {
         Ok(()) => Ok(count),
-        Err(batch::BatchError::Unsupported { done }) => {
+        Err(sys::BatchError::Unsupported { done }) => {
             tracing::debug!(map = name, done, "no batch operations; one call per entry");
             Ok(done)
         }
-        Err(batch::BatchError::Failed { done, source }) => {
+        Err(sys::BatchError::Failed { done, source }) => {
             tracing::debug!(map = name, done, %source, "{op} failed; retrying one by one");
             // One call per entry from here reports the failing entry precisely.
             Ok(done)
