@@ -2,6 +2,7 @@
 
 mod bench;
 mod crd;
+mod kernel_bench;
 mod setup;
 mod test;
 
@@ -18,6 +19,7 @@ struct Cli {
 enum BenchKind {
     Parse,
     Translate,
+    Kernel,
 }
 
 #[derive(Subcommand)]
@@ -35,8 +37,10 @@ enum Command {
     },
     /// Run zonewall end to end on this machine (not built yet).
     Demo,
-    /// Measurements (release builds) on a generated 10,000-rule Panorama config: `parse`
-    /// times `zonewall explain`, `translate` times `zonewall translate`.
+    /// Measurements (release builds): `parse` times `zonewall explain` and `translate` times
+    /// `zonewall translate` on a generated 10,000-rule Panorama config; `kernel` (root) times
+    /// the TC programs per packet with BPF_PROG_TEST_RUN on generated policies of 100 to
+    /// 10,000 rules and 1,000 to 100,000 prefixes.
     Bench {
         #[arg(value_enum, default_value = "parse")]
         which: BenchKind,
@@ -50,6 +54,7 @@ fn main() -> anyhow::Result<()> {
         Command::Bench { which } => match which {
             BenchKind::Parse => bench::run_parse(),
             BenchKind::Translate => bench::run_translate(),
+            BenchKind::Kernel => kernel_bench::run(),
         },
         Command::Codegen { check: false } => crd::write(&workspace_root()),
         Command::Codegen { check: true } => crd::check(&workspace_root()),
