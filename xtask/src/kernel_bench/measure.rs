@@ -1,7 +1,6 @@
-//! The measurement: for each size, generate and compile the policy, load a fresh datapath,
-//! apply the tables, then time the programs with `BPF_PROG_TEST_RUN` in interleaved rounds,
-//! checking every run's verdict and the packet counters so that no figure belongs to the
-//! wrong path.
+//! The measurement: each size's policy is generated, compiled and applied to a datapath of
+//! its own; then rounds of `BPF_PROG_TEST_RUN` go over every size and case in turn, checking
+//! every run's verdict and the packet counters so that no figure belongs to the wrong path.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;
@@ -21,7 +20,7 @@ const PREFIXES: [usize; 2] = [1_000, 100_000];
 /// Runs per timed test run; the kernel reports the mean.
 const REPEAT: u32 = 1_000_000;
 /// Timed runs per case, interleaved with the other cases; the median is reported.
-const ROUNDS: usize = 5;
+const ROUNDS: usize = 9;
 
 /// TC verdicts as the test run reports them.
 const TC_ACT_UNSPEC: i32 = -1;
@@ -142,22 +141,52 @@ fn cases(generated: &generate::Generated) -> Vec<Case> {
 pub fn run() -> anyhow::Result<()> {
     preflight()?;
     let started = Instant::now();
+    let load_before = load_average();
     let traffic = traffic::available();
     if let Err(reason) = &traffic {
         eprintln!("bench kernel: skipping the measurement under traffic: {reason}");
     }
-    let mut results = Vec::new();
+    // Every size is loaded at once and the rounds go over all of them, so a change in the
+    // machine's load during the run falls on every size alike instead of on the last ones.
+    let mut sizes = Vec::new();
     for prefixes in PREFIXES {
         for rules in RULES {
-            let largest =
-                rules == RULES[RULES.len() - 1] && prefixes == PREFIXES[PREFIXES.len() - 1];
-            results.push(measure(
-                Scale { rules, prefixes },
-                largest && traffic.is_ok(),
-            )?);
+            sizes.push(prepare(Scale { rules, prefixes })?);
         }
     }
-    print_report(&results);
+    for round in 1..=ROUNDS {
+        for size in &mut sizes {
+            for (case, samples) in size.cases.iter().zip(&mut size.samples) {
+                samples.push(timed(&mut size.datapath, case)?);
+            }
+        }
+        eprintln!("bench kernel: round {round} of {ROUNDS} done");
+    }
+    let mut results = Vec::new();
+    for mut size in sizes {
+        // Denied packets never leave a conntrack entry: only the two opened flows are tracked.
+        let tracked = size.datapath.conntrack_entries()?.len();
+        ensure!(
+            tracked == 2,
+            "expected the 2 opened flows in conntrack after the runs, found {tracked}"
+        );
+        let largest = size.scale.rules == RULES[RULES.len() - 1]
+            && size.scale.prefixes == PREFIXES[PREFIXES.len() - 1];
+        let traffic = if largest && traffic.is_ok() {
+            let measured = traffic::measure(
+                &mut size.datapath,
+                &mut size.desired,
+                size.client,
+                size.server,
+            )
+            .context("measuring under iperf3 traffic")?;
+            Some(measured)
+        } else {
+            None
+        };
+        results.push(size.finish(traffic));
+    }
+    print_report(&results, &load_before);
     eprintln!("bench kernel: done in {:.0?}", started.elapsed());
     Ok(())
 }
@@ -189,8 +218,45 @@ fn loopback_index() -> anyhow::Result<u32> {
     Ok(index)
 }
 
-/// `with_traffic`: also measure under iperf3 traffic, after the test runs.
-fn measure(scale: Scale, with_traffic: bool) -> anyhow::Result<Measured> {
+/// One size, compiled, applied to its own loaded datapath, its flows opened.
+struct Prepared {
+    scale: Scale,
+    sizes: Sizes,
+    compile_seconds: f64,
+    apply_seconds: f64,
+    written: usize,
+    datapath: Datapath,
+    desired: DesiredTables,
+    client: Ipv4Addr,
+    server: Ipv4Addr,
+    cases: Vec<Case>,
+    /// ns/packet of each timed run, per case.
+    samples: Vec<Vec<f64>>,
+}
+
+impl Prepared {
+    fn finish(self, traffic: Option<Traffic>) -> Measured {
+        let mut medians = Vec::new();
+        let mut spreads = Vec::new();
+        for mut list in self.samples {
+            list.sort_by(f64::total_cmp);
+            medians.push(list[list.len() / 2]);
+            spreads.push((list[0], list[list.len() - 1]));
+        }
+        Measured {
+            scale: self.scale,
+            sizes: self.sizes,
+            compile_seconds: self.compile_seconds,
+            apply_seconds: self.apply_seconds,
+            written: self.written,
+            medians,
+            spreads,
+            traffic,
+        }
+    }
+}
+
+fn prepare(scale: Scale) -> anyhow::Result<Prepared> {
     let generated = generate::generate(scale);
 
     let started = Instant::now();
@@ -225,7 +291,7 @@ fn measure(scale: Scale, with_traffic: bool) -> anyhow::Result<Measured> {
         };
         local.extend(endpoint.ips.iter().map(|ip| (ifindex, *ip)));
     }
-    let mut desired = DesiredTables::new(&compiled, &local, false);
+    let desired = DesiredTables::new(&compiled, &local, false);
     drop(compiled);
 
     let mut datapath = Datapath::load().context("loading the eBPF programs")?;
@@ -246,63 +312,23 @@ fn measure(scale: Scale, with_traffic: bool) -> anyhow::Result<Measured> {
             );
         }
     }
-    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
-    for _ in 0..ROUNDS {
-        for (case, samples) in cases.iter().zip(&mut samples) {
-            samples.push(timed(&mut datapath, case)?);
-        }
-    }
-    // Denied packets never leave a conntrack entry: only the two opened flows are tracked.
-    let tracked = datapath.conntrack_entries()?.len();
-    ensure!(
-        tracked == 2,
-        "expected the 2 opened flows in conntrack after the runs, found {tracked}"
+    eprintln!(
+        "bench kernel: {} rules / {} prefixes: compile {:.2} s, apply {:.2} s",
+        scale.rules, scale.prefixes, compile_seconds, apply_seconds
     );
-    let traffic = if with_traffic {
-        let traffic = traffic::measure(
-            &mut datapath,
-            &mut desired,
-            generated.client,
-            generated.server,
-        )
-        .context("measuring under iperf3 traffic")?;
-        Some(traffic)
-    } else {
-        None
-    };
-    drop(datapath);
-
-    let mut medians = Vec::new();
-    let mut spreads = Vec::new();
-    for mut list in samples {
-        list.sort_by(f64::total_cmp);
-        medians.push(list[list.len() / 2]);
-        spreads.push((list[0], list[list.len() - 1]));
-    }
-    let result = Measured {
+    Ok(Prepared {
         scale,
         sizes,
         compile_seconds,
         apply_seconds,
         written: report.written,
-        medians,
-        spreads,
-        traffic,
-    };
-    eprintln!(
-        "bench kernel: {} rules / {} prefixes: compile {:.2} s, apply {:.2} s; ns/packet {}",
-        scale.rules,
-        scale.prefixes,
-        compile_seconds,
-        apply_seconds,
-        cases
-            .iter()
-            .zip(&result.medians)
-            .map(|(c, m)| format!("{} {m:.0}", c.label))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    Ok(result)
+        datapath,
+        desired,
+        client: generated.client,
+        server: generated.server,
+        samples: vec![Vec::new(); cases.len()],
+        cases,
+    })
 }
 
 /// One timed test run of `REPEAT` packets; returns ns per packet.
@@ -370,13 +396,22 @@ fn only(delta: &Counters, index: u32, by: u64) -> bool {
         .all(|(i, &value)| value == if i as u32 == index { by } else { 0 })
 }
 
-fn print_report(results: &[Measured]) {
+/// The 1-minute load average: other work on the machine shows in the figures.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|text| text.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".to_string())
+}
+
+fn print_report(results: &[Measured], load_before: &str) {
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     println!();
     println!(
-        "bench kernel: BPF_PROG_TEST_RUN, {REPEAT} packets per run, median of {ROUNDS} interleaved runs; Linux {}, {cpus} CPUs",
-        kernel.trim()
+        "bench kernel: BPF_PROG_TEST_RUN, {REPEAT} packets per run, median of {ROUNDS} interleaved runs; Linux {}, {cpus} CPUs, load average {load_before} before and {} after",
+        kernel.trim(),
+        load_average()
     );
     println!(
         "{:>6} {:>8} | {:>5} {:>8} {:>6} {:>7} | {:>7} {:>6} | {:>5} {:>6} | {:>11} {:>11} | {:>11} {:>11}",

@@ -188,8 +188,19 @@ pub struct Traffic {
     pub counters: Counters,
 }
 
-/// Whether iperf3 can run here; the reason to skip when not.
+/// Whether this measurement can run here; the reason to skip when not.
 pub fn available() -> Result<(), String> {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut numbers = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|part| part.parse::<u32>().unwrap_or(0));
+    let version = (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0));
+    if version < (6, 6) {
+        return Err(format!(
+            "the empty program is attached with tcx, which Linux {} lacks (6.6 or later)",
+            release.trim()
+        ));
+    }
     match Command::new("iperf3").arg("--version").output() {
         Ok(output) if output.status.success() => Ok(()),
         _ => Err("iperf3 is not installed (`cargo xtask setup` installs it)".to_string()),
