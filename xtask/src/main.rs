@@ -3,6 +3,7 @@
 mod bench;
 mod crd;
 mod demo;
+mod kernel_bench;
 mod setup;
 mod test;
 
@@ -19,6 +20,7 @@ struct Cli {
 enum BenchKind {
     Parse,
     Translate,
+    Kernel,
 }
 
 #[derive(Subcommand)]
@@ -38,8 +40,10 @@ enum Command {
     /// namespaces, the real agent enforcing a firewall configuration, traffic, the CEF records
     /// and a summary. Needs root; removes everything it created, also on Ctrl-C.
     Demo,
-    /// Measurements (release builds) on a generated 10,000-rule Panorama config: `parse`
-    /// times `zonewall explain`, `translate` times `zonewall translate`.
+    /// Measurements (release builds): `parse` times `zonewall explain` and `translate` times
+    /// `zonewall translate` on a generated 10,000-rule Panorama config; `kernel` (root) times
+    /// the TC programs per packet with BPF_PROG_TEST_RUN on generated policies of 100 to
+    /// 10,000 rules and 1,000 to 100,000 prefixes.
     Bench {
         #[arg(value_enum, default_value = "parse")]
         which: BenchKind,
@@ -53,6 +57,7 @@ fn main() -> anyhow::Result<()> {
         Command::Bench { which } => match which {
             BenchKind::Parse => bench::run_parse(),
             BenchKind::Translate => bench::run_translate(),
+            BenchKind::Kernel => kernel_bench::run(),
         },
         Command::Codegen { check: false } => crd::write(&workspace_root()),
         Command::Codegen { check: true } => crd::check(&workspace_root()),
