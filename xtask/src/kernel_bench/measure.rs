@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;
 
 use anyhow::{Context as _, bail, ensure};
-use zonewall::datapath::{Counters, Datapath, Dataplane, DesiredTables};
+use zonewall::datapath::{Counters, Datapath, Dataplane, DesiredTables, PinLayout};
 use zonewall::policy::PolicySet;
 use zonewall::policy::datapath_compile::{self, Limits, Sizes};
 use zonewall_common::{counter, program_names};
@@ -226,6 +226,8 @@ struct Prepared {
     apply_seconds: f64,
     written: usize,
     datapath: Datapath,
+    /// After `datapath`: dropped (pins removed) once the datapath is gone.
+    _pins: Pins,
     desired: DesiredTables,
     client: Ipv4Addr,
     server: Ipv4Addr,
@@ -252,6 +254,29 @@ impl Prepared {
             medians,
             spreads,
             traffic,
+        }
+    }
+}
+
+/// The benchmark's own bpffs pin root for one size, removed (links detached, maps unpinned)
+/// on drop, errors included.
+struct Pins(PinLayout);
+
+impl Pins {
+    fn new(scale: &Scale) -> Pins {
+        Pins(PinLayout::new(format!(
+            "/sys/fs/bpf/zwbench{}-{}-{}",
+            std::process::id(),
+            scale.rules,
+            scale.prefixes
+        )))
+    }
+}
+
+impl Drop for Pins {
+    fn drop(&mut self) {
+        if let Err(e) = Datapath::cleanup(&self.0) {
+            eprintln!("bench kernel: cleanup of {}: {e}", self.0.root.display());
         }
     }
 }
@@ -294,7 +319,8 @@ fn prepare(scale: Scale) -> anyhow::Result<Prepared> {
     let desired = DesiredTables::new(&compiled, &local, false);
     drop(compiled);
 
-    let mut datapath = Datapath::load().context("loading the eBPF programs")?;
+    let pins = Pins::new(&scale);
+    let mut datapath = Datapath::load(&pins.0).context("loading the eBPF programs")?;
     let started = Instant::now();
     let report = datapath
         .apply(&desired)
@@ -323,6 +349,7 @@ fn prepare(scale: Scale) -> anyhow::Result<Prepared> {
         apply_seconds,
         written: report.written,
         datapath,
+        _pins: pins,
         desired,
         client: generated.client,
         server: generated.server,
