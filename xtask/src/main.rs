@@ -21,6 +21,7 @@ enum BenchKind {
     Parse,
     Translate,
     Kernel,
+    Flows,
 }
 
 #[derive(Subcommand)]
@@ -43,7 +44,8 @@ enum Command {
     /// Measurements (release builds): `parse` times `zonewall explain` and `translate` times
     /// `zonewall translate` on a generated 10,000-rule Panorama config; `kernel` (root) times
     /// the TC programs per packet with BPF_PROG_TEST_RUN on generated policies of 100 to
-    /// 10,000 rules and 1,000 to 100,000 prefixes.
+    /// 10,000 rules and 1,000 to 100,000 prefixes; `flows` (root) sends kernel flow events
+    /// through enrichment, CEF and the TCP sink to a loopback receiver.
     Bench {
         #[arg(value_enum, default_value = "parse")]
         which: BenchKind,
@@ -57,7 +59,8 @@ fn main() -> anyhow::Result<()> {
         Command::Bench { which } => match which {
             BenchKind::Parse => bench::run_parse(),
             BenchKind::Translate => bench::run_translate(),
-            BenchKind::Kernel => kernel_bench::run(),
+            BenchKind::Kernel => kernel_bench::run("kernel"),
+            BenchKind::Flows => kernel_bench::run("flows"),
         },
         Command::Codegen { check: false } => crd::write(&workspace_root()),
         Command::Codegen { check: true } => crd::check(&workspace_root()),

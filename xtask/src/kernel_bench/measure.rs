@@ -260,15 +260,17 @@ impl Prepared {
 
 /// The benchmark's own bpffs pin root for one size, removed (links detached, maps unpinned)
 /// on drop, errors included.
-struct Pins(PinLayout);
+pub struct Pins(pub PinLayout);
 
 impl Pins {
     fn new(scale: &Scale) -> Pins {
+        Pins::named(&format!("{}-{}", scale.rules, scale.prefixes))
+    }
+
+    pub fn named(name: &str) -> Pins {
         Pins(PinLayout::new(format!(
-            "/sys/fs/bpf/zwbench{}-{}-{}",
-            std::process::id(),
-            scale.rules,
-            scale.prefixes
+            "/sys/fs/bpf/zwbench{}-{name}",
+            std::process::id()
         )))
     }
 }

@@ -6,6 +6,8 @@
 //! xtask with the `kernel-bench` feature; plain `cargo xtask` starts that build.
 
 #[cfg(feature = "kernel-bench")]
+mod flows;
+#[cfg(feature = "kernel-bench")]
 mod generate;
 #[cfg(feature = "kernel-bench")]
 mod measure;
@@ -14,12 +16,15 @@ pub mod test_run;
 mod traffic;
 
 #[cfg(feature = "kernel-bench")]
-pub fn run() -> anyhow::Result<()> {
-    measure::run()
+pub fn run(which: &str) -> anyhow::Result<()> {
+    match which {
+        "flows" => flows::run(),
+        _ => measure::run(),
+    }
 }
 
 #[cfg(not(feature = "kernel-bench"))]
-pub fn run() -> anyhow::Result<()> {
+pub fn run(which: &str) -> anyhow::Result<()> {
     crate::run_command(
         std::process::Command::new("cargo")
             .current_dir(crate::workspace_root())
@@ -33,7 +38,7 @@ pub fn run() -> anyhow::Result<()> {
                 "kernel-bench",
                 "--",
                 "bench",
-                "kernel",
+                which,
             ]),
     )
 }
