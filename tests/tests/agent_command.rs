@@ -13,6 +13,38 @@ use zonewall_integration_tests::{
     privileged,
 };
 
+/// Opens a connection and closes it with a RST from the client (SO_LINGER 0).
+fn reset_connection(from: &Host, to: &Host, port: u16) {
+    use std::os::fd::AsRawFd as _;
+    let destination = std::net::SocketAddr::new(to.ip(false), port);
+    let listener = zonewall_integration_tests::in_netns(&to.netns, || {
+        std::net::TcpListener::bind(destination)
+    })
+    .expect("listen");
+    let stream = zonewall_integration_tests::in_netns(&from.netns, || {
+        std::net::TcpStream::connect_timeout(&destination, Duration::from_secs(1))
+    })
+    .expect("connect");
+    let _accepted = listener.accept().expect("accept");
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt with a valid linger struct on an open socket.
+    let result = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            std::ptr::from_ref(&linger).cast(),
+            size_of::<libc::linger>() as u32,
+        )
+    };
+    assert_eq!(result, 0, "SO_LINGER");
+    drop(stream);
+    std::thread::sleep(Duration::from_millis(100));
+}
+
 fn host(pod: &zonewall_integration_tests::Pod) -> Host {
     Host {
         netns: pod.netns.clone(),
@@ -64,6 +96,7 @@ fn agent_command_enforces_and_reports_flows_until_stopped() {
             tcp_talks(&web, &app, false, 8080),
             "dmz -> trusted tcp/8080"
         );
+        reset_connection(&web, &app, 8080);
         assert_eq!(
             tcp_connect(&web, &app, false, 8081, Duration::from_millis(400)),
             Connect::TimedOut
@@ -134,5 +167,11 @@ fn agent_command_enforces_and_reports_flows_until_stopped() {
             .iter()
             .any(|r| class(r) == "deny" && number(r, &["destination", "port"]) == 8081),
         "the denied tcp/8081 attempt is reported: {written}"
+    );
+    assert!(
+        records
+            .iter()
+            .any(|r| class(r) == "end" && text(r, &["event", "reason"]) == "tcp-rst-from-client"),
+        "the connection the client reset ends with reason tcp-rst-from-client: {written}"
     );
 }
