@@ -13,7 +13,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use kube::CustomResourceExt as _;
 use tokio_util::sync::CancellationToken;
 use zonewall::{
-    datapath::{Datapath, PinLayout},
+    datapath::{Capacities, Datapath, PinLayout},
     explain::{ExplainRequest, PolicySource, Zones, explain},
     firewall::panos::{self, Limits, PanosError, ResolveOptions},
     flows::{
@@ -121,6 +121,16 @@ struct AgentArgs {
     /// enforcement keeps running after the agent exits, until an agent takes over again.
     #[arg(long, env = "ZONEWALL_CLEANUP_ON_EXIT")]
     cleanup_on_exit: bool,
+    /// Entries of each identity table (IPv4 and IPv6, each of two slots). Sizes apply when
+    /// the maps are created; pinned maps keep theirs (`--cleanup` to recreate).
+    #[arg(long, env = "ZONEWALL_MAP_IDENTITY_ENTRIES", value_name = "N", default_value_t = Capacities::default().identity)]
+    map_identity_entries: u32,
+    /// Entries of the policy table (each of two slots).
+    #[arg(long, env = "ZONEWALL_MAP_POLICY_ENTRIES", value_name = "N", default_value_t = Capacities::default().policy)]
+    map_policy_entries: u32,
+    /// Entries of the connection-tracking table (least recently used entries are evicted).
+    #[arg(long, env = "ZONEWALL_MAP_CONNTRACK_ENTRIES", value_name = "N", default_value_t = Capacities::default().conntrack)]
+    map_conntrack_entries: u32,
     #[command(flatten)]
     metrics: MetricsArgs,
 }
@@ -278,7 +288,15 @@ fn run_agent(args: AgentArgs) -> ExitCode {
         Ok(runtime) => runtime,
         Err(e) => return fail(1, &format!("cannot start the async runtime: {e}")),
     };
-    let mut datapath = match Datapath::load(&layout) {
+    let capacities = Capacities {
+        identity: args.map_identity_entries,
+        policy: args.map_policy_entries,
+        conntrack: args.map_conntrack_entries,
+    };
+    if let Err(problem) = capacities.validate() {
+        return fail(2, &problem);
+    }
+    let mut datapath = match Datapath::load_with(&layout, &capacities) {
         Ok(datapath) => datapath,
         Err(e) => return fail(1, &e.to_string()),
     };

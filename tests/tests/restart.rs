@@ -534,3 +534,71 @@ fn sigterm_leaves_enforcement_running_and_cleanup_removes_everything() {
     assert!(again.status.success(), "--cleanup is idempotent: {again:?}");
     let _ = std::fs::remove_file(&inventory);
 }
+
+#[test]
+fn a_policy_that_does_not_fit_leaves_the_previous_one_live() {
+    if !privileged("a_policy_that_does_not_fit_leaves_the_previous_one_live") {
+        return;
+    }
+    let binary = zonewall_binary();
+    let (topology, inventory) = prepared_node(&PODS);
+    let (web, app) = (host(&topology, 0), host(&topology, 1));
+    let config = std::env::temp_dir().join(format!("{}-zones.xml", topology.node));
+    std::fs::copy(zones_fixture(), &config).expect("copy the fixture");
+    // A policy table exactly as large as the fixture needs.
+    let needed = {
+        let inventory = zonewall::inventory::Inventory::load_file(&inventory).expect("inventory");
+        let input = zonewall::node::PolicyInput::Panos {
+            config: config.clone(),
+            device_group: None,
+            mode: Mode::Enforce,
+        };
+        let policies = zonewall::node::load_policies(&input).expect("policies");
+        zonewall::node::compile(&inventory, &policies)
+            .expect("compile")
+            .policy
+            .len()
+    };
+    let mut args = agent_args(&config);
+    args.extend(["--map-policy-entries".to_owned(), needed.to_string()]);
+    let agent = Agent::start(
+        &binary,
+        &topology.node,
+        &topology.pin_root,
+        &inventory,
+        &args,
+    );
+    // More services: more policy entries than the table holds.
+    std::fs::write(
+        &config,
+        fixture_with_udp_ports("5353,5360-5399,6000,7000,9000"),
+    )
+    .expect("write");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut reported = None;
+    while reported.is_none() && Instant::now() < deadline {
+        if let Ok(zonewall_integration_tests::agent::Output::Stderr(line)) =
+            agent.output.recv_timeout(Duration::from_millis(100))
+            && line.contains("not applied")
+        {
+            reported = Some(line);
+        }
+    }
+    let still_live = (
+        tcp_connect(&web, &app, false, 8080, Duration::from_secs(1)),
+        zonewall_integration_tests::enforced::udp_delivered(&web, &app, false, 5360, 2),
+    );
+    assert!(agent.stop().success());
+    let _ = std::fs::remove_file(&config);
+    let _ = std::fs::remove_file(&inventory);
+    let line = reported.expect("the agent reports the policy that does not fit");
+    assert!(
+        line.contains("holds") && line.contains("previous policy stays live"),
+        "{line}"
+    );
+    assert_eq!(
+        still_live,
+        (Connect::Established, 0),
+        "the previous policy is enforced, the new one is not"
+    );
+}

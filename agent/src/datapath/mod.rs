@@ -183,6 +183,8 @@ pub trait Dataplane {
     /// the attempts not reported yet, and removes the entry (so the next attempt is reported
     /// at once again).
     fn sweep_denies(&mut self, now_ns: u64) -> Result<Vec<abi::FlowEvent>, DatapathError>;
+    /// The real size of map `name`, when the dataplane can tell.
+    fn map_capacity(&self, name: &'static str) -> Option<u32>;
 }
 
 /// Where the datapath pins its maps and links: `<root>/v<MAP_ABI_VERSION>/{maps,links}`. A
@@ -236,6 +238,51 @@ impl PinLayout {
     }
 }
 
+/// Map sizes (entries) chosen at load. A map already pinned keeps the size it was created
+/// with (the kernel cannot resize a map); the agent reads the real sizes back and checks
+/// every table against them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capacities {
+    /// Each identity trie (IPv4 and IPv6), per slot.
+    pub identity: u32,
+    /// The policy trie, per slot.
+    pub policy: u32,
+    pub conntrack: u32,
+}
+
+impl Default for Capacities {
+    fn default() -> Self {
+        Capacities {
+            identity: abi::capacity::IDENTITY_V4,
+            policy: abi::capacity::POLICY,
+            conntrack: abi::capacity::CONNTRACK,
+        }
+    }
+}
+
+impl Capacities {
+    /// The largest size accepted for any map (the kernel's tries and hashes allocate per
+    /// entry, but an absurd value is a typo).
+    pub const MAX: u32 = 1 << 26;
+
+    /// Refuses zero and absurd sizes, naming the setting.
+    pub fn validate(&self) -> Result<(), String> {
+        for (setting, value) in [
+            ("--map-identity-entries", self.identity),
+            ("--map-policy-entries", self.policy),
+            ("--map-conntrack-entries", self.conntrack),
+        ] {
+            if value == 0 || value > Self::MAX {
+                return Err(format!(
+                    "{setting} {value} is out of range: give 1 to {}",
+                    Self::MAX
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// How long a packet may still be reading the tables of the generation before the live one.
 /// Programs run to completion within microseconds in softirq context; the margin is wide.
 const GRACE: Duration = Duration::from_millis(10);
@@ -257,6 +304,11 @@ impl Datapath {
     /// attach. Nothing attached changes here. On a fresh layout the programs drop every IP
     /// packet until the first [`Dataplane::apply`] (fail closed).
     pub fn load(layout: &PinLayout) -> Result<Self, DatapathError> {
+        Self::load_with(layout, &Capacities::default())
+    }
+
+    /// [`Datapath::load`] with chosen map sizes (for maps not pinned yet).
+    pub fn load_with(layout: &PinLayout, capacities: &Capacities) -> Result<Self, DatapathError> {
         let maps = layout.maps();
         for dir in [&maps, &layout.links()] {
             std::fs::create_dir_all(dir).map_err(|source| DatapathError::Pin {
@@ -265,8 +317,19 @@ impl Datapath {
                 source,
             })?;
         }
-        let ebpf = EbpfLoader::new()
-            .default_map_pin_directory(&maps)
+        let mut loader = EbpfLoader::new();
+        loader.default_map_pin_directory(&maps);
+        for name in map_names::IDENTITY_V4_SLOTS
+            .iter()
+            .chain(&map_names::IDENTITY_V6_SLOTS)
+        {
+            loader.map_max_entries(name, capacities.identity);
+        }
+        for name in &map_names::POLICY_SLOTS {
+            loader.map_max_entries(name, capacities.policy);
+        }
+        loader.map_max_entries(map_names::CONNTRACK, capacities.conntrack);
+        let ebpf = loader
             .load(EBPF_OBJECT)
             .map_err(|source| DatapathError::Load {
                 source: Box::new(source),
@@ -288,6 +351,24 @@ impl Datapath {
         }
         datapath.generation = datapath.config()?.generation;
         Ok(datapath)
+    }
+
+    /// The real size of map `name` (a pinned map keeps the size it was created with).
+    pub fn capacity(&self, name: &'static str) -> Result<u32, DatapathError> {
+        use aya::maps::Map;
+        let data = match self.map(name)? {
+            Map::LpmTrie(data) | Map::HashMap(data) | Map::LruHashMap(data) => data,
+            _ => {
+                return Err(DatapathError::Missing {
+                    kind: "hash or LPM trie map",
+                    name,
+                });
+            }
+        };
+        Ok(data
+            .info()
+            .map_err(|e| map_error("read the size of", name, e))?
+            .max_entries())
     }
 
     /// The live policy generation (0: none yet).
@@ -757,26 +838,21 @@ impl Dataplane for Datapath {
     }
 
     fn apply(&mut self, desired: &DesiredTables) -> Result<ApplyReport, DatapathError> {
-        // Capacities first: a table that does not fit is refused before anything is written.
-        check_capacity(
-            map_names::IDENTITY_V4,
-            desired.identity_v4.len(),
-            abi::capacity::IDENTITY_V4,
-        )?;
-        check_capacity(
-            map_names::IDENTITY_V6,
-            desired.identity_v6.len(),
-            abi::capacity::IDENTITY_V6,
-        )?;
-        check_capacity(
-            map_names::POLICY,
-            desired.policy.len(),
-            abi::capacity::POLICY,
-        )?;
+        // Capacities first: a table that does not fit is refused before anything is written,
+        // and the live generation stays as it is.
+        for (slots, needed) in [
+            (map_names::IDENTITY_V4_SLOTS, desired.identity_v4.len()),
+            (map_names::IDENTITY_V6_SLOTS, desired.identity_v6.len()),
+            (map_names::POLICY_SLOTS, desired.policy.len()),
+        ] {
+            for name in slots {
+                check_capacity(name, needed, self.capacity(name)?)?;
+            }
+        }
         check_capacity(
             map_names::ENDPOINTS,
             desired.endpoints.len(),
-            abi::capacity::ENDPOINTS,
+            self.capacity(map_names::ENDPOINTS)?,
         )?;
         if let Some(max) = desired.max_rule_id
             && max >= abi::capacity::RULES
@@ -841,6 +917,10 @@ impl Dataplane for Datapath {
             *slot = per_cpu.iter().sum();
         }
         Ok(counters)
+    }
+
+    fn map_capacity(&self, name: &'static str) -> Option<u32> {
+        self.capacity(name).ok()
     }
 
     fn sweep_conntrack(&mut self, now_ns: u64) -> Result<Vec<abi::FlowEvent>, DatapathError> {

@@ -263,25 +263,27 @@ impl Telemetry {
             Err(e) => tracing::warn!("cannot read the rule statistics: {e}"),
         }
         let sizes = compiled.sizes();
-        for (map, entries, capacity) in [
+        for (map, slot, entries) in [
             (
                 abi::map_names::IDENTITY_V4,
+                abi::map_names::IDENTITY_V4_SLOTS[0],
                 sizes.identity_entries_v4,
-                abi::capacity::IDENTITY_V4,
             ),
             (
                 abi::map_names::IDENTITY_V6,
+                abi::map_names::IDENTITY_V6_SLOTS[0],
                 sizes.identity_entries_v6,
-                abi::capacity::IDENTITY_V6,
             ),
             (
                 abi::map_names::POLICY,
+                abi::map_names::POLICY_SLOTS[0],
                 sizes.policy_entries,
-                abi::capacity::POLICY,
             ),
         ] {
-            self.metrics
-                .set_map_usage(map, entries as u64, u64::from(capacity));
+            if let Some(capacity) = dataplane.map_capacity(slot) {
+                self.metrics
+                    .set_map_usage(map, entries as u64, u64::from(capacity));
+            }
         }
     }
 }
