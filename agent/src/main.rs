@@ -217,14 +217,31 @@ fn protocol(text: &str) -> Result<u8, String> {
     })
 }
 
+/// `ZONEWALL_LOG_FORMAT`: `json` (one object per line, for log collectors in a cluster) or
+/// `text` (the default for a terminal).
+fn init_logging() -> Result<(), String> {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ZONEWALL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match std::env::var("ZONEWALL_LOG_FORMAT").as_deref() {
+        Ok("json") => builder.json().init(),
+        Ok("text") | Err(_) => builder.init(),
+        Ok(other) => {
+            builder.init();
+            return Err(format!(
+                "ZONEWALL_LOG_FORMAT={other} is not a log format: use json or text"
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("ZONEWALL_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    if let Err(problem) = init_logging() {
+        return fail(2, &problem);
+    }
     match Cli::parse().command {
         Command::Explain(args) => run_explain(args),
         Command::Translate(args) => run_translate(args),
@@ -281,6 +298,22 @@ fn run_agent(args: AgentArgs) -> ExitCode {
         }
     }
     let node_name = args.node_name.unwrap_or_else(host_name);
+    // The effective configuration, once (sink options may name files, never secrets: the
+    // descriptions exclude the query string).
+    tracing::info!(
+        mode = "standalone",
+        inventory = %inventory.display(),
+        policy = ?input,
+        node = %node_name,
+        bpffs_root = %layout.root.display(),
+        metrics_addr = %args.metrics.metrics_addr,
+        sinks = ?sink_configs.iter().map(|c| format!("{}+{}", c.format, c.transport.name())).collect::<Vec<_>>(),
+        map_identity_entries = args.map_identity_entries,
+        map_policy_entries = args.map_policy_entries,
+        map_conntrack_entries = args.map_conntrack_entries,
+        cleanup_on_exit = args.cleanup_on_exit,
+        "zonewall agent starting"
+    );
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -602,3 +602,69 @@ fn a_policy_that_does_not_fit_leaves_the_previous_one_live() {
         "the previous policy is enforced, the new one is not"
     );
 }
+
+#[test]
+fn a_policy_edit_is_live_within_a_second_and_a_broken_file_changes_nothing() {
+    if !privileged("a_policy_edit_is_live_within_a_second_and_a_broken_file_changes_nothing") {
+        return;
+    }
+    let binary = zonewall_binary();
+    let (topology, inventory) = prepared_node(&PODS);
+    let (web, app) = (host(&topology, 0), host(&topology, 1));
+    let config = std::env::temp_dir().join(format!("{}-zones.xml", topology.node));
+    std::fs::copy(zones_fixture(), &config).expect("copy the fixture");
+    let agent = Agent::start(
+        &binary,
+        &topology.node,
+        &topology.pin_root,
+        &inventory,
+        &agent_args(&config),
+    );
+    let original = std::fs::read_to_string(&config).expect("read");
+    let edited = original.replace(
+        "<tcp><port>8080</port></tcp>",
+        "<tcp><port>8090</port></tcp>",
+    );
+    // Written to a temporary name and renamed, as an editor or a sync would.
+    let temporary = config.with_extension("tmp");
+    std::fs::write(&temporary, &edited).expect("write");
+    std::fs::rename(&temporary, &config).expect("rename");
+    let edited_at = Instant::now();
+    let mut live_after = None;
+    while edited_at.elapsed() < Duration::from_secs(3) {
+        if tcp_connect(&web, &app, false, 8090, Duration::from_millis(50)) == Connect::Established {
+            live_after = Some(edited_at.elapsed());
+            break;
+        }
+    }
+    // A truncated file: reported, and the edited policy stays.
+    std::fs::write(&temporary, &edited[..edited.len() / 2]).expect("write");
+    std::fs::rename(&temporary, &config).expect("rename");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut reported = None;
+    while reported.is_none() && Instant::now() < deadline {
+        if let Ok(zonewall_integration_tests::agent::Output::Stderr(line)) =
+            agent.output.recv_timeout(Duration::from_millis(100))
+            && line.contains("not applied")
+        {
+            reported = Some(line);
+        }
+    }
+    let after_broken = tcp_connect(&web, &app, false, 8090, Duration::from_secs(1));
+    assert!(agent.stop().success());
+    let _ = std::fs::remove_file(&config);
+    let _ = std::fs::remove_file(&inventory);
+    let live_after = live_after.expect("the edited policy went live");
+    eprintln!("policy edit live after {live_after:?}");
+    assert!(live_after < Duration::from_secs(1), "{live_after:?}");
+    let line = reported.expect("the broken file is reported");
+    assert!(
+        line.contains(&config.display().to_string()),
+        "names the file: {line}"
+    );
+    assert_eq!(
+        after_broken,
+        Connect::Established,
+        "the last good policy stays"
+    );
+}
