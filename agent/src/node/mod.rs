@@ -225,9 +225,14 @@ pub fn apply(
     // The tables go in before the programs attach: an interface never runs without the
     // policy it needs (the programs drop everything until the first apply).
     let report = dataplane.apply(&DesiredTables::new(&snapshot.compiled, &local, events))?;
+    let attached_any = !to_attach.is_empty();
     for interface in to_attach {
         let ifindex = dataplane.attach(&interface)?;
         attached.insert(interface, ifindex);
+    }
+    if attached_any {
+        // Interfaces taken over from another layout version leave its pins unused.
+        dataplane.retire_old_layouts()?;
     }
     Ok(report)
 }
