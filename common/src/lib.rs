@@ -477,6 +477,48 @@ pub struct FlowEvent {
 }
 const _: () = assert!(size_of::<FlowEvent>() == 120);
 
+impl FlowEvent {
+    /// The end event of a tracked flow, from its conntrack entry: source and destination are
+    /// the initiator and the responder. `reason` is an `END_REASON_*` (0: idle, found by
+    /// userspace). The kernel and userspace build end events only here.
+    #[inline(always)]
+    pub fn flow_end(key: &CtKey, entry: &CtValue, timestamp_ns: u64, reason: u8) -> FlowEvent {
+        let initiator_a = entry.flags & CT_INITIATOR_A != 0;
+        let (src, sport, dst, dport) = if initiator_a {
+            (key.addr_a_be, key.port_a_be, key.addr_b_be, key.port_b_be)
+        } else {
+            (key.addr_b_be, key.port_b_be, key.addr_a_be, key.port_a_be)
+        };
+        FlowEvent {
+            timestamp_ns,
+            created_ns: entry.created_ns,
+            packets_forward: entry.packets_forward,
+            bytes_forward: entry.bytes_forward,
+            packets_reverse: entry.packets_reverse,
+            bytes_reverse: entry.bytes_reverse,
+            src_addr_be: src,
+            dst_addr_be: dst,
+            src_port_be: sport,
+            dst_port_be: dport,
+            rule_id: entry.egress_rule_id,
+            other_rule_id: entry.ingress_rule_id,
+            audit_rule_id: entry.audit_rule_id,
+            src_zone: entry.initiator_zone,
+            dst_zone: entry.responder_zone,
+            ifindex: entry.ifindex,
+            count: 1,
+            kind: EVENT_FLOW_END,
+            family: key.family,
+            protocol: key.protocol,
+            action: ACTION_ALLOW,
+            reason,
+            direction: entry.observed,
+            policy_flags: entry.policy_flags,
+            _pad: 0,
+        }
+    }
+}
+
 /// Key of `ZW_DENIES`: one kind of denied attempt.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]

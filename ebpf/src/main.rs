@@ -32,10 +32,10 @@ use policy::FlowVerdict;
 use zonewall_common::{
     ACTION_ALLOW, ACTION_RESET_BOTH, ACTION_RESET_CLIENT, CONFIG_FLAG_EVENTS, CT_END_REPORTED,
     CT_INITIATOR_A, CT_RST, CT_RST_FROM_RESPONDER, Config, CtKey, CtValue, DenyKey, DenyValue,
-    END_REASON_FIN, END_REASON_RST, END_REASON_RST_RESPONDER, EVENT_DENY, EVENT_FLOW_END,
-    EVENT_FLOW_START, EndpointKey, EndpointValue, FlowEvent, MARK_OWN_RESET,
-    OBSERVED_FROM_WORKLOAD, OBSERVED_TO_WORKLOAD, POLICY_FLAG_LOG_END, POLICY_FLAG_LOG_START,
-    POLICY_FLAG_WOULD_DENY, RuleStats, capacity, counter, timeout,
+    END_REASON_FIN, END_REASON_RST, END_REASON_RST_RESPONDER, EVENT_DENY, EVENT_FLOW_START,
+    EndpointKey, EndpointValue, FlowEvent, MARK_OWN_RESET, OBSERVED_FROM_WORKLOAD,
+    OBSERVED_TO_WORKLOAD, POLICY_FLAG_LOG_END, POLICY_FLAG_LOG_START, POLICY_FLAG_WOULD_DENY,
+    RuleStats, capacity, counter, timeout,
 };
 
 /// Pass the packet on: with tcx this is "next" (the CNI's own programs still run), with
@@ -394,45 +394,14 @@ fn report_end(key: &CtKey, entry: &CtValue, now: u64) {
     // SAFETY: per-CPU slot owned by this CPU while the program runs; only `event` is
     // written, which no caller holds.
     let event = unsafe { &mut (*s).event };
-    let initiator_a = entry.flags & CT_INITIATOR_A != 0;
-    let (src, sport, dst, dport) = if initiator_a {
-        (key.addr_a_be, key.port_a_be, key.addr_b_be, key.port_b_be)
+    let reason = if entry.flags & CT_RST_FROM_RESPONDER != 0 {
+        END_REASON_RST_RESPONDER
+    } else if entry.flags & CT_RST != 0 {
+        END_REASON_RST
     } else {
-        (key.addr_b_be, key.port_b_be, key.addr_a_be, key.port_a_be)
+        END_REASON_FIN
     };
-    *event = FlowEvent {
-        timestamp_ns: now,
-        created_ns: entry.created_ns,
-        packets_forward: entry.packets_forward,
-        bytes_forward: entry.bytes_forward,
-        packets_reverse: entry.packets_reverse,
-        bytes_reverse: entry.bytes_reverse,
-        src_addr_be: src,
-        dst_addr_be: dst,
-        src_port_be: sport,
-        dst_port_be: dport,
-        rule_id: entry.egress_rule_id,
-        other_rule_id: entry.ingress_rule_id,
-        audit_rule_id: entry.audit_rule_id,
-        src_zone: entry.initiator_zone,
-        dst_zone: entry.responder_zone,
-        ifindex: entry.ifindex,
-        count: 1,
-        kind: EVENT_FLOW_END,
-        family: key.family,
-        protocol: key.protocol,
-        action: ACTION_ALLOW,
-        reason: if entry.flags & CT_RST_FROM_RESPONDER != 0 {
-            END_REASON_RST_RESPONDER
-        } else if entry.flags & CT_RST != 0 {
-            END_REASON_RST
-        } else {
-            END_REASON_FIN
-        },
-        direction: entry.observed,
-        policy_flags: entry.policy_flags,
-        ..FlowEvent::default()
-    };
+    *event = FlowEvent::flow_end(key, entry, now, reason);
     emit(event);
 }
 

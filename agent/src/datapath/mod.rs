@@ -552,6 +552,30 @@ impl Datapath {
         })
     }
 
+    /// Removes and returns the entries of hash map `name` that `take` selects.
+    fn take_where<K: aya::Pod, V: aya::Pod>(
+        &mut self,
+        name: &'static str,
+        take: impl Fn(&K, &V) -> bool,
+    ) -> Result<Vec<(K, V)>, DatapathError> {
+        let mut map: HashMap<&mut MapData, K, V> =
+            HashMap::try_from(self.map_mut(name)?).map_err(|e| map_error("open", name, e))?;
+        let mut taken = Vec::new();
+        for entry in map.iter() {
+            let (key, value) = entry.map_err(|e| map_error("iterate", name, e))?;
+            if take(&key, &value) {
+                taken.push((key, value));
+            }
+        }
+        for (key, _) in &taken {
+            match map.remove(key) {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(map_error("remove", name, e)),
+            }
+        }
+        Ok(taken)
+    }
+
     /// The policy tables of one slot.
     fn read_slot(&self, slot: usize) -> Result<SlotTables, DatapathError> {
         Ok(SlotTables {
@@ -952,54 +976,35 @@ impl Dataplane for Datapath {
     }
 
     fn sweep_conntrack(&mut self, now_ns: u64) -> Result<Vec<abi::FlowEvent>, DatapathError> {
-        let name = map_names::CONNTRACK;
-        let mut map: HashMap<&mut MapData, abi::CtKey, abi::CtValue> =
-            HashMap::try_from(self.map_mut(name)?).map_err(|e| map_error("open", name, e))?;
-        let mut expired = Vec::new();
-        for entry in map.iter() {
-            let (key, value) = entry.map_err(|e| map_error("iterate", name, e))?;
-            let timeout = abi::idle_timeout_ns(key.protocol, value.flags);
-            if now_ns.saturating_sub(value.last_seen_ns) > timeout {
-                expired.push((key, value));
-            }
-        }
-        let mut events = Vec::new();
-        for (key, value) in expired {
-            match map.remove(&key) {
-                Ok(()) | Err(MapError::KeyNotFound) => {}
-                Err(e) => return Err(map_error("remove", name, e)),
-            }
-            if value.flags & abi::CT_END_REPORTED == 0
-                && value.policy_flags & abi::POLICY_FLAG_LOG_END != 0
-            {
-                events.push(crate::flows::events::idle_end_event(&key, &value, now_ns));
-            }
-        }
-        Ok(events)
+        let expired = self.take_where(
+            map_names::CONNTRACK,
+            |key: &abi::CtKey, value: &abi::CtValue| {
+                now_ns.saturating_sub(value.last_seen_ns)
+                    > abi::idle_timeout_ns(key.protocol, value.flags)
+            },
+        )?;
+        Ok(expired
+            .iter()
+            .filter(|(_, value)| {
+                value.flags & abi::CT_END_REPORTED == 0
+                    && value.policy_flags & abi::POLICY_FLAG_LOG_END != 0
+            })
+            .map(|(key, value)| crate::flows::events::idle_end_event(key, value, now_ns))
+            .collect())
     }
 
     fn sweep_denies(&mut self, now_ns: u64) -> Result<Vec<abi::FlowEvent>, DatapathError> {
-        let name = map_names::DENIES;
-        let mut map: HashMap<&mut MapData, abi::DenyKey, abi::DenyValue> =
-            HashMap::try_from(self.map_mut(name)?).map_err(|e| map_error("open", name, e))?;
-        let mut closed = Vec::new();
-        for entry in map.iter() {
-            let (key, value) = entry.map_err(|e| map_error("iterate", name, e))?;
-            if now_ns.saturating_sub(value.window_start_ns) >= abi::timeout::DENY_WINDOW_NS {
-                closed.push((key, value));
-            }
-        }
-        let mut events = Vec::new();
-        for (key, value) in closed {
-            match map.remove(&key) {
-                Ok(()) | Err(MapError::KeyNotFound) => {}
-                Err(e) => return Err(map_error("remove", name, e)),
-            }
-            if value.unreported > 0 {
-                events.push(crate::flows::events::deny_rest_event(&key, &value, now_ns));
-            }
-        }
-        Ok(events)
+        let closed = self.take_where(
+            map_names::DENIES,
+            |_: &abi::DenyKey, value: &abi::DenyValue| {
+                now_ns.saturating_sub(value.window_start_ns) >= abi::timeout::DENY_WINDOW_NS
+            },
+        )?;
+        Ok(closed
+            .iter()
+            .filter(|(_, value)| value.unreported > 0)
+            .map(|(key, value)| crate::flows::events::deny_rest_event(key, value, now_ns))
+            .collect())
     }
 
     fn rule_stats(&self) -> Result<BTreeMap<u32, RuleStats>, DatapathError> {

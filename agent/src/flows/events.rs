@@ -268,45 +268,13 @@ impl Enricher {
     }
 }
 
-/// The end event of a conntrack entry that went idle (userspace finds those by sweeping).
+/// The end event of a conntrack entry that went idle (userspace finds those by sweeping),
+/// timed at the end of its idle timeout.
 pub fn idle_end_event(key: &abi::CtKey, entry: &abi::CtValue, now_ns: u64) -> FlowEvent {
-    let initiator_a = entry.flags & abi::CT_INITIATOR_A != 0;
-    let (src, sport, dst, dport) = if initiator_a {
-        (key.addr_a_be, key.port_a_be, key.addr_b_be, key.port_b_be)
-    } else {
-        (key.addr_b_be, key.port_b_be, key.addr_a_be, key.port_a_be)
-    };
-    FlowEvent {
-        timestamp_ns: now_ns.min(
-            entry
-                .last_seen_ns
-                .saturating_add(abi::idle_timeout_ns(key.protocol, entry.flags)),
-        ),
-        created_ns: entry.created_ns,
-        packets_forward: entry.packets_forward,
-        bytes_forward: entry.bytes_forward,
-        packets_reverse: entry.packets_reverse,
-        bytes_reverse: entry.bytes_reverse,
-        src_addr_be: src,
-        dst_addr_be: dst,
-        src_port_be: sport,
-        dst_port_be: dport,
-        rule_id: entry.egress_rule_id,
-        other_rule_id: entry.ingress_rule_id,
-        audit_rule_id: entry.audit_rule_id,
-        src_zone: entry.initiator_zone,
-        dst_zone: entry.responder_zone,
-        ifindex: entry.ifindex,
-        count: 1,
-        kind: abi::EVENT_FLOW_END,
-        family: key.family,
-        protocol: key.protocol,
-        action: abi::ACTION_ALLOW,
-        reason: 0,
-        direction: entry.observed,
-        policy_flags: entry.policy_flags,
-        _pad: 0,
-    }
+    let idle_end = entry
+        .last_seen_ns
+        .saturating_add(abi::idle_timeout_ns(key.protocol, entry.flags));
+    FlowEvent::flow_end(key, entry, now_ns.min(idle_end), 0)
 }
 
 /// The deny event for the attempts of an aggregation window the kernel did not report yet.
