@@ -131,6 +131,20 @@ impl Agent {
         );
     }
 
+    /// The first line of the agent's log (after start) that contains `text`, waiting up to
+    /// `limit`.
+    pub fn wait_for_log(&self, text: &str, limit: Duration) -> Option<String> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Output::Stderr(line)) = self.output.recv_timeout(Duration::from_millis(100))
+                && line.contains(text)
+            {
+                return Some(line);
+            }
+        }
+        None
+    }
+
     /// SIGKILL, and waits for the exit: the agent gets no chance to clean up.
     pub fn kill(mut self) {
         let _ = self.child.kill();

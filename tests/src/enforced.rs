@@ -262,7 +262,7 @@ impl Drop for Enforced {
 /// A TCP connection attempt from `from` to `to:port` (a listener is started there).
 pub fn tcp_connect(from: &Host, to: &Host, v6: bool, port: u16, timeout: Duration) -> Connect {
     let destination = SocketAddr::new(to.ip(v6), port);
-    let _listener = in_netns(&to.netns, || TcpListener::bind(destination)).expect("listen");
+    let _listener = listen(&to.netns, destination);
     in_netns(&from.netns, || {
         let started = Instant::now();
         match TcpStream::connect_timeout(&destination, timeout) {
@@ -278,10 +278,25 @@ pub fn tcp_connect(from: &Host, to: &Host, v6: bool, port: u16, timeout: Duratio
     })
 }
 
+/// A listener on `address` in `netns`. A port a previous probe just used can stay taken for
+/// a moment (a connection the closed listener had not accepted yet): retry for up to 2 s.
+pub fn listen(netns: &str, address: SocketAddr) -> TcpListener {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        match in_netns(netns, || TcpListener::bind(address)) {
+            Ok(listener) => return listener,
+            Err(e) if e.kind() == ErrorKind::AddrInUse && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("listen on {address}: {e}"),
+        }
+    }
+}
+
 /// Whether a TCP connection is established and carries data both ways.
 pub fn tcp_talks(from: &Host, to: &Host, v6: bool, port: u16) -> bool {
     let destination = SocketAddr::new(to.ip(v6), port);
-    let listener = in_netns(&to.netns, || TcpListener::bind(destination)).expect("listen");
+    let listener = listen(&to.netns, destination);
     let server = std::thread::spawn(move || {
         let (mut stream, _) = listener.accept().ok()?;
         let mut buffer = [0u8; 5];

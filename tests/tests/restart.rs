@@ -211,6 +211,78 @@ fn sigkill(agent: Agent) {
     agent.kill();
 }
 
+/// A node for the agent binary: the pods of `PODS`, their inventory, and a copy of the
+/// firewall fixture the test may edit. Files are removed on drop.
+struct Bed {
+    binary: PathBuf,
+    topology: Topology,
+    inventory: PathBuf,
+    config: PathBuf,
+    web: Host,
+    app: Host,
+}
+
+impl Bed {
+    fn new() -> Bed {
+        let binary = zonewall_binary();
+        let (topology, inventory) = prepared_node(&PODS);
+        let config = std::env::temp_dir().join(format!("{}-zones.xml", topology.node));
+        std::fs::copy(zones_fixture(), &config).expect("copy the fixture");
+        let (web, app) = (host(&topology, 0), host(&topology, 1));
+        Bed {
+            binary,
+            topology,
+            inventory,
+            config,
+            web,
+            app,
+        }
+    }
+
+    fn args(&self, extra: &[String]) -> Vec<String> {
+        let mut args = agent_args(&self.config);
+        args.extend_from_slice(extra);
+        args
+    }
+
+    /// Starts the agent on the configuration copy and waits until its policy is live.
+    fn start(&self, extra: &[String]) -> Agent {
+        Agent::start(
+            &self.binary,
+            &self.topology.node,
+            &self.topology.pin_root,
+            &self.inventory,
+            &self.args(extra),
+        )
+    }
+
+    /// Starts the agent without waiting.
+    fn spawn(&self) -> Agent {
+        Agent::spawn(
+            &self.binary,
+            &self.topology.node,
+            &self.topology.pin_root,
+            &self.inventory,
+            &self.args(&[]),
+        )
+    }
+
+    fn edit_config(&self, edit: impl Fn(&str) -> String) {
+        let text = std::fs::read_to_string(&self.config).expect("read the configuration");
+        // Written to a temporary name and renamed, as an editor or a sync would.
+        let temporary = self.config.with_extension("tmp");
+        std::fs::write(&temporary, edit(&text)).expect("write the configuration");
+        std::fs::rename(&temporary, &self.config).expect("replace the configuration");
+    }
+}
+
+impl Drop for Bed {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.inventory);
+        let _ = std::fs::remove_file(&self.config);
+    }
+}
+
 #[test]
 fn a_thousand_policy_flips_under_traffic_never_tear_a_verdict() {
     if !privileged("a_thousand_policy_flips_under_traffic_never_tear_a_verdict") {
@@ -316,37 +388,20 @@ fn sigkilled_agents_never_open_a_gap_and_the_last_one_converges() {
     if !privileged("sigkilled_agents_never_open_a_gap_and_the_last_one_converges") {
         return;
     }
-    let binary = zonewall_binary();
-    let (topology, inventory) = prepared_node(&PODS);
-    let (web, app) = (host(&topology, 0), host(&topology, 1));
-    let args = agent_args(&zones_fixture());
-    let first = Agent::start(
-        &binary,
-        &topology.node,
-        &topology.pin_root,
-        &inventory,
-        &args,
-    );
-    let long_lived = LongLived::start(&web, &app, 8080);
-    let prober = DeniedProber::start(&web, &app, 8081);
+    let bed = Bed::new();
+    let mut agent = bed.start(&[]);
+    let long_lived = LongLived::start(&bed.web, &bed.app, 8080);
+    let prober = DeniedProber::start(&bed.web, &bed.app, 8081);
     let mut random = Random::seeded();
-    let mut agent = first;
     for _ in 0..50 {
         sigkill(agent);
-        agent = Agent::spawn(
-            &binary,
-            &topology.node,
-            &topology.pin_root,
-            &inventory,
-            &args,
-        );
+        agent = bed.spawn();
         // Somewhere in load, attach, map writes or the first sweep.
         std::thread::sleep(Duration::from_millis(random.below(400)));
     }
     agent.wait_live();
     let (exchanges, failures) = long_lived.finish();
     let (attempts, passed) = prober.finish();
-    let _ = std::fs::remove_file(&inventory);
     eprintln!(
         "{exchanges} echoes, {failures} failures; {attempts} denied attempts, {passed} passed"
     );
@@ -359,11 +414,11 @@ fn sigkilled_agents_never_open_a_gap_and_the_last_one_converges() {
     assert!(attempts > 20);
     // The last agent enforces the policy.
     assert_eq!(
-        tcp_connect(&web, &app, false, 8081, Duration::from_millis(300)),
+        tcp_connect(&bed.web, &bed.app, false, 8081, Duration::from_millis(300)),
         Connect::TimedOut
     );
     assert_eq!(
-        tcp_connect(&web, &app, false, 8080, Duration::from_secs(1)),
+        tcp_connect(&bed.web, &bed.app, false, 8080, Duration::from_secs(1)),
         Connect::Established
     );
     assert!(agent.stop().success());
@@ -374,39 +429,21 @@ fn a_restart_during_a_policy_change_ends_in_the_new_policy() {
     if !privileged("a_restart_during_a_policy_change_ends_in_the_new_policy") {
         return;
     }
-    let binary = zonewall_binary();
-    let (topology, inventory) = prepared_node(&PODS);
-    let (web, app) = (host(&topology, 0), host(&topology, 1));
-    let config = std::env::temp_dir().join(format!("{}-zones.xml", topology.node));
-    std::fs::copy(zones_fixture(), &config).expect("copy the fixture");
-    let args = agent_args(&config);
-    let agent = Agent::start(
-        &binary,
-        &topology.node,
-        &topology.pin_root,
-        &inventory,
-        &args,
-    );
-    let changed = std::fs::read_to_string(&config).expect("read").replace(
-        "<tcp><port>8080</port></tcp>",
-        "<tcp><port>8090</port></tcp>",
-    );
-    std::fs::write(&config, changed).expect("write the changed configuration");
+    let bed = Bed::new();
+    let agent = bed.start(&[]);
+    bed.edit_config(|text| {
+        text.replace(
+            "<tcp><port>8080</port></tcp>",
+            "<tcp><port>8090</port></tcp>",
+        )
+    });
     sigkill(agent);
-    let agent = Agent::start(
-        &binary,
-        &topology.node,
-        &topology.pin_root,
-        &inventory,
-        &args,
-    );
+    let agent = bed.start(&[]);
     let outcome = (
-        tcp_connect(&web, &app, false, 8090, Duration::from_secs(1)),
-        tcp_connect(&web, &app, false, 8080, Duration::from_millis(300)),
+        tcp_connect(&bed.web, &bed.app, false, 8090, Duration::from_secs(1)),
+        tcp_connect(&bed.web, &bed.app, false, 8080, Duration::from_millis(300)),
     );
     assert!(agent.stop().success());
-    let _ = std::fs::remove_file(&config);
-    let _ = std::fs::remove_file(&inventory);
     assert_eq!(outcome, (Connect::Established, Connect::TimedOut));
 }
 
@@ -430,46 +467,32 @@ fn workloads_added_or_moved_while_the_agent_is_down_get_their_own_zone_verdicts(
     if !privileged("workloads_added_or_moved_while_the_agent_is_down_get_their_own_zone_verdicts") {
         return;
     }
-    let binary = zonewall_binary();
-    let (topology, inventory) = prepared_node(&PODS);
-    let (web, app, newcomer) = (host(&topology, 0), host(&topology, 1), host(&topology, 2));
-    write_inventory(&inventory, &topology, &[(0, "dmz"), (1, "trusted")]);
-    let args = agent_args(&zones_fixture());
-    let agent = Agent::start(
-        &binary,
-        &topology.node,
-        &topology.pin_root,
-        &inventory,
-        &args,
-    );
-    let long_lived = LongLived::start(&web, &app, 8080);
+    let bed = Bed::new();
+    let newcomer = host(&bed.topology, 2);
+    write_inventory(&bed.inventory, &bed.topology, &[(0, "dmz"), (1, "trusted")]);
+    let agent = bed.start(&[]);
+    let long_lived = LongLived::start(&bed.web, &bed.app, 8080);
     sigkill(agent);
     // While the agent is down: a new workload in dmz, and web moves to restricted with the
     // same address.
     write_inventory(
-        &inventory,
-        &topology,
+        &bed.inventory,
+        &bed.topology,
         &[(0, "restricted"), (1, "trusted"), (2, "dmz")],
     );
     // Unknown to the tables yet, the newcomer's address is external: not allowed into trusted.
     assert_eq!(
-        tcp_connect(&newcomer, &app, false, 8080, Duration::from_millis(300)),
+        tcp_connect(&newcomer, &bed.app, false, 8080, Duration::from_millis(300)),
         Connect::TimedOut
     );
-    let agent = Agent::start(
-        &binary,
-        &topology.node,
-        &topology.pin_root,
-        &inventory,
-        &args,
-    );
+    let agent = bed.start(&[]);
     // The newcomer is dmz now: exactly what dmz may do.
     assert_eq!(
-        tcp_connect(&newcomer, &app, false, 8080, Duration::from_secs(1)),
+        tcp_connect(&newcomer, &bed.app, false, 8080, Duration::from_secs(1)),
         Connect::Established
     );
     assert_eq!(
-        tcp_connect(&newcomer, &app, false, 22, Duration::from_millis(300)),
+        tcp_connect(&newcomer, &bed.app, false, 22, Duration::from_millis(300)),
         Connect::TimedOut
     );
     // web's tracked connection was allowed for dmz; as restricted it is not, and conntrack
@@ -478,7 +501,6 @@ fn workloads_added_or_moved_while_the_agent_is_down_get_their_own_zone_verdicts(
     let (_, failures) = long_lived.finish();
     assert_eq!(failures, 1, "the moved workload's old connection is cut");
     assert!(agent.stop().success());
-    let _ = std::fs::remove_file(&inventory);
 }
 
 #[test]
@@ -486,18 +508,10 @@ fn sigterm_leaves_enforcement_running_and_cleanup_removes_everything() {
     if !privileged("sigterm_leaves_enforcement_running_and_cleanup_removes_everything") {
         return;
     }
-    let binary = zonewall_binary();
-    let (topology, inventory) = prepared_node(&PODS);
-    let (web, app) = (host(&topology, 0), host(&topology, 1));
-    let agent = Agent::start(
-        &binary,
-        &topology.node,
-        &topology.pin_root,
-        &inventory,
-        &agent_args(&zones_fixture()),
-    );
-    assert!(agent.stop().success(), "SIGTERM is a clean exit");
-    let root: PathBuf = topology.pin_root.join("zonewall");
+    let bed = Bed::new();
+    let (web, app) = (&bed.web, &bed.app);
+    assert!(bed.start(&[]).stop().success(), "SIGTERM is a clean exit");
+    let root: PathBuf = bed.topology.pin_root.join("zonewall");
     assert!(
         root.join("v1/links")
             .read_dir()
@@ -506,33 +520,31 @@ fn sigterm_leaves_enforcement_running_and_cleanup_removes_everything() {
             >= 6
     );
     assert_eq!(
-        tcp_connect(&web, &app, false, 8081, Duration::from_millis(300)),
+        tcp_connect(web, app, false, 8081, Duration::from_millis(300)),
         Connect::TimedOut,
         "still enforced with no agent running"
     );
     assert_eq!(
-        tcp_connect(&web, &app, false, 8080, Duration::from_secs(1)),
+        tcp_connect(web, app, false, 8080, Duration::from_secs(1)),
         Connect::Established
     );
-    let output = std::process::Command::new(&binary)
-        .args(["agent", "--cleanup", "--bpffs-root"])
-        .arg(&root)
-        .output()
-        .expect("run zonewall agent --cleanup");
+    let cleanup = || {
+        std::process::Command::new(&bed.binary)
+            .args(["agent", "--cleanup", "--bpffs-root"])
+            .arg(&root)
+            .output()
+            .expect("run zonewall agent --cleanup")
+    };
+    let output = cleanup();
     assert!(output.status.success(), "{output:?}");
     assert!(!root.exists(), "pins left behind: {}", root.display());
     assert_eq!(
-        tcp_connect(&web, &app, false, 8081, Duration::from_secs(1)),
+        tcp_connect(web, app, false, 8081, Duration::from_secs(1)),
         Connect::Established,
         "after --cleanup zonewall no longer filters"
     );
-    let again = std::process::Command::new(&binary)
-        .args(["agent", "--cleanup", "--bpffs-root"])
-        .arg(&root)
-        .output()
-        .expect("run zonewall agent --cleanup again");
+    let again = cleanup();
     assert!(again.status.success(), "--cleanup is idempotent: {again:?}");
-    let _ = std::fs::remove_file(&inventory);
 }
 
 #[test]
@@ -540,16 +552,13 @@ fn a_policy_that_does_not_fit_leaves_the_previous_one_live() {
     if !privileged("a_policy_that_does_not_fit_leaves_the_previous_one_live") {
         return;
     }
-    let binary = zonewall_binary();
-    let (topology, inventory) = prepared_node(&PODS);
-    let (web, app) = (host(&topology, 0), host(&topology, 1));
-    let config = std::env::temp_dir().join(format!("{}-zones.xml", topology.node));
-    std::fs::copy(zones_fixture(), &config).expect("copy the fixture");
+    let bed = Bed::new();
     // A policy table exactly as large as the fixture needs.
     let needed = {
-        let inventory = zonewall::inventory::Inventory::load_file(&inventory).expect("inventory");
+        let inventory =
+            zonewall::inventory::Inventory::load_file(&bed.inventory).expect("inventory");
         let input = zonewall::node::PolicyInput::Panos {
-            config: config.clone(),
+            config: bed.config.clone(),
             device_group: None,
             mode: Mode::Enforce,
         };
@@ -559,38 +568,15 @@ fn a_policy_that_does_not_fit_leaves_the_previous_one_live() {
             .policy
             .len()
     };
-    let mut args = agent_args(&config);
-    args.extend(["--map-policy-entries".to_owned(), needed.to_string()]);
-    let agent = Agent::start(
-        &binary,
-        &topology.node,
-        &topology.pin_root,
-        &inventory,
-        &args,
-    );
+    let agent = bed.start(&["--map-policy-entries".to_owned(), needed.to_string()]);
     // More services: more policy entries than the table holds.
-    std::fs::write(
-        &config,
-        fixture_with_udp_ports("5353,5360-5399,6000,7000,9000"),
-    )
-    .expect("write");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let mut reported = None;
-    while reported.is_none() && Instant::now() < deadline {
-        if let Ok(zonewall_integration_tests::agent::Output::Stderr(line)) =
-            agent.output.recv_timeout(Duration::from_millis(100))
-            && line.contains("not applied")
-        {
-            reported = Some(line);
-        }
-    }
+    bed.edit_config(|_| fixture_with_udp_ports("5353,5360-5399,6000,7000,9000"));
+    let reported = agent.wait_for_log("not applied", Duration::from_secs(15));
     let still_live = (
-        tcp_connect(&web, &app, false, 8080, Duration::from_secs(1)),
-        zonewall_integration_tests::enforced::udp_delivered(&web, &app, false, 5360, 2),
+        tcp_connect(&bed.web, &bed.app, false, 8080, Duration::from_secs(1)),
+        zonewall_integration_tests::enforced::udp_delivered(&bed.web, &bed.app, false, 5360, 2),
     );
     assert!(agent.stop().success());
-    let _ = std::fs::remove_file(&config);
-    let _ = std::fs::remove_file(&inventory);
     let line = reported.expect("the agent reports the policy that does not fit");
     assert!(
         line.contains("holds") && line.contains("previous policy stays live"),
@@ -608,58 +594,32 @@ fn a_policy_edit_is_live_within_a_second_and_a_broken_file_changes_nothing() {
     if !privileged("a_policy_edit_is_live_within_a_second_and_a_broken_file_changes_nothing") {
         return;
     }
-    let binary = zonewall_binary();
-    let (topology, inventory) = prepared_node(&PODS);
-    let (web, app) = (host(&topology, 0), host(&topology, 1));
-    let config = std::env::temp_dir().join(format!("{}-zones.xml", topology.node));
-    std::fs::copy(zones_fixture(), &config).expect("copy the fixture");
-    let agent = Agent::start(
-        &binary,
-        &topology.node,
-        &topology.pin_root,
-        &inventory,
-        &agent_args(&config),
-    );
-    let original = std::fs::read_to_string(&config).expect("read");
-    let edited = original.replace(
-        "<tcp><port>8080</port></tcp>",
-        "<tcp><port>8090</port></tcp>",
-    );
-    // Written to a temporary name and renamed, as an editor or a sync would.
-    let temporary = config.with_extension("tmp");
-    std::fs::write(&temporary, &edited).expect("write");
-    std::fs::rename(&temporary, &config).expect("rename");
+    let bed = Bed::new();
+    let agent = bed.start(&[]);
+    let edit = |text: &str| {
+        text.replace(
+            "<tcp><port>8080</port></tcp>",
+            "<tcp><port>8090</port></tcp>",
+        )
+    };
+    bed.edit_config(edit);
     let edited_at = Instant::now();
-    let mut live_after = None;
-    while edited_at.elapsed() < Duration::from_secs(3) {
-        if tcp_connect(&web, &app, false, 8090, Duration::from_millis(50)) == Connect::Established {
-            live_after = Some(edited_at.elapsed());
-            break;
-        }
-    }
+    // The agent says so once the new generation is switched in.
+    let reloaded = agent.wait_for_log("policy reloaded", Duration::from_secs(10));
+    let live_after = reloaded.map(|_| edited_at.elapsed());
+    let now_allowed = tcp_connect(&bed.web, &bed.app, false, 8090, Duration::from_secs(1));
     // A truncated file: reported, and the edited policy stays.
-    std::fs::write(&temporary, &edited[..edited.len() / 2]).expect("write");
-    std::fs::rename(&temporary, &config).expect("rename");
-    let deadline = Instant::now() + Duration::from_secs(3);
-    let mut reported = None;
-    while reported.is_none() && Instant::now() < deadline {
-        if let Ok(zonewall_integration_tests::agent::Output::Stderr(line)) =
-            agent.output.recv_timeout(Duration::from_millis(100))
-            && line.contains("not applied")
-        {
-            reported = Some(line);
-        }
-    }
-    let after_broken = tcp_connect(&web, &app, false, 8090, Duration::from_secs(1));
+    bed.edit_config(|text| text[..text.len() / 2].to_owned());
+    let reported = agent.wait_for_log("not applied", Duration::from_secs(15));
+    let after_broken = tcp_connect(&bed.web, &bed.app, false, 8090, Duration::from_secs(1));
     assert!(agent.stop().success());
-    let _ = std::fs::remove_file(&config);
-    let _ = std::fs::remove_file(&inventory);
     let live_after = live_after.expect("the edited policy went live");
     eprintln!("policy edit live after {live_after:?}");
     assert!(live_after < Duration::from_secs(1), "{live_after:?}");
+    assert_eq!(now_allowed, Connect::Established, "the edit is enforced");
     let line = reported.expect("the broken file is reported");
     assert!(
-        line.contains(&config.display().to_string()),
+        line.contains(&bed.config.display().to_string()),
         "names the file: {line}"
     );
     assert_eq!(
@@ -674,39 +634,22 @@ fn a_pinned_layout_of_another_version_is_taken_over_without_a_gap() {
     if !privileged("a_pinned_layout_of_another_version_is_taken_over_without_a_gap") {
         return;
     }
-    let binary = zonewall_binary();
-    let (topology, inventory) = prepared_node(&PODS);
-    let (web, app) = (host(&topology, 0), host(&topology, 1));
-    let args = agent_args(&zones_fixture());
-    let agent = Agent::start(
-        &binary,
-        &topology.node,
-        &topology.pin_root,
-        &inventory,
-        &args,
-    );
-    assert!(agent.stop().success());
+    let bed = Bed::new();
+    assert!(bed.start(&[]).stop().success());
     // What an agent of an older layout version would have left: its pins under another
     // version directory, its programs still attached through them.
-    let root = topology.pin_root.join("zonewall");
+    let root = bed.topology.pin_root.join("zonewall");
     let current = root.join(format!("v{}", zonewall_common::MAP_ABI_VERSION));
     let older = root.join("v0");
     std::fs::rename(&current, &older).expect("move the pins to an older layout version");
-    let long_lived = LongLived::start(&web, &app, 8080);
-    let prober = DeniedProber::start(&web, &app, 8081);
+    let long_lived = LongLived::start(&bed.web, &bed.app, 8080);
+    let prober = DeniedProber::start(&bed.web, &bed.app, 8081);
     std::thread::sleep(Duration::from_millis(300));
-    let agent = Agent::start(
-        &binary,
-        &topology.node,
-        &topology.pin_root,
-        &inventory,
-        &args,
-    );
+    let agent = bed.start(&[]);
     std::thread::sleep(Duration::from_millis(500));
     let (exchanges, failures) = long_lived.finish();
     let (attempts, passed) = prober.finish();
     assert!(agent.stop().success());
-    let _ = std::fs::remove_file(&inventory);
     assert_eq!(failures, 0, "the allowed connection survived the takeover");
     assert!(exchanges > 10);
     assert_eq!(

@@ -384,6 +384,12 @@ pub async fn run_standalone(
     let events = flows.is_some();
     let mut attached = BTreeMap::new();
     let started = Instant::now();
+    let policy_path = match input {
+        PolicyInput::Panos { config, .. } => config.as_path(),
+        PolicyInput::Policies(dir) => dir.as_path(),
+    };
+    // Taken before the files are read: a change made while they are read is seen next.
+    let mut seen = fingerprint(&[inventory, policy_path]);
     let mut current = snapshot(inventory, input)?;
     telemetry.metrics.record_compile(started.elapsed());
     let applying = Instant::now();
@@ -407,11 +413,6 @@ pub async fn run_standalone(
     }
     let node_name = flows.as_ref().map(|f| f.node.clone()).unwrap_or_default();
     let mut enricher = enricher(&current, &attached, &node_name);
-    let policy_path = match input {
-        PolicyInput::Panos { config, .. } => config.as_path(),
-        PolicyInput::Policies(dir) => dir.as_path(),
-    };
-    let mut seen = fingerprint(&[inventory, policy_path]);
     tokio::pin!(stop);
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut ticks: u64 = 0;
