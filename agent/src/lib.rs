@@ -12,4 +12,5 @@ pub mod flows;
 pub mod inventory;
 pub mod model;
 pub mod policy;
+pub mod sync;
 pub mod translate;

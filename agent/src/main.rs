@@ -37,6 +37,9 @@ enum Command {
     Translate(TranslateArgs),
     /// Print the ZonePolicy CustomResourceDefinition YAML (what deploy/crds/ commits).
     Crd,
+    /// The sync controller: firewall commits -> the firewall tier of ZonePolicy objects, in
+    /// the cluster (server-side apply, drift remediation, audit trail) or in a directory.
+    Sync(zonewall::sync::SyncArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -134,6 +137,7 @@ fn main() -> ExitCode {
         Command::Explain(args) => run_explain(args),
         Command::Translate(args) => run_translate(args),
         Command::Crd => run_crd(),
+        Command::Sync(args) => zonewall::sync::run_cli(args),
     }
 }
 
