@@ -155,3 +155,123 @@ pub fn plan(desired: &Desired, live: &BTreeMap<String, ZonePolicy>) -> Vec<Chang
     applies.extend(deletes);
     applies
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::firewall::panos;
+    use crate::policy::resource::Tier;
+    use crate::translate::{TranslateOptions, translate};
+
+    const CONFIG: &str = r#"<config><devices><entry name="localhost.localdomain"><vsys><entry name="vsys1">
+      <zone><entry name="trust"/><entry name="dmz"/></zone>
+      <rulebase><security><rules>
+        <entry name="web"><from><member>trust</member></from><to><member>dmz</member></to>
+          <source><member>any</member></source><destination><member>any</member></destination>
+          <application><member>any</member></application><service><member>any</member></service>
+          <action>allow</action></entry>
+      </rules></security></rulebase></entry></vsys></entry></devices></config>"#;
+
+    fn desired() -> Desired {
+        let config = panos::parse_config(CONFIG, "test.xml", panos::Limits::default()).unwrap();
+        let resolved = panos::resolve(&config, &panos::ResolveOptions::default()).unwrap();
+        let translation = translate(&resolved, &TranslateOptions::default()).unwrap();
+        Desired::from_translation(&translation, "test.xml".into(), None, None, 0)
+    }
+
+    /// The cluster after applying `desired` exactly.
+    fn applied(desired: &Desired) -> BTreeMap<String, ZonePolicy> {
+        desired
+            .objects
+            .iter()
+            .map(|(name, object)| (name.clone(), object.policy.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn applying_the_same_desired_state_twice_plans_nothing() {
+        let desired = desired();
+        let first = plan(&desired, &BTreeMap::new());
+        assert_eq!(first.len(), desired.objects.len());
+        assert!(first.iter().all(|change| change.kind == ChangeKind::Create));
+        assert!(plan(&desired, &applied(&desired)).is_empty());
+    }
+
+    #[test]
+    fn edits_are_restored_and_foreign_objects_removed_other_tiers_left_alone() {
+        let desired = desired();
+        let mut live = applied(&desired);
+        let dmz = live
+            .keys()
+            .find(|name| name.starts_with("firewall-dmz"))
+            .unwrap()
+            .clone();
+        // An edit that keeps the annotation: the spec no longer matches its hash.
+        live.get_mut(&dmz).unwrap().spec.ingress.clear();
+        // A hand-written object in the tier, and one in another tier.
+        let mut foreign = desired.objects[&dmz].policy.clone();
+        foreign.metadata = Default::default();
+        foreign.metadata.name = Some("hand-written".into());
+        live.insert("hand-written".into(), foreign.clone());
+        let mut platform = foreign;
+        platform.metadata.name = Some("platform-policy".into());
+        platform.spec.tier = Tier::Platform;
+        live.insert("platform-policy".into(), platform);
+
+        let changes = plan(&desired, &live);
+        let kinds: Vec<(ChangeKind, &str)> = changes
+            .iter()
+            .map(|change| (change.kind, change.name.as_str()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                (ChangeKind::Restore, dmz.as_str()),
+                (ChangeKind::DeleteForeign, "hand-written")
+            ]
+        );
+        // Every rule with an ingress entry in the dmz object was touched by the edit.
+        assert_eq!(
+            changes[0].rules,
+            [
+                "vsys1/default/interzone-default",
+                "vsys1/default/intrazone-default",
+                "vsys1/local/web"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_forged_hash_does_not_hide_an_edit() {
+        let desired = desired();
+        let mut live = applied(&desired);
+        let object = live.values_mut().next().unwrap();
+        object.spec.egress.clear();
+        let forged = spec_hash(&object.spec);
+        object
+            .metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .insert(super::super::desired::SPEC_HASH_ANNOTATION.into(), forged);
+        let changes = plan(&desired, &live);
+        assert_eq!(changes.len(), 1);
+        // Looks like an untouched object of an older commit: re-applied all the same.
+        assert!(matches!(
+            changes[0].kind,
+            ChangeKind::Update | ChangeKind::Restore
+        ));
+    }
+
+    #[test]
+    fn objects_no_longer_produced_are_stale() {
+        let desired = desired();
+        let mut live = applied(&desired);
+        let mut old = live.values().next().unwrap().clone();
+        old.metadata.name = Some("firewall-gone-00000000".into());
+        live.insert("firewall-gone-00000000".into(), old);
+        let changes = plan(&desired, &live);
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].kind, ChangeKind::DeleteStale);
+    }
+}
