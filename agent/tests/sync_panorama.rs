@@ -346,3 +346,69 @@ async fn diff_shows_what_the_candidate_would_change_and_applies_nothing() {
         "nothing applied"
     );
 }
+
+fn zonewall(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_zonewall"))
+        .args(args)
+        .env("ZONEWALL_LOG", "debug")
+        .output()
+        .expect("run zonewall")
+}
+
+#[test]
+fn cli_reads_the_key_only_from_its_file_and_never_prints_it() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let out = temp.path().join("policies");
+    let out_text = out.to_str().expect("utf-8");
+    let missing = temp.path().join("no-such-key");
+    let output = zonewall(&[
+        "sync",
+        "--panorama-url",
+        "https://127.0.0.1:1",
+        "--api-key-file",
+        missing.to_str().expect("utf-8"),
+        "--device-group",
+        "prod",
+        "--output-dir",
+        out_text,
+        "--once",
+    ]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("no-such-key"),
+        "names the key file: {stderr}"
+    );
+
+    // Nothing listens on port 1: unreachable, reported, nothing written, key never shown.
+    let key_file = temp.path().join("key");
+    std::fs::write(&key_file, format!("{KEY}\n")).expect("write key");
+    let output = zonewall(&[
+        "sync",
+        "--panorama-url",
+        "https://127.0.0.1:1",
+        "--api-key-file",
+        key_file.to_str().expect("utf-8"),
+        "--device-group",
+        "prod",
+        "--output-dir",
+        out_text,
+        "--once",
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cannot reach Panorama"), "{stderr}");
+    assert!(
+        !stderr.contains(KEY),
+        "the key leaked into the log: {stderr}"
+    );
+    assert!(!String::from_utf8_lossy(&output.stdout).contains(KEY));
+    assert!(
+        !out.exists(),
+        "nothing may be written when Panorama is unreachable"
+    );
+
+    // The key is not a flag.
+    let output = zonewall(&["sync", "--api-key", KEY]);
+    assert_eq!(output.status.code(), Some(2));
+}
