@@ -1,340 +1,19 @@
 //! The sync controller against kube's `Client` over a mock service (tower-test) that plays
-//! a small API server: paginated lists, streaming watches, server-side apply, deletes with
-//! preconditions, the status subresource and Events.
+//! a small API server (`sync_common::fake_api`).
 
 mod sync_common;
 
-use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode};
-use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt as _, Full, StreamBody};
+use http::Method;
 use serde_json::{Value, json};
+use sync_common::fake_api::{FakeApi, Seen, query_param};
 use sync_common::*;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use zonewall::policy::resource::Mode;
 use zonewall::sync::kube::KubeTarget;
 use zonewall::sync::{Controller, Options, Source, Target};
-
-type ResponseBody = BoxBody<Bytes, Infallible>;
-
-const COLLECTION: &str = "/apis/zonewall.io/v1alpha1/zonepolicies";
-const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/default/events";
-
-/// One request as the API server saw it.
-#[derive(Clone, Debug)]
-struct Seen {
-    method: Method,
-    path: String,
-    query: String,
-}
-
-#[derive(Default)]
-struct ApiState {
-    objects: BTreeMap<String, Value>,
-    version: u64,
-    uids: u64,
-    watchers: Vec<mpsc::UnboundedSender<Bytes>>,
-    requests: Vec<Seen>,
-    events: Vec<Value>,
-    /// Continuation pages of lists are held while set (the first page is served).
-    hold_pages: bool,
-}
-
-#[derive(Clone, Default)]
-struct FakeApi {
-    state: Arc<Mutex<ApiState>>,
-}
-
-fn full(status: StatusCode, body: &Value) -> Response<ResponseBody> {
-    Response::builder()
-        .status(status)
-        .header("content-type", "application/json")
-        .body(BoxBody::new(Full::new(Bytes::from(body.to_string()))))
-        .expect("response")
-}
-
-fn status(code: StatusCode, reason: &str, message: &str) -> Response<ResponseBody> {
-    full(
-        code,
-        &json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                "code": code.as_u16(), "reason": reason, "message": message}),
-    )
-}
-
-fn query_param(query: &str, key: &str) -> Option<String> {
-    query.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=')?;
-        (k == key).then(|| v.to_string())
-    })
-}
-
-impl FakeApi {
-    fn lock(&self) -> std::sync::MutexGuard<'_, ApiState> {
-        self.state.lock().expect("fake API state")
-    }
-
-    /// kube's Client talking to this fake.
-    fn client(&self) -> kube::Client {
-        let (service, mut handle) =
-            tower_test::mock::pair::<Request<kube::client::Body>, Response<ResponseBody>>();
-        let api = self.clone();
-        tokio::spawn(async move {
-            while let Some((request, send)) = handle.next_request().await {
-                let api = api.clone();
-                tokio::spawn(async move { send.send_response(api.handle(request).await) });
-            }
-        });
-        kube::Client::new(service, "default")
-    }
-
-    fn broadcast(state: &mut ApiState, kind: &str, object: &Value) {
-        let mut line = json!({"type": kind, "object": object}).to_string();
-        line.push('\n');
-        let bytes = Bytes::from(line);
-        state
-            .watchers
-            .retain(|watcher| watcher.send(bytes.clone()).is_ok());
-    }
-
-    fn bump(state: &mut ApiState, object: &mut Value) {
-        state.version += 1;
-        object["metadata"]["resourceVersion"] = json!(state.version.to_string());
-    }
-
-    /// Stores an object as if written by someone else (kubectl), and tells the watchers.
-    fn user_write(&self, mut object: Value) {
-        let mut state = self.lock();
-        let name = object["metadata"]["name"]
-            .as_str()
-            .expect("name")
-            .to_string();
-        let existed = state.objects.get(&name).cloned();
-        object["metadata"]["uid"] = match &existed {
-            Some(old) => old["metadata"]["uid"].clone(),
-            None => {
-                state.uids += 1;
-                json!(format!("uid-{}", state.uids))
-            }
-        };
-        object["metadata"]["managedFields"] =
-            json!([{"manager": "kubectl-edit", "operation": "Update"}]);
-        Self::bump(&mut state, &mut object);
-        state.objects.insert(name, object.clone());
-        let kind = if existed.is_some() {
-            "MODIFIED"
-        } else {
-            "ADDED"
-        };
-        Self::broadcast(&mut state, kind, &object);
-    }
-
-    fn object(&self, name: &str) -> Option<Value> {
-        self.lock().objects.get(name).cloned()
-    }
-
-    fn names(&self) -> Vec<String> {
-        self.lock().objects.keys().cloned().collect()
-    }
-
-    fn requests(&self) -> Vec<Seen> {
-        self.lock().requests.clone()
-    }
-
-    fn writes(&self) -> usize {
-        self.requests()
-            .iter()
-            .filter(|seen| {
-                seen.path.starts_with(COLLECTION)
-                    && (seen.method == Method::PATCH || seen.method == Method::DELETE)
-            })
-            .count()
-    }
-
-    fn deletes(&self) -> Vec<String> {
-        self.requests()
-            .iter()
-            .filter(|seen| seen.method == Method::DELETE)
-            .map(|seen| seen.path.rsplit('/').next().unwrap_or_default().to_string())
-            .collect()
-    }
-
-    /// Ends every watch with 410 Gone, as an API server does when its history is compacted:
-    /// the client must list again.
-    fn expire_watches(&self) {
-        let mut state = self.lock();
-        let gone = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                          "code": 410, "reason": "Expired", "message": "too old resource version"});
-        Self::broadcast(&mut state, "ERROR", &gone);
-        state.watchers.clear();
-    }
-
-    fn hold_pages(&self, hold: bool) {
-        self.lock().hold_pages = hold;
-    }
-
-    async fn handle(&self, request: Request<kube::client::Body>) -> Response<ResponseBody> {
-        let (parts, body) = request.into_parts();
-        let body = body
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
-        let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        let path = parts.uri.path().to_string();
-        let query = parts.uri.query().unwrap_or_default().to_string();
-        self.lock().requests.push(Seen {
-            method: parts.method.clone(),
-            path: path.clone(),
-            query: query.clone(),
-        });
-        if path.starts_with(EVENTS) {
-            let mut event = body;
-            self.lock().events.push(event.clone());
-            event["metadata"]["resourceVersion"] = json!("1");
-            return full(StatusCode::CREATED, &event);
-        }
-        let Some(rest) = path.strip_prefix(COLLECTION) else {
-            return status(StatusCode::NOT_FOUND, "NotFound", "unknown path");
-        };
-        let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
-        match (parts.method.clone(), segments.as_slice()) {
-            (Method::GET, []) if query_param(&query, "watch").as_deref() == Some("true") => {
-                self.watch()
-            }
-            (Method::GET, []) => self.list(&query).await,
-            (Method::PATCH, [name]) => self.apply(name, &query, body, false),
-            (Method::PATCH, [name, "status"]) => self.apply(name, &query, body, true),
-            (Method::DELETE, [name]) => self.delete(name, &body),
-            _ => status(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "MethodNotAllowed",
-                "unsupported",
-            ),
-        }
-    }
-
-    /// One object per page, so a list arrives in pieces and a controller that acted on a
-    /// partial list would be caught.
-    async fn list(&self, query: &str) -> Response<ResponseBody> {
-        let start: usize = query_param(query, "continue")
-            .and_then(|token| token.parse().ok())
-            .unwrap_or(0);
-        if start > 0 {
-            while self.lock().hold_pages {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        }
-        let state = self.lock();
-        let items: Vec<Value> = state.objects.values().cloned().collect();
-        let page: Vec<Value> = items.iter().skip(start).take(1).cloned().collect();
-        let mut metadata = json!({"resourceVersion": state.version.to_string()});
-        if start + 1 < items.len() {
-            metadata["continue"] = json!((start + 1).to_string());
-        }
-        full(
-            StatusCode::OK,
-            &json!({"apiVersion": "zonewall.io/v1alpha1", "kind": "ZonePolicyList",
-                    "metadata": metadata, "items": page}),
-        )
-    }
-
-    fn watch(&self) -> Response<ResponseBody> {
-        let (sender, receiver) = mpsc::unbounded_channel::<Bytes>();
-        self.lock().watchers.push(sender);
-        let stream = futures::stream::unfold(receiver, |mut receiver| async move {
-            let bytes = receiver.recv().await?;
-            Some((Ok::<_, Infallible>(http_body::Frame::data(bytes)), receiver))
-        });
-        Response::builder()
-            .status(StatusCode::OK)
-            .header("content-type", "application/json")
-            .body(BoxBody::new(StreamBody::new(stream)))
-            .expect("response")
-    }
-
-    fn apply(
-        &self,
-        name: &str,
-        query: &str,
-        body: Value,
-        status_only: bool,
-    ) -> Response<ResponseBody> {
-        let manager = query_param(query, "fieldManager").unwrap_or_default();
-        if query_param(query, "force").as_deref() != Some("true") {
-            return status(StatusCode::CONFLICT, "Conflict", "apply without force");
-        }
-        let mut state = self.lock();
-        let existed = state.objects.get(name).cloned();
-        let mut object = match (&existed, status_only) {
-            (None, true) => return status(StatusCode::NOT_FOUND, "NotFound", name),
-            (Some(old), true) => {
-                let mut object = old.clone();
-                object["status"] = body["status"].clone();
-                object
-            }
-            (old, false) => {
-                let mut object = body.clone();
-                object.as_object_mut().expect("object").remove("status");
-                if let Some(old) = old {
-                    object["metadata"]["uid"] = old["metadata"]["uid"].clone();
-                    if let Some(status) = old.get("status") {
-                        object["status"] = status.clone();
-                    }
-                } else {
-                    state.uids += 1;
-                    object["metadata"]["uid"] = json!(format!("uid-{}", state.uids));
-                }
-                object
-            }
-        };
-        object["metadata"]["managedFields"] = json!([{"manager": manager, "operation": "Apply"}]);
-        Self::bump(&mut state, &mut object);
-        state.objects.insert(name.to_string(), object.clone());
-        let kind = if existed.is_some() {
-            "MODIFIED"
-        } else {
-            "ADDED"
-        };
-        Self::broadcast(&mut state, kind, &object);
-        full(
-            if existed.is_some() {
-                StatusCode::OK
-            } else {
-                StatusCode::CREATED
-            },
-            &object,
-        )
-    }
-
-    fn delete(&self, name: &str, body: &Value) -> Response<ResponseBody> {
-        let mut state = self.lock();
-        let Some(mut object) = state.objects.get(name).cloned() else {
-            return status(StatusCode::NOT_FOUND, "NotFound", name);
-        };
-        let preconditions = &body["preconditions"];
-        for (field, value) in [
-            ("uid", &object["metadata"]["uid"]),
-            ("resourceVersion", &object["metadata"]["resourceVersion"]),
-        ] {
-            if let Some(expected) = preconditions.get(field)
-                && expected != value
-            {
-                return status(StatusCode::CONFLICT, "Conflict", "precondition failed");
-            }
-        }
-        state.objects.remove(name);
-        Self::bump(&mut state, &mut object);
-        Self::broadcast(&mut state, "DELETED", &object);
-        full(StatusCode::OK, &object)
-    }
-}
 
 fn controller(config: &Path, api: &FakeApi, audit: &AuditBuffer) -> Controller {
     Controller::new(
@@ -657,4 +336,93 @@ async fn an_unreachable_or_invalid_source_keeps_the_cluster_as_it_is() {
     assert_eq!(api.names(), names);
     assert_eq!(api.writes(), writes);
     cancel.cancel();
+}
+
+/// `cargo xtask bench sync` runs this (release build) with two generated configurations; on
+/// its own it has nothing to measure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark: run through `cargo xtask bench sync`"]
+async fn bench_commit_to_applied() {
+    let (Some(a), Some(b)) = (
+        std::env::var_os("ZONEWALL_BENCH_SYNC_A"),
+        std::env::var_os("ZONEWALL_BENCH_SYNC_B"),
+    ) else {
+        eprintln!("skipped: ZONEWALL_BENCH_SYNC_A/B not set (run `cargo xtask bench sync`)");
+        return;
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("ZONEWALL_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    let rounds: usize = std::env::var("ZONEWALL_BENCH_SYNC_ROUNDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(10);
+    let temp = tempfile::tempdir().expect("temp dir");
+    let watched = temp.path().join("watched.xml");
+    std::fs::copy(&a, &watched).expect("first commit");
+    let api = FakeApi::default();
+    let sync = Controller::new(
+        Source::file(watched.clone()),
+        Target::Kubernetes(Box::new(KubeTarget::new(api.client()))),
+        Options {
+            device_group: Some("app-1".into()),
+            mode: Mode::Enforce,
+        },
+        std::sync::Arc::new(zonewall::sync::AuditLog::new(Box::new(std::io::sink()))),
+    );
+    let stats = std::sync::Arc::clone(&sync.stats);
+    let cancel = CancellationToken::new();
+    let interval = Duration::from_secs(2);
+    tokio::spawn(sync.run(interval, cancel.clone()));
+    let applied = || zonewall::sync::SyncStats::get(&stats.commits_applied);
+    let started = Instant::now();
+    while applied() == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "first commit never applied"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let objects = api.names().len();
+    let mut millis = Vec::new();
+    let mut noticed_to_applied = Vec::new();
+    for round in 0..rounds {
+        let next = if round % 2 == 0 { &b } else { &a };
+        let temporary = temp.path().join("next.tmp");
+        std::fs::copy(next, &temporary).expect("copy next commit");
+        let applied_before = applied();
+        let committed = Instant::now();
+        std::fs::rename(&temporary, &watched).expect("commit");
+        while applied() == applied_before {
+            assert!(
+                committed.elapsed() < Duration::from_secs(120),
+                "commit {round} never applied"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        millis.push(committed.elapsed().as_secs_f64() * 1000.0);
+        noticed_to_applied
+            .push(zonewall::sync::SyncStats::get(&stats.last_commit_to_applied_millis) as f64);
+    }
+    cancel.cancel();
+    let describe = |mut values: Vec<f64>| {
+        values.sort_by(f64::total_cmp);
+        let quantile = |q: f64| values[((values.len() as f64 - 1.0) * q).round() as usize];
+        format!(
+            "min {:.0} ms, median {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+            values[0],
+            quantile(0.5),
+            quantile(0.99),
+            values[values.len() - 1]
+        )
+    };
+    println!(
+        "bench sync (mock API server, {objects} ZonePolicy objects): commit to applied over {rounds} commits: {}; of which change noticed to applied: {}",
+        describe(millis),
+        describe(noticed_to_applied)
+    );
 }

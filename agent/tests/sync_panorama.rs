@@ -412,3 +412,71 @@ fn cli_reads_the_key_only_from_its_file_and_never_prints_it() {
     let output = zonewall(&["sync", "--api-key", KEY]);
     assert_eq!(output.status.code(), Some(2));
 }
+
+#[tokio::test]
+async fn a_panorama_commit_reaches_the_cluster_with_its_commit_in_events_and_audit() {
+    let Setup {
+        panorama,
+        stand_in,
+        audit,
+        sync,
+        ..
+    } = setup().await;
+    // Same Panorama source, Kubernetes target.
+    let Source::Panorama(source) = sync.source else {
+        unreachable!("setup builds a Panorama source")
+    };
+    let api = sync_common::fake_api::FakeApi::default();
+    let sync = Controller::new(
+        Source::Panorama(source),
+        Target::Kubernetes(Box::new(zonewall::sync::kube::KubeTarget::new(
+            api.client(),
+        ))),
+        Options {
+            device_group: Some("vsys1".into()),
+            mode: Mode::Enforce,
+        },
+        audit.log(),
+    );
+    let cancel = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(sync.run(Duration::from_millis(200), cancel.clone()));
+
+    let started = std::time::Instant::now();
+    while api.names().len() < 4 || api.lock().events.len() < 4 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "commit 1 never applied"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let note = api.lock().events[0]["note"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        note.contains("Panorama commit 1 by alice (open dmz web)"),
+        "{note}"
+    );
+
+    {
+        let mut panorama = panorama.lock().expect("state");
+        panorama.version = 2;
+        panorama.admin = "bob";
+        panorama.running = config_v2();
+    }
+    while api.names().len() != 3 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "commit 2 never applied"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let deleted = audit.of("delete-stale");
+    assert_eq!(deleted[0]["commit"]["id"], 2);
+    assert_eq!(deleted[0]["commit"]["admin"], "bob");
+    assert_eq!(deleted[0]["target"], "kubernetes");
+    // Two commits, two configuration fetches; every other poll was the audit command only.
+    assert_eq!(count(&stand_in, "show"), 2);
+    assert!(count(&stand_in, "audit") >= 2);
+    cancel.cancel();
+}

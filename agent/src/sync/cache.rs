@@ -99,7 +99,12 @@ impl TierCache {
     /// Every object, when the view is complete; `None` before the first complete list and
     /// during a re-list.
     pub fn snapshot(&self) -> Option<BTreeMap<String, ZonePolicy>> {
-        self.ready().then(|| self.objects.clone())
+        self.view().cloned()
+    }
+
+    /// The complete view without copying it (a large tier holds tens of MiB of rules).
+    pub fn view(&self) -> Option<&BTreeMap<String, ZonePolicy>> {
+        self.ready().then_some(&self.objects)
     }
 }
 

@@ -72,6 +72,16 @@ impl KubeTarget {
         self.with_cache(|cache| cache.snapshot())
     }
 
+    /// Whether a complete view exists.
+    pub fn ready(&self) -> bool {
+        self.with_cache(|cache| cache.ready())
+    }
+
+    /// The plan against the complete view, computed in place (`None`: no complete view yet).
+    pub fn plan(&self, desired: &super::desired::Desired) -> Option<Vec<Change>> {
+        self.with_cache(|cache| cache.view().map(|live| super::plan::plan(desired, live)))
+    }
+
     /// Watches every ZonePolicy (not only labelled ones: hand-written objects carry none)
     /// until `cancel`, feeding the cache.
     pub fn spawn_watch(&self, cancel: CancellationToken) -> tokio::task::JoinHandle<()> {

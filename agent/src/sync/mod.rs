@@ -147,8 +147,17 @@ pub fn translate_fetched(fetched: &Fetched, options: &Options) -> Result<Desired
         ..ResolveOptions::default()
     };
     let resolved = panos::resolve(&config, &resolve_options).map_err(|e| e.to_string())?;
+    // Each warning is also in the status of the object holding the rule; a large Panorama
+    // has thousands, so the log gets one line per configuration and the details at debug.
+    if !resolved.warnings.is_empty() {
+        warn!(
+            origin = %fetched.origin,
+            warnings = resolved.warnings.len(),
+            "rules not translated exactly (see status.warnings of the ZonePolicy objects, or run with ZONEWALL_LOG=debug)"
+        );
+    }
     for warning in &resolved.warnings {
-        warn!(origin = %fetched.origin, "{warning}");
+        tracing::debug!(origin = %fetched.origin, "{warning}");
     }
     let translate_options = TranslateOptions {
         mode: options.mode,
@@ -252,6 +261,7 @@ impl Controller {
             if let Some(since) = self.pending_since.take() {
                 let millis = u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX);
                 SyncStats::set(&self.stats.last_commit_to_applied_millis, millis);
+                SyncStats::add(&self.stats.commits_applied, 1);
                 info!(
                     applied = report.applied,
                     deleted = report.deleted,
@@ -269,7 +279,7 @@ impl Controller {
             return Ok(());
         };
         let started = Instant::now();
-        while kube.snapshot().is_none() {
+        while !kube.ready() {
             if started.elapsed() > limit {
                 return Err(SyncError::ListTimeout(limit));
             }
@@ -301,16 +311,15 @@ impl Controller {
         match &mut self.target {
             Target::Kubernetes(kube) => {
                 let started = Instant::now();
-                let live = loop {
-                    if let Some(live) = kube.snapshot() {
-                        break live;
+                loop {
+                    if let Some(changes) = kube.plan(&desired) {
+                        return Ok(changes);
                     }
                     if started.elapsed() > list_limit {
                         return Err(SyncError::ListTimeout(list_limit));
                     }
                     tokio::time::sleep(Duration::from_millis(20)).await;
-                };
-                Ok(plan(&desired, &live))
+                }
             }
             Target::Directory { dir, published } => {
                 let current = match published {
@@ -377,13 +386,12 @@ async fn reconcile_kube(
     audit: &AuditLog,
     stats: &SyncStats,
 ) -> Reconciled {
-    let Some(live) = kube.snapshot() else {
+    let Some(changes) = kube.plan(desired) else {
         return Reconciled {
             waiting_for_list: true,
             ..Reconciled::default()
         };
     };
-    let changes = plan(desired, &live);
     let mut report = Reconciled::default();
     for change in &changes {
         let result = if change.kind.is_delete() {

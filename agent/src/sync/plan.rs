@@ -114,16 +114,17 @@ pub fn plan(desired: &Desired, live: &BTreeMap<String, ZonePolicy>) -> Vec<Chang
             continue;
         };
         let recorded = recorded_hash(current);
-        let untouched = owned(current) && recorded == Some(spec_hash(&current.spec).as_str());
         // Equality of the specs themselves, not of hashes: an edit cannot hide behind a
-        // forged annotation.
-        if untouched
-            && current.spec == object.policy.spec
+        // forged annotation. (Equal specs and the desired hash recorded mean the recorded
+        // hash is the live spec's: no need to hash megabytes of rules on every reconcile.)
+        if owned(current)
             && recorded == Some(object.hash.as_str())
+            && current.spec == object.policy.spec
             && labels_hold(object, current)
         {
             continue;
         }
+        let untouched = owned(current) && recorded == Some(spec_hash(&current.spec).as_str());
         let kind = if untouched {
             ChangeKind::Update
         } else {

@@ -113,9 +113,12 @@ impl Source {
     pub async fn candidate(&mut self) -> Result<Fetched, SourceError> {
         match self {
             Source::File(file) => {
+                // Forget what was handled, so the file is read whatever its state.
                 file.handled = None;
-                file.poll()
-                    .map(|fetched| fetched.expect("a file not handled yet always reads"))
+                file.poll()?.ok_or_else(|| SourceError::File {
+                    path: file.path.clone(),
+                    source: std::io::Error::other("the file could not be read"),
+                })
             }
             Source::Panorama(panorama) => {
                 let endpoint = panorama.client.endpoint().to_string();

@@ -11,6 +11,8 @@ pub struct SyncStats {
     /// Milliseconds from noticing a new commit (or file change) to its objects applied.
     pub last_commit_to_applied_millis: AtomicU64,
     pub commits_seen: AtomicU64,
+    /// New desired states (commits that changed the tier) fully applied.
+    pub commits_applied: AtomicU64,
     pub objects_applied: AtomicU64,
     pub objects_deleted: AtomicU64,
     /// Restores and removals of objects someone else wrote or edited.

@@ -6,6 +6,8 @@
     reason = "each test binary uses a different subset of the helpers"
 )]
 
+pub mod fake_api;
+
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
