@@ -342,7 +342,11 @@ impl Controller {
             Target::Directory { .. } => None,
         };
         let mut degraded = false;
+        // Polls are spaced from one poll's start to the next, not from the end of the work a
+        // poll caused: a commit that takes seconds to translate does not delay the next look.
+        let mut next_poll = tokio::time::Instant::now();
         loop {
+            next_poll += jittered(interval);
             match self.refresh().await {
                 Ok(_) => {
                     if degraded {
@@ -359,7 +363,11 @@ impl Controller {
                 }
             }
             self.reconcile().await;
-            let deadline = tokio::time::Instant::now() + jittered(interval);
+            let now = tokio::time::Instant::now();
+            if next_poll < now {
+                next_poll = now;
+            }
+            let deadline = next_poll;
             loop {
                 tokio::select! {
                     () = cancel.cancelled() => return,
