@@ -1,6 +1,7 @@
 //! Developer and CI tasks: `cargo xtask setup | test | codegen | demo`.
 
 mod bench;
+mod bench_sync;
 mod crd;
 mod setup;
 mod test;
@@ -18,6 +19,7 @@ struct Cli {
 enum BenchKind {
     Parse,
     Translate,
+    Sync,
 }
 
 #[derive(Subcommand)]
@@ -36,7 +38,8 @@ enum Command {
     /// Run zonewall end to end on this machine (not built yet).
     Demo,
     /// Measurements (release builds) on a generated 10,000-rule Panorama config: `parse`
-    /// times `zonewall explain`, `translate` times `zonewall translate`.
+    /// times `zonewall explain`, `translate` times `zonewall translate`, `sync` times a commit
+    /// to its objects written by `zonewall sync` (output directory and mock API server).
     Bench {
         #[arg(value_enum, default_value = "parse")]
         which: BenchKind,
@@ -50,6 +53,7 @@ fn main() -> anyhow::Result<()> {
         Command::Bench { which } => match which {
             BenchKind::Parse => bench::run_parse(),
             BenchKind::Translate => bench::run_translate(),
+            BenchKind::Sync => bench_sync::run(),
         },
         Command::Codegen { check: false } => crd::write(&workspace_root()),
         Command::Codegen { check: true } => crd::check(&workspace_root()),
