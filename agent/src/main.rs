@@ -6,14 +6,26 @@ use std::{
     net::IpAddr,
     path::{Path, PathBuf},
     process::ExitCode,
+    sync::Arc,
 };
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use kube::CustomResourceExt as _;
+use tokio_util::sync::CancellationToken;
 use zonewall::{
+    datapath::{Capacities, Datapath, PinLayout},
     explain::{ExplainRequest, PolicySource, Zones, explain},
     firewall::panos::{self, Limits, PanosError, ResolveOptions},
+    flows::{
+        FlowRecord,
+        sink::{RuntimeOptions, Sink, SinkConfig},
+    },
+    metrics::{
+        AgentMetrics, AgentMetricsOptions, Metrics, MetricsArgs, MetricsServer, Readiness,
+        SinkMetrics,
+    },
     model::parse_protocol,
+    node::{self, FlowOutput, PolicyInput, Telemetry},
     policy::{ZonePolicy, directory, resource::Mode},
     translate::{self, TranslateOptions},
 };
@@ -40,6 +52,90 @@ enum Command {
     /// The sync controller: firewall commits -> the firewall tier of ZonePolicy objects, in
     /// the cluster (server-side apply, drift remediation, audit trail) or in a directory.
     Sync(zonewall::sync::SyncArgs),
+    /// The node agent: enforces the zone policy in the kernel on this node's workloads.
+    Agent(AgentArgs),
+}
+
+#[derive(Args)]
+#[command(group(clap::ArgGroup::new("policy").args(["panos_config", "policies"])))]
+struct AgentArgs {
+    /// Run without Kubernetes: workloads from --inventory, policy from --panos-config or
+    /// --policies. (Kubernetes mode is not built yet.)
+    #[arg(long, env = "ZONEWALL_STANDALONE")]
+    standalone: bool,
+    /// Inventory YAML: every workload's zone, addresses, labels and (optionally) interface.
+    #[arg(
+        long,
+        env = "ZONEWALL_INVENTORY",
+        value_name = "FILE",
+        requires = "standalone"
+    )]
+    inventory: Option<PathBuf>,
+    /// PAN-OS or Panorama configuration XML, translated as `zonewall translate` does.
+    #[arg(long, env = "ZONEWALL_PANOS_CONFIG", value_name = "FILE")]
+    panos_config: Option<PathBuf>,
+    /// Device group (Panorama) or vsys (firewall) whose rules apply.
+    #[arg(
+        long,
+        env = "ZONEWALL_DEVICE_GROUP",
+        value_name = "DG",
+        requires = "panos_config"
+    )]
+    device_group: Option<String>,
+    /// Directory of ZonePolicy YAML (from `zonewall translate -o DIR` or `zonewall sync
+    /// --output-dir DIR`), instead of --panos-config.
+    #[arg(long, env = "ZONEWALL_POLICIES", value_name = "DIR")]
+    policies: Option<PathBuf>,
+    /// With --panos-config: Enforce, or Audit (report what would be denied, drop nothing).
+    #[arg(
+        long,
+        env = "ZONEWALL_MODE",
+        value_enum,
+        default_value = "enforce",
+        requires = "panos_config"
+    )]
+    mode: ModeArg,
+    /// Where flow records go: FORMAT+TRANSPORT://ADDRESS[?options], repeatable; for example
+    /// cef+tls://siem.example:6514?ca=/etc/zonewall/ca.pem, json+file:///var/log/zonewall/flows.jsonl,
+    /// cef+stdout. Several in the environment are separated by spaces.
+    #[arg(
+        long = "sink",
+        env = "ZONEWALL_SINK",
+        value_name = "SINK",
+        value_delimiter = ' '
+    )]
+    sinks: Vec<String>,
+    /// This node's name in flow records (CEF dvchost, syslog HOSTNAME); default: the host name.
+    #[arg(long, env = "ZONEWALL_NODE_NAME", value_name = "NAME")]
+    node_name: Option<String>,
+    /// bpffs directory for the pinned maps and links (under a layout version), so enforcement
+    /// continues while the agent restarts or upgrades.
+    #[arg(
+        long,
+        env = "ZONEWALL_BPFFS_ROOT",
+        value_name = "DIR",
+        default_value = PinLayout::DEFAULT_ROOT
+    )]
+    bpffs_root: PathBuf,
+    /// Remove everything the agent pinned and attached (enforcement stops), then exit.
+    #[arg(long, env = "ZONEWALL_CLEANUP", conflicts_with = "standalone")]
+    cleanup: bool,
+    /// On SIGTERM/SIGINT, remove everything the agent pinned and attached. Without it,
+    /// enforcement keeps running after the agent exits, until an agent takes over again.
+    #[arg(long, env = "ZONEWALL_CLEANUP_ON_EXIT")]
+    cleanup_on_exit: bool,
+    /// Entries of each identity table (IPv4 and IPv6, each of two slots). Sizes apply when
+    /// the maps are created; pinned maps keep theirs (`--cleanup` to recreate).
+    #[arg(long, env = "ZONEWALL_MAP_IDENTITY_ENTRIES", value_name = "N", default_value_t = Capacities::default().identity)]
+    map_identity_entries: u32,
+    /// Entries of the policy table (each of two slots).
+    #[arg(long, env = "ZONEWALL_MAP_POLICY_ENTRIES", value_name = "N", default_value_t = Capacities::default().policy)]
+    map_policy_entries: u32,
+    /// Entries of the connection-tracking table (least recently used entries are evicted).
+    #[arg(long, env = "ZONEWALL_MAP_CONNTRACK_ENTRIES", value_name = "N", default_value_t = Capacities::default().conntrack)]
+    map_conntrack_entries: u32,
+    #[command(flatten)]
+    metrics: MetricsArgs,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -125,19 +221,231 @@ fn protocol(text: &str) -> Result<u8, String> {
     })
 }
 
+/// `ZONEWALL_LOG_FORMAT`: `json` (one object per line, for log collectors in a cluster) or
+/// `text` (the default for a terminal).
+fn init_logging() -> Result<(), String> {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ZONEWALL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match std::env::var("ZONEWALL_LOG_FORMAT").as_deref() {
+        Ok("json") => builder.json().init(),
+        Ok("text") | Err(_) => builder.init(),
+        Ok(other) => {
+            builder.init();
+            return Err(format!(
+                "ZONEWALL_LOG_FORMAT={other} is not a log format: use json or text"
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("ZONEWALL_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    if let Err(problem) = init_logging() {
+        return fail(2, &problem);
+    }
     match Cli::parse().command {
         Command::Explain(args) => run_explain(args),
         Command::Translate(args) => run_translate(args),
         Command::Crd => run_crd(),
         Command::Sync(args) => zonewall::sync::run_cli(args),
+        Command::Agent(args) => run_agent(args),
+    }
+}
+
+fn run_agent(args: AgentArgs) -> ExitCode {
+    let layout = PinLayout::new(&args.bpffs_root);
+    if args.cleanup {
+        return match Datapath::cleanup(&layout) {
+            Ok(removed) => {
+                eprintln!(
+                    "zonewall: removed {removed} pinned maps and links under {}; zonewall no longer enforces on this node",
+                    layout.root.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(1, &e.to_string()),
+        };
+    }
+    if !args.standalone {
+        return fail(
+            2,
+            "the Kubernetes mode of the agent is not built yet; run it with --standalone --inventory FILE (--panos-config FILE | --policies DIR)",
+        );
+    }
+    let Some(inventory) = args.inventory else {
+        return fail(2, "--standalone needs --inventory FILE");
+    };
+    let input = match (args.panos_config, args.policies) {
+        (Some(config), None) => PolicyInput::Panos {
+            config,
+            device_group: args.device_group,
+            mode: match args.mode {
+                ModeArg::Enforce => Mode::Enforce,
+                ModeArg::Audit => Mode::Audit,
+            },
+        },
+        (None, Some(dir)) => PolicyInput::Policies(dir),
+        _ => {
+            return fail(
+                2,
+                "--standalone needs --panos-config FILE or --policies DIR",
+            );
+        }
+    };
+    let mut sink_configs = Vec::new();
+    for text in args.sinks.iter().filter(|s| !s.is_empty()) {
+        match text.parse::<SinkConfig>() {
+            Ok(config) => sink_configs.push(config),
+            Err(e) => return fail(2, &e.to_string()),
+        }
+    }
+    let node_name = args.node_name.unwrap_or_else(host_name);
+    // The effective configuration, once (sink options may name files, never secrets: the
+    // descriptions exclude the query string).
+    tracing::info!(
+        mode = "standalone",
+        inventory = %inventory.display(),
+        policy = ?input,
+        node = %node_name,
+        bpffs_root = %layout.root.display(),
+        metrics_addr = %args.metrics.metrics_addr,
+        sinks = ?sink_configs.iter().map(|c| format!("{}+{}", c.format, c.transport.name())).collect::<Vec<_>>(),
+        map_identity_entries = args.map_identity_entries,
+        map_policy_entries = args.map_policy_entries,
+        map_conntrack_entries = args.map_conntrack_entries,
+        cleanup_on_exit = args.cleanup_on_exit,
+        "zonewall agent starting"
+    );
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => return fail(1, &format!("cannot start the async runtime: {e}")),
+    };
+    let capacities = Capacities {
+        identity: args.map_identity_entries,
+        policy: args.map_policy_entries,
+        conntrack: args.map_conntrack_entries,
+    };
+    if let Err(problem) = capacities.validate() {
+        return fail(2, &problem);
+    }
+    let mut datapath = match Datapath::load_with(&layout, &capacities) {
+        Ok(datapath) => datapath,
+        Err(e) => return fail(1, &e.to_string()),
+    };
+    let result = runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        let mut registry = Metrics::new();
+        let telemetry = Telemetry {
+            metrics: AgentMetrics::register(&mut registry, AgentMetricsOptions::default()),
+            readiness: Readiness::new(),
+        };
+        let sink_metrics = SinkMetrics::register(&mut registry);
+        let mut sinks = Vec::new();
+        for config in &sink_configs {
+            let sink = Sink::spawn(config, RuntimeOptions::default(), shutdown.clone())
+                .map_err(|e| e.to_string())?;
+            tracing::info!(sink = sink.description(), "flow records go to this sink");
+            sink_metrics.add_sink(&sink);
+            sinks.push((config.clone(), sink));
+        }
+        let server = MetricsServer::bind(
+            args.metrics.metrics_addr,
+            Arc::new(registry),
+            telemetry.readiness.clone(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        let server = tokio::spawn(server.serve(shutdown.child_token()));
+        let handles: Vec<_> = sinks.iter().map(|(c, s)| (c.clone(), s.handle())).collect();
+        let mut deliver = move |record: FlowRecord| {
+            for (config, handle) in &handles {
+                let denied = record.class.is_denial();
+                if config
+                    .filter
+                    .accepts(&record.source_zone, &record.destination_zone, denied)
+                {
+                    // A full queue or an oversize record is counted by the sink itself.
+                    let _ = handle.try_send(config.format.format(&record));
+                }
+            }
+        };
+        let flows = if sinks.is_empty() {
+            None
+        } else {
+            let reader = datapath.take_events().map_err(|e| e.to_string())?;
+            Some(FlowOutput {
+                reader,
+                node: node_name.clone(),
+                consumer: &mut deliver,
+            })
+        };
+        let result = node::run_standalone(
+            &mut datapath,
+            &inventory,
+            &input,
+            flows,
+            &telemetry,
+            shutdown_signal(),
+        )
+        .await
+        .map_err(|e| e.to_string());
+        shutdown.cancel();
+        let _ = server.await;
+        for (_, sink) in sinks {
+            sink.join().await;
+        }
+        result
+    });
+    let result = result.and_then(|()| {
+        if args.cleanup_on_exit {
+            let removed = Datapath::cleanup(&layout).map_err(|e| e.to_string())?;
+            tracing::info!(removed, "removed the pinned maps and links (--cleanup-on-exit)");
+        } else {
+            tracing::info!(
+                "enforcement continues without the agent (pinned under {}); `zonewall agent --cleanup` removes it",
+                layout.root.display()
+            );
+        }
+        Ok(())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(1, &e),
+    }
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".to_owned())
+}
+
+/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is called (inside the
+/// runtime), not when the future is first polled: a signal that arrives while the first
+/// policy is being applied must not kill the process half-way.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let terminate = signal(SignalKind::terminate());
+    let interrupt = signal(SignalKind::interrupt());
+    async move {
+        match (terminate, interrupt) {
+            (Ok(mut terminate), Ok(mut interrupt)) => {
+                tokio::select! {
+                    _ = terminate.recv() => {}
+                    _ = interrupt.recv() => {}
+                }
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!("cannot listen for SIGTERM/SIGINT ({e}); stopping only with Ctrl-C");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
     }
 }
 

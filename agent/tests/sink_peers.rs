@@ -437,7 +437,8 @@ async fn tcp_reconnects_after_the_peer_restarts_and_loses_nothing_uncounted() {
     let address = listener.local_addr().unwrap();
     let first_stop = CancellationToken::new();
     let first = spawn_tcp_peer(listener, first_stop.clone());
-    let (sink, token) = spawn(&format!("cef+tcp://{address}?queue=1000"), fast_options());
+    // The queue holds 150 records: more than that arrive while the receiver is down.
+    let (sink, token) = spawn(&format!("cef+tcp://{address}?queue=150"), fast_options());
     let handle = sink.handle();
     for sequence in 0..100 {
         handle.try_send(record(sequence)).unwrap();
@@ -446,17 +447,22 @@ async fn tcp_reconnects_after_the_peer_restarts_and_loses_nothing_uncounted() {
         first.lock().unwrap().len() == 100
     })
     .await;
-    // The receiver goes away: listener and connection closed.
+    // The receiver goes away for 30 s: listener and connection closed.
     first_stop.cancel();
     tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut refused = 0;
     for sequence in 100..300 {
-        handle.try_send(record(sequence)).unwrap();
+        // Beyond the queue bound the record is refused and counted, never blocking.
+        if handle.try_send(record(sequence)).is_err() {
+            refused += 1;
+        }
     }
     let counters = Arc::clone(sink.counters());
     wait_until("failed reconnects", Duration::from_secs(5), || {
         counters.connect_failures() >= 2
     })
     .await;
+    tokio::time::sleep(Duration::from_secs(30)).await;
     let listener = TcpListener::bind(address).await.unwrap();
     let second_stop = CancellationToken::new();
     let second = spawn_tcp_peer(listener, second_stop.clone());
@@ -478,10 +484,18 @@ async fn tcp_reconnects_after_the_peer_restarts_and_loses_nothing_uncounted() {
     second_stop.cancel();
     let mut all: Vec<usize> = first.iter().map(|l| sequence_of(l)).collect();
     all.extend(second.lock().unwrap().iter().map(|l| sequence_of(l)));
-    // In order, no duplicates; the queue held everything while the peer was down.
+    // In order, no duplicates; what the queue held while the peer was down is delivered,
+    // the rest is counted as dropped for a full queue.
     assert!(all.windows(2).all(|pair| pair[0] < pair[1]), "{all:?}");
-    assert_eq!(snapshot.delivered, 300, "{snapshot:?}");
-    assert_eq!(all.len(), 300);
+    assert!(refused > 0, "200 records for a queue of 150 must overflow");
+    assert_eq!(
+        snapshot.dropped(zonewall::flows::sink::DropReason::QueueFull),
+        refused,
+        "{snapshot:?}"
+    );
+    assert_eq!(snapshot.delivered + refused, 300, "{snapshot:?}");
+    assert!(snapshot.delivered >= 100 + 150, "{snapshot:?}");
+    assert_eq!(all.len() as u64, snapshot.delivered);
     assert!(snapshot.connects >= 2);
 }
 

@@ -12,24 +12,53 @@ use core::mem::size_of;
 pub const MAP_ABI_VERSION: u32 = 1;
 
 /// Map names (the kernel keeps at most 15 characters).
+///
+/// The identity and policy maps come in two slots: the live policy generation's parity picks
+/// the slot the programs read (`Config::generation & 1`), the agent writes the other one
+/// completely and then moves the generation on, so no packet ever sees half a policy.
 pub mod map_names {
-    /// Flows the agent asked to drop: `BlockKey` -> `BlockValue`.
-    pub const BLOCK: &str = "ZW_BLOCK";
+    /// LPM trie, IPv4 address -> identity (`IdentityKeyV4` -> `IdentityValue`): the
+    /// logical name; the maps are `IDENTITY_V4_SLOTS`.
+    pub const IDENTITY_V4: &str = "ZW_IDENT_V4";
+    pub const IDENTITY_V4_SLOTS: [&str; 2] = ["ZW_IDENT_V4_0", "ZW_IDENT_V4_1"];
+    /// LPM trie, IPv6 address -> identity (`IdentityKeyV6` -> `IdentityValue`).
+    pub const IDENTITY_V6: &str = "ZW_IDENT_V6";
+    pub const IDENTITY_V6_SLOTS: [&str; 2] = ["ZW_IDENT_V6_0", "ZW_IDENT_V6_1"];
+    /// LPM trie, (direction, subject, peer, protocol, port) -> verdict (`PolicyKey` ->
+    /// `PolicyValue`).
+    pub const POLICY: &str = "ZW_POLICY";
+    pub const POLICY_SLOTS: [&str; 2] = ["ZW_POLICY_0", "ZW_POLICY_1"];
+    /// LRU hash, connection tracking: `CtKey` -> `CtValue`.
+    pub const CONNTRACK: &str = "ZW_CT";
+    /// Hash, the addresses each local workload interface may send from: `EndpointKey` ->
+    /// `EndpointValue`.
+    pub const ENDPOINTS: &str = "ZW_ENDPOINTS";
+    /// Per-CPU array indexed by rule id: `RuleStats`.
+    pub const RULE_STATS: &str = "ZW_RULE_STATS";
+    /// Array with one `Config` entry (index 0).
+    pub const CONFIG: &str = "ZW_CONFIG";
     /// Per-CPU packet counters indexed by `counter::*`.
     pub const COUNTERS: &str = "ZW_COUNTERS";
-    /// Every map name the eBPF object must define.
-    pub const ALL: [&str; 2] = [BLOCK, COUNTERS];
-
-    // Maps of the policy dataplane. The compiler (`zonewall::policy::datapath_compile`)
-    // produces their entries already; they join `ALL` when the eBPF program defines them.
-
-    /// LPM trie, IPv4 address -> identity: `IdentityKeyV4` -> `IdentityValue`.
-    pub const IDENTITY_V4: &str = "ZW_IDENT_V4";
-    /// LPM trie, IPv6 address -> identity: `IdentityKeyV6` -> `IdentityValue`.
-    pub const IDENTITY_V6: &str = "ZW_IDENT_V6";
-    /// LPM trie, (direction, subject, peer, protocol, port) -> verdict: `PolicyKey` ->
-    /// `PolicyValue`.
-    pub const POLICY: &str = "ZW_POLICY";
+    /// Ring buffer of `FlowEvent`s.
+    pub const EVENTS: &str = "ZW_EVENTS";
+    /// LRU hash, denied attempts being aggregated: `DenyKey` -> `DenyValue`.
+    pub const DENIES: &str = "ZW_DENIES";
+    /// Every map the eBPF object defines and pins (all but its per-CPU scratch space).
+    pub const ALL: [&str; 13] = [
+        IDENTITY_V4_SLOTS[0],
+        IDENTITY_V4_SLOTS[1],
+        IDENTITY_V6_SLOTS[0],
+        IDENTITY_V6_SLOTS[1],
+        POLICY_SLOTS[0],
+        POLICY_SLOTS[1],
+        CONNTRACK,
+        ENDPOINTS,
+        RULE_STATS,
+        CONFIG,
+        COUNTERS,
+        EVENTS,
+        DENIES,
+    ];
 }
 
 /// Program names (function names in the eBPF object).
@@ -38,69 +67,77 @@ pub mod program_names {
     pub const FROM_WORKLOAD: &str = "zw_from_workload";
     /// Attached to a workload's host-side interface, TC egress (packets sent to the workload).
     pub const TO_WORKLOAD: &str = "zw_to_workload";
+    /// Passes every packet and does nothing else: the baseline of the kernel benchmark.
+    pub const EMPTY: &str = "zw_empty";
     /// Every program name the eBPF object must define.
-    pub const ALL: [&str; 2] = [FROM_WORKLOAD, TO_WORKLOAD];
+    pub const ALL: [&str; 3] = [FROM_WORKLOAD, TO_WORKLOAD, EMPTY];
 }
 
-/// Indices into the `ZW_COUNTERS` per-CPU array: one counter per packet outcome.
+/// Indices into the `ZW_COUNTERS` per-CPU array: one counter per packet outcome. Every packet
+/// the programs see is counted exactly once.
 pub mod counter {
-    /// IPv4 or IPv6 packet that matched no block entry and was passed.
-    pub const PASS_IP: u32 = 0;
-    /// Not an IP packet (ARP, LLDP, ...): passed, the policy is about IP flows.
-    pub const PASS_NOT_IP: u32 = 1;
-    /// Dropped: its (source, destination, protocol, port) is in `ZW_BLOCK`.
-    pub const DROP_BLOCKED: u32 = 2;
+    /// Passed: it belongs to a tracked, allowed flow (either direction).
+    pub const PASS_ESTABLISHED: u32 = 0;
+    /// Passed: first packet of a flow the policy allows (a conntrack entry was created).
+    pub const PASS_NEW: u32 = 1;
+    /// Passed: an ICMP error about a tracked, allowed flow.
+    pub const PASS_RELATED: u32 = 2;
+    /// Passed: not an IP packet (ARP, LLDP, ...), or IPv6 link-local control (neighbour
+    /// discovery, MLD), which the policy is not about.
+    pub const PASS_NOT_IP: u32 = 3;
+    /// Passed: a non-first fragment the policy allows without a port.
+    pub const PASS_FRAGMENT: u32 = 4;
+    /// Passed: a reset zonewall itself sent (a RST or an ICMP unreachable).
+    pub const PASS_OWN_RESET: u32 = 5;
+    /// Dropped by a deny, drop or reset rule (or the end of the firewall tier).
+    pub const DROP_POLICY: u32 = 6;
+    /// Dropped: the source address is not one of the sending workload's (anti-spoofing).
+    pub const DROP_SPOOFED: u32 = 7;
     /// Dropped: IP header truncated or inconsistent (fail closed).
-    pub const DROP_MALFORMED: u32 = 3;
+    pub const DROP_MALFORMED: u32 = 8;
     /// Dropped: IPv6 extension header chain longer than the program walks (fail closed).
-    pub const DROP_EXT_HEADERS: u32 = 4;
-    /// Non-first IP fragment: no L4 header, so it never matches a port entry.
-    pub const FRAGMENT: u32 = 5;
+    pub const DROP_EXT_HEADERS: u32 = 9;
+    /// Dropped: an identity or policy lookup missed, so the tables are incomplete (fail
+    /// closed). Never expected; a non-zero value is a bug to report.
+    pub const DROP_NO_VERDICT: u32 = 10;
+    /// Dropped: no policy is loaded yet (generation 0): the programs fail closed.
+    pub const DROP_NO_POLICY: u32 = 11;
+    /// A reset was sent for a denied packet (also counted in `DROP_POLICY`).
+    pub const RESET_SENT: u32 = 12;
+    /// A reset could not be built (IP options, extension headers, helper failure); the packet
+    /// was dropped instead (also counted in `DROP_POLICY`).
+    pub const RESET_FAILED: u32 = 13;
+    /// New flow that an `Audit` policy would have denied (passed or not, as enforced).
+    pub const AUDIT_WOULD_DENY: u32 = 14;
+    /// A flow event could not be written because the ring buffer was full.
+    pub const EVENTS_LOST: u32 = 15;
     /// Number of counters; the map has exactly this many entries.
-    pub const COUNT: u32 = 6;
+    pub const COUNT: u32 = 16;
 
     /// Names for logs, metrics and tests, indexed like the counters.
     pub const NAMES: [&str; COUNT as usize] = [
-        "pass_ip",
+        "pass_established",
+        "pass_new",
+        "pass_related",
         "pass_not_ip",
-        "drop_blocked",
+        "pass_fragment",
+        "pass_own_reset",
+        "drop_policy",
+        "drop_spoofed",
         "drop_malformed",
         "drop_ext_headers",
-        "fragment",
+        "drop_no_verdict",
+        "drop_no_policy",
+        "reset_sent",
+        "reset_failed",
+        "audit_would_deny",
+        "events_lost",
     ];
 }
 
 /// Address family values used in keys (the kernel's `AF_INET` / `AF_INET6`).
 pub const FAMILY_V4: u8 = 2;
 pub const FAMILY_V6: u8 = 10;
-
-/// Capacity of `ZW_BLOCK`.
-pub const BLOCK_MAX_ENTRIES: u32 = 16_384;
-
-/// A flow the agent wants dropped. IPv4 addresses occupy the first 4 bytes, the rest is zero.
-///
-/// `dport_be` is the TCP/UDP destination port in network byte order; for ICMP and ICMPv6 it
-/// holds the message type in its first byte (`[type, 0]` in memory), so echo requests can be
-/// blocked without blocking error messages. Zero for protocols without ports.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
-pub struct BlockKey {
-    pub src_addr_be: [u8; 16],
-    pub dst_addr_be: [u8; 16],
-    pub family: u8,
-    pub protocol: u8,
-    pub dport_be: u16,
-}
-const _: () = assert!(size_of::<BlockKey>() == 36);
-
-/// Value of a `ZW_BLOCK` entry; reserved for the rule id of later dataplane versions.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub struct BlockValue {
-    pub rule_id: u32,
-    pub _pad: u32,
-}
-const _: () = assert!(size_of::<BlockValue>() == 8);
 
 /// Identities are small integers; 0 is never assigned, so a zeroed key field is no identity.
 pub const IDENTITY_NONE: u32 = 0;
@@ -216,14 +253,263 @@ pub struct PolicyValue {
 }
 const _: () = assert!(size_of::<PolicyValue>() == 12);
 
+/// Map capacities compiled into the object (the agent checks the compiled tables against
+/// them before it writes anything).
+pub mod capacity {
+    pub const IDENTITY_V4: u32 = 262_144;
+    pub const IDENTITY_V6: u32 = 262_144;
+    pub const POLICY: u32 = 1_048_576;
+    pub const CONNTRACK: u32 = 262_144;
+    pub const ENDPOINTS: u32 = 65_536;
+    /// Rule ids are below this (the rule statistics array has one slot per id).
+    pub const RULES: u32 = 65_536;
+    pub const DENIES: u32 = 16_384;
+    /// Bytes of the event ring buffer (a power of two, a multiple of the page size).
+    pub const EVENTS_BYTES: u32 = 4 * 1024 * 1024;
+}
+
+/// `skb->mark` of a reset zonewall built itself, so the program that sees it next passes it.
+pub const MARK_OWN_RESET: u32 = 0x5a57_0001;
+
+/// Idle timeouts: a conntrack entry not seen for longer is treated as absent (the next packet
+/// is a new flow and goes through the policy); userspace reports and removes it.
+pub mod timeout {
+    const SECOND: u64 = 1_000_000_000;
+    /// TCP, only the initiator's SYN seen.
+    pub const TCP_SYN_NS: u64 = 60 * SECOND;
+    /// TCP, both sides seen and no FIN or RST.
+    pub const TCP_ESTABLISHED_NS: u64 = 2 * 3600 * SECOND;
+    /// TCP after a RST, or after FINs from both sides.
+    pub const TCP_CLOSING_NS: u64 = 10 * SECOND;
+    pub const UDP_NS: u64 = 60 * SECOND;
+    pub const ICMP_NS: u64 = 30 * SECOND;
+    pub const OTHER_NS: u64 = 60 * SECOND;
+    /// Denied attempts with the same (source, destination, protocol, port, rule) within this
+    /// window are reported once, with a count.
+    pub const DENY_WINDOW_NS: u64 = 5 * SECOND;
+}
+
+/// Conntrack key: the flow's two endpoints in canonical order (`(addr_a, port_a)` is the
+/// smaller, comparing bytes), so both directions find the same entry with one lookup. IPv4
+/// addresses occupy the first 4 bytes. For ICMP echo both ports hold the identifier; for
+/// protocols without ports both are zero.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct CtKey {
+    pub addr_a_be: [u8; 16],
+    pub addr_b_be: [u8; 16],
+    pub port_a_be: [u8; 2],
+    pub port_b_be: [u8; 2],
+    pub protocol: u8,
+    pub family: u8,
+    pub _pad: [u8; 2],
+}
+const _: () = assert!(size_of::<CtKey>() == 40);
+
+/// `CtValue::flags`: the initiator is endpoint a of the key.
+pub const CT_INITIATOR_A: u8 = 1;
+/// `CtValue::flags`: a packet from the responder was seen.
+pub const CT_REPLIED: u8 = 2;
+/// `CtValue::flags`: FIN seen from the initiator.
+pub const CT_FIN_INITIATOR: u8 = 4;
+/// `CtValue::flags`: FIN seen from the responder.
+pub const CT_FIN_RESPONDER: u8 = 8;
+/// `CtValue::flags`: RST seen.
+pub const CT_RST: u8 = 16;
+/// `CtValue::flags`: the flow end was reported (FIN both ways or RST).
+pub const CT_END_REPORTED: u8 = 32;
+/// `CtValue::flags`: the RST came from the responder.
+pub const CT_RST_FROM_RESPONDER: u8 = 64;
+
+/// How long a conntrack entry lives without packets, given its protocol and `CT_*` flags;
+/// the kernel treats an older entry as absent and userspace reports and removes it.
+pub const fn idle_timeout_ns(protocol: u8, flags: u8) -> u64 {
+    let both_fins = CT_FIN_INITIATOR | CT_FIN_RESPONDER;
+    match protocol {
+        6 => {
+            if flags & CT_RST != 0 || flags & both_fins == both_fins {
+                timeout::TCP_CLOSING_NS
+            } else if flags & CT_REPLIED == 0 {
+                timeout::TCP_SYN_NS
+            } else {
+                timeout::TCP_ESTABLISHED_NS
+            }
+        }
+        17 => timeout::UDP_NS,
+        1 | 58 => timeout::ICMP_NS,
+        _ => timeout::OTHER_NS,
+    }
+}
+
+/// Conntrack value. Only allowed flows have entries; a denied packet never creates one.
+/// "Forward" counts packets from the initiator.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct CtValue {
+    pub created_ns: u64,
+    pub last_seen_ns: u64,
+    pub packets_forward: u64,
+    pub bytes_forward: u64,
+    pub packets_reverse: u64,
+    pub bytes_reverse: u64,
+    /// Policy generation the verdict was computed with.
+    pub generation: u32,
+    /// The rules that allowed the flow at egress (source zone) and ingress (destination
+    /// zone).
+    pub egress_rule_id: u32,
+    pub ingress_rule_id: u32,
+    /// The first matching rule of an `Audit` policy (`RULE_ID_NONE` without one).
+    pub audit_rule_id: u32,
+    /// Zone indexes of the initiator and the responder.
+    pub initiator_zone: u32,
+    pub responder_zone: u32,
+    /// The interface whose programs count this flow's packets and bytes: the one that
+    /// created the entry. A flow between two local workloads passes two interfaces; counting
+    /// at one of them keeps the figures exact.
+    pub ifindex: u32,
+    /// `CT_*` bits.
+    pub flags: u8,
+    /// `POLICY_FLAG_*` of the verdict.
+    pub policy_flags: u8,
+    /// `OBSERVED_*`: the hook (at `ifindex`) that created the entry.
+    pub observed: u8,
+    pub _pad: u8,
+}
+const _: () = assert!(size_of::<CtValue>() == 80);
+
+/// Key of `ZW_ENDPOINTS`: one address a local workload interface may send from.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct EndpointKey {
+    pub ifindex: u32,
+    pub family: u8,
+    pub _pad: [u8; 3],
+    pub addr_be: [u8; 16],
+}
+const _: () = assert!(size_of::<EndpointKey>() == 24);
+
+/// Value of `ZW_ENDPOINTS`: reserved (the key is what matters).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct EndpointValue {
+    pub flags: u32,
+}
+const _: () = assert!(size_of::<EndpointValue>() == 4);
+
+/// Value of `ZW_RULE_STATS`, per CPU: packets and bytes of flows a rule decided.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct RuleStats {
+    pub packets: u64,
+    pub bytes: u64,
+}
+const _: () = assert!(size_of::<RuleStats>() == 16);
+
+/// `Config::flags`: flow events are wanted (someone reads the ring buffer): flow start for
+/// rules that log at start, flow end for rules that log at end, and denied attempts.
+pub const CONFIG_FLAG_EVENTS: u32 = 1;
+
+/// `ZW_CONFIG[0]`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct Config {
+    /// The live policy generation; 0 means no policy is loaded and everything IP is dropped.
+    /// Its parity is the slot of the identity and policy maps the programs read. A conntrack
+    /// entry of an older generation is evaluated again on its next packet.
+    pub generation: u32,
+    /// `CONFIG_FLAG_*`.
+    pub flags: u32,
+}
+const _: () = assert!(size_of::<Config>() == 8);
+
+/// `FlowEvent::kind`.
+pub const EVENT_FLOW_START: u8 = 1;
+/// The flow ended in the kernel's view (RST, or FIN from both sides); idle ends are found by
+/// userspace.
+pub const EVENT_FLOW_END: u8 = 2;
+/// A denied attempt; `count` is how many were aggregated into it.
+pub const EVENT_DENY: u8 = 3;
+
+/// `FlowEvent::reason` for `EVENT_FLOW_END`.
+pub const END_REASON_FIN: u8 = 1;
+/// RST from the initiator.
+pub const END_REASON_RST: u8 = 2;
+/// RST from the responder.
+pub const END_REASON_RST_RESPONDER: u8 = 3;
+
+/// `FlowEvent::direction`: where the event was observed.
+pub const OBSERVED_FROM_WORKLOAD: u8 = 0;
+pub const OBSERVED_TO_WORKLOAD: u8 = 1;
+
+/// One record of the `ZW_EVENTS` ring buffer. Source and destination are the initiator and
+/// the responder (for a deny: the denied packet's).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FlowEvent {
+    pub timestamp_ns: u64,
+    pub created_ns: u64,
+    pub packets_forward: u64,
+    pub bytes_forward: u64,
+    pub packets_reverse: u64,
+    pub bytes_reverse: u64,
+    pub src_addr_be: [u8; 16],
+    pub dst_addr_be: [u8; 16],
+    pub src_port_be: [u8; 2],
+    pub dst_port_be: [u8; 2],
+    /// Deciding rule (for a deny: the denying rule).
+    pub rule_id: u32,
+    /// For allowed flows: the ingress rule (`rule_id` is the egress one).
+    pub other_rule_id: u32,
+    pub audit_rule_id: u32,
+    pub src_zone: u32,
+    pub dst_zone: u32,
+    pub ifindex: u32,
+    /// Aggregated attempts (deny), else 1.
+    pub count: u32,
+    pub kind: u8,
+    pub family: u8,
+    pub protocol: u8,
+    pub action: u8,
+    pub reason: u8,
+    pub direction: u8,
+    pub policy_flags: u8,
+    pub _pad: u8,
+}
+const _: () = assert!(size_of::<FlowEvent>() == 120);
+
+/// Key of `ZW_DENIES`: one kind of denied attempt.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct DenyKey {
+    pub src_addr_be: [u8; 16],
+    pub dst_addr_be: [u8; 16],
+    pub dst_port_be: [u8; 2],
+    pub protocol: u8,
+    pub family: u8,
+    pub rule_id: u32,
+}
+const _: () = assert!(size_of::<DenyKey>() == 40);
+
+/// Value of `ZW_DENIES`: when the current window started and how many attempts it has seen
+/// that were not reported yet.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct DenyValue {
+    pub window_start_ns: u64,
+    pub unreported: u32,
+    pub src_zone: u32,
+    pub dst_zone: u32,
+    pub ifindex: u32,
+    pub action: u8,
+    pub direction: u8,
+    pub _pad: [u8; 6],
+}
+const _: () = assert!(size_of::<DenyValue>() == 32);
+
 #[cfg(feature = "user")]
 mod user {
     // SAFETY: plain `#[repr(C)]` integers and byte arrays, no padding the compiler may leave
     // uninitialised (sizes are asserted above), every bit pattern is valid.
-    unsafe impl aya::Pod for super::BlockKey {}
-    // SAFETY: as above.
-    unsafe impl aya::Pod for super::BlockValue {}
-    // SAFETY: as above.
     unsafe impl aya::Pod for super::IdentityKeyV4 {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::IdentityKeyV6 {}
@@ -233,4 +519,22 @@ mod user {
     unsafe impl aya::Pod for super::PolicyKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::PolicyValue {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::CtKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::CtValue {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::EndpointKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::EndpointValue {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::RuleStats {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Config {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::FlowEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::DenyKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::DenyValue {}
 }

@@ -1,72 +1,516 @@
-//! zonewall's TC programs, attached to the host-side interface of every local workload.
+//! zonewall's TC programs, attached to the host-side interface of every local workload, both
+//! directions.
 //!
-//! Both directions run the same decision: parse the packet, look its (source, destination,
-//! protocol, port) up in `ZW_BLOCK`, count the outcome, and drop or pass. The parser and the
-//! counters are the stable part; the decision logic is replaced by the zone-policy lookup of
-//! the dataplane.
+//! Per packet: our own resets pass; the packet is parsed (malformed fails closed); link-local
+//! control and non-IP pass; a workload's packet with a source address that is not its own is
+//! dropped; then conntrack first: a packet of a tracked, allowed flow passes (re-evaluated
+//! once when the policy generation changed), an ICMP error about one passes. Only a new flow
+//! does the identity and policy lookups (`policy.rs`); an allowed one gets a conntrack entry
+//! with its rules and zones, a denied one is dropped (or reset) and reported, aggregated.
 #![no_std]
 #![no_main]
+// Map keys are passed by reference on purpose: by value they would be copied onto the
+// 512-byte BPF stack first.
+#![allow(
+    clippy::needless_borrows_for_generic_args,
+    reason = "keys by reference keep them off the BPF stack"
+)]
 
+mod conntrack;
 mod parse;
+mod policy;
+mod reset;
 
 use aya_ebpf::{
+    helpers::bpf_ktime_get_ns,
     macros::{classifier, map},
-    maps::{HashMap, PerCpuArray},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::TcContext,
 };
-use parse::{Packet, ParseError};
-use zonewall_common::{BLOCK_MAX_ENTRIES, BlockKey, BlockValue, counter};
+use parse::{Kind, Packet, ParseError};
+use policy::FlowVerdict;
+use zonewall_common::{
+    ACTION_ALLOW, ACTION_RESET_BOTH, ACTION_RESET_CLIENT, CONFIG_FLAG_EVENTS, CT_END_REPORTED,
+    CT_INITIATOR_A, CT_RST, CT_RST_FROM_RESPONDER, Config, CtKey, CtValue, DenyKey, DenyValue,
+    END_REASON_FIN, END_REASON_RST, END_REASON_RST_RESPONDER, EVENT_DENY, EVENT_FLOW_END,
+    EVENT_FLOW_START, EndpointKey, EndpointValue, FlowEvent, MARK_OWN_RESET,
+    OBSERVED_FROM_WORKLOAD, OBSERVED_TO_WORKLOAD, POLICY_FLAG_LOG_END, POLICY_FLAG_LOG_START,
+    POLICY_FLAG_WOULD_DENY, RuleStats, capacity, counter, timeout,
+};
 
 /// Pass the packet on: with tcx this is "next" (the CNI's own programs still run), with
 /// clsact it is "unspecified" (the default action), so zonewall never short-cuts a chain.
 const ACT_CONTINUE: i32 = -1;
 const ACT_DROP: i32 = aya_ebpf::bindings::TC_ACT_SHOT;
 
-#[map(name = "ZW_BLOCK")]
-static BLOCK: HashMap<BlockKey, BlockValue> = HashMap::with_max_entries(BLOCK_MAX_ENTRIES, 0);
+#[map(name = "ZW_CT")]
+static CONNTRACK: LruHashMap<CtKey, CtValue> = LruHashMap::pinned(capacity::CONNTRACK, 0);
+
+#[map(name = "ZW_ENDPOINTS")]
+static ENDPOINTS: HashMap<EndpointKey, EndpointValue> = HashMap::pinned(capacity::ENDPOINTS, 0);
+
+#[map(name = "ZW_RULE_STATS")]
+static RULE_STATS: PerCpuArray<RuleStats> = PerCpuArray::pinned(capacity::RULES, 0);
+
+#[map(name = "ZW_CONFIG")]
+static CONFIG: Array<Config> = Array::pinned(1, 0);
 
 #[map(name = "ZW_COUNTERS")]
-static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::pinned(counter::COUNT, 0);
+
+#[map(name = "ZW_EVENTS")]
+static EVENTS: RingBuf = RingBuf::pinned(capacity::EVENTS_BYTES, 0);
+
+#[map(name = "ZW_DENIES")]
+static DENIES: LruHashMap<DenyKey, DenyValue> = LruHashMap::pinned(capacity::DENIES, 0);
 
 /// Packets the workload sends (TC ingress of its host-side interface).
 #[classifier]
 pub fn zw_from_workload(ctx: TcContext) -> i32 {
-    decide(&ctx)
+    decide(&ctx, OBSERVED_FROM_WORKLOAD)
 }
 
 /// Packets sent to the workload (TC egress of its host-side interface).
 #[classifier]
 pub fn zw_to_workload(ctx: TcContext) -> i32 {
-    decide(&ctx)
+    decide(&ctx, OBSERVED_TO_WORKLOAD)
+}
+
+/// What every step needs to know about the packet besides its headers.
+#[derive(Clone, Copy, Default)]
+struct Meta {
+    observed: u8,
+    ifindex: u32,
+    generation: u32,
+    config_flags: u32,
+    now: u64,
+    bytes: u64,
+}
+
+/// Per-CPU working memory of one decision: the BPF stack (512 bytes over all frames of a
+/// call chain) is too small for the packet, keys, entries and events it needs.
+#[derive(Clone, Copy, Default)]
+struct Scratch {
+    packet: Packet,
+    /// The packet turned around, when a reply is evaluated in its flow's direction.
+    initiator: Packet,
+    related: CtKey,
+    key: CtKey,
+    entry: CtValue,
+    verdict: FlowVerdict,
+    meta: Meta,
+    event: FlowEvent,
+    deny_key: DenyKey,
+    deny_value: DenyValue,
+}
+
+#[map(name = "ZW_SCRATCH")]
+static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::pinned(1, 0);
+
+/// `tracked` found no live entry: the packet starts a new flow.
+const NEW_FLOW: i32 = i32::MIN;
+
+/// Does nothing and passes: the baseline `cargo xtask bench` measures the other programs
+/// against. Never attached.
+#[classifier]
+pub fn zw_empty(_ctx: TcContext) -> i32 {
+    ACT_CONTINUE
 }
 
 #[inline(always)]
-fn decide(ctx: &TcContext) -> i32 {
-    let mut key = BlockKey::default();
-    let outcome = match parse::parse(ctx, &mut key) {
-        Ok(packet) => classify(&packet, &key),
-        Err(ParseError::Malformed) => counter::DROP_MALFORMED,
-        Err(ParseError::TooManyExtensionHeaders) => counter::DROP_EXT_HEADERS,
+fn decide(ctx: &TcContext, observed: u8) -> i32 {
+    // SAFETY: the context's socket buffer is valid for the whole program run.
+    let (mark, ifindex, len) = unsafe {
+        let skb = &*ctx.skb.skb;
+        (skb.mark, skb.ifindex, skb.len)
     };
-    count(outcome);
-    match outcome {
-        counter::DROP_BLOCKED | counter::DROP_MALFORMED | counter::DROP_EXT_HEADERS => ACT_DROP,
-        _ => ACT_CONTINUE,
+    if mark == MARK_OWN_RESET {
+        // SAFETY: as above; the mark is ours and means nothing past this point.
+        unsafe { (*ctx.skb.skb).mark = 0 };
+        return pass_packet(counter::PASS_OWN_RESET);
+    }
+    let Some(s) = SCRATCH.get_ptr_mut(0) else {
+        return drop_packet(counter::DROP_NO_VERDICT);
+    };
+    // SAFETY: per-CPU slot owned by this CPU while the program runs.
+    let s = unsafe { &mut *s };
+    s.packet = Packet::default();
+    s.related = CtKey::default();
+    let kind = match parse::outcome(parse::parse(ctx, &mut s.packet, &mut s.related)) {
+        Ok(kind) => kind,
+        Err(ParseError::Malformed) => return drop_packet(counter::DROP_MALFORMED),
+        Err(ParseError::TooManyExtensionHeaders) => return drop_packet(counter::DROP_EXT_HEADERS),
+    };
+    if kind == Kind::NotIp || kind == Kind::LinkControl {
+        return pass_packet(counter::PASS_NOT_IP);
+    }
+    if observed == OBSERVED_FROM_WORKLOAD && !sent_by_owner(ifindex, &s.packet) {
+        return drop_packet(counter::DROP_SPOOFED);
+    }
+    let (generation, config_flags) = match CONFIG.get(0) {
+        Some(config) if config.generation != 0 => (config.generation, config.flags),
+        _ => return drop_packet(counter::DROP_NO_POLICY),
+    };
+    s.meta = Meta {
+        observed,
+        ifindex,
+        generation,
+        config_flags,
+        // SAFETY: helper without arguments.
+        now: unsafe { bpf_ktime_get_ns() },
+        bytes: u64::from(len),
+    };
+    match kind {
+        Kind::Fragment => {
+            // No ports in this packet: only a rule without ports can allow it.
+            if !policy::evaluate(&s.packet, s.meta.generation, false, &mut s.verdict) {
+                return drop_packet(counter::DROP_NO_VERDICT);
+            }
+            count_rule(s.verdict.rule_id, s.meta.bytes);
+            if s.verdict.action == ACTION_ALLOW {
+                pass_packet(counter::PASS_FRAGMENT)
+            } else {
+                drop_packet(counter::DROP_POLICY)
+            }
+        }
+        Kind::IcmpError => {
+            if let Some(entry) = CONNTRACK.get_ptr(&s.related) {
+                // SAFETY: pointer from a successful lookup; read only.
+                let entry = unsafe { &*entry };
+                if entry.generation == generation
+                    && !conntrack::expired(entry, s.related.protocol, s.meta.now)
+                {
+                    return pass_packet(counter::PASS_RELATED);
+                }
+            }
+            new_flow(ctx, s)
+        }
+        _ => match tracked(s) {
+            NEW_FLOW => new_flow(ctx, s),
+            action => action,
+        },
     }
 }
 
+/// Whether `ifindex` (a workload interface) may send from the packet's source address.
 #[inline(always)]
-fn classify(packet: &Packet, key: &BlockKey) -> u32 {
-    match packet {
-        Packet::NotIp => counter::PASS_NOT_IP,
-        // A non-first fragment carries no L4 header, so it can never match a port entry.
-        Packet::Fragment => counter::FRAGMENT,
-        Packet::Ip => {
-            if BLOCK.get_ptr(key).is_some() {
-                counter::DROP_BLOCKED
-            } else {
-                counter::PASS_IP
+fn sent_by_owner(ifindex: u32, packet: &Packet) -> bool {
+    let key = EndpointKey {
+        ifindex,
+        family: packet.family,
+        _pad: [0; 3],
+        addr_be: packet.src,
+    };
+    ENDPOINTS.get_ptr(&key).is_some()
+}
+
+/// A packet of a tracked flow: passes (after a new evaluation when the policy generation
+/// changed), or `NEW_FLOW` when there is no live entry.
+#[inline(never)]
+fn tracked(s: &mut Scratch) -> i32 {
+    let (now, bytes) = (s.meta.now, s.meta.bytes);
+    let source_is_a = conntrack::key_of(&s.packet, &mut s.key);
+    let Some(entry) = CONNTRACK.get_ptr_mut(&s.key) else {
+        return NEW_FLOW;
+    };
+    // SAFETY: pointer from a successful lookup; the entry stays valid while the program
+    // runs. Concurrent updates from other CPUs may lose a counter increment, never corrupt
+    // the entry.
+    let entry = unsafe { &mut *entry };
+    if conntrack::expired(entry, s.packet.protocol, now) {
+        return NEW_FLOW;
+    }
+    let forward = (entry.flags & CT_INITIATOR_A != 0) == source_is_a;
+    if entry.generation != s.meta.generation {
+        // The policy changed since this flow was allowed: ask again, in the flow's own
+        // direction.
+        s.initiator = s.packet;
+        if !forward {
+            s.initiator.src = s.packet.dst;
+            s.initiator.dst = s.packet.src;
+            s.initiator.sport_be = s.packet.dport_be;
+            s.initiator.dport_be = s.packet.sport_be;
+        }
+        if !policy::evaluate(&s.initiator, s.meta.generation, true, &mut s.verdict) {
+            let _ = CONNTRACK.remove(&s.key);
+            return drop_packet(counter::DROP_NO_VERDICT);
+        }
+        if s.verdict.action != ACTION_ALLOW {
+            let _ = CONNTRACK.remove(&s.key);
+            count_rule(s.verdict.rule_id, bytes);
+            if s.meta.config_flags & CONFIG_FLAG_EVENTS != 0 {
+                report_deny(s, true);
             }
+            return drop_packet(counter::DROP_POLICY);
+        }
+        entry.generation = s.meta.generation;
+        entry.egress_rule_id = s.verdict.egress_rule_id;
+        entry.ingress_rule_id = s.verdict.ingress_rule_id;
+        entry.audit_rule_id = s.verdict.audit_rule_id;
+        entry.policy_flags = s.verdict.policy_flags;
+    }
+    entry.last_seen_ns = now;
+    let flags_before = entry.flags;
+    entry.flags |= conntrack::flags_seen(&s.packet, forward);
+    if entry.ifindex == s.meta.ifindex && s.meta.observed == counting_hook(entry, forward) {
+        if forward {
+            entry.packets_forward += 1;
+            entry.bytes_forward += bytes;
+        } else {
+            entry.packets_reverse += 1;
+            entry.bytes_reverse += bytes;
+        }
+        count_rule(entry.egress_rule_id, bytes);
+        if entry.ingress_rule_id != entry.egress_rule_id {
+            count_rule(entry.ingress_rule_id, bytes);
+        }
+    }
+    if flags_before & CT_END_REPORTED == 0 && conntrack::ended(entry.flags) {
+        entry.flags |= CT_END_REPORTED;
+        if s.meta.config_flags & CONFIG_FLAG_EVENTS != 0
+            && entry.policy_flags & POLICY_FLAG_LOG_END != 0
+        {
+            report_end(&s.key, entry, now);
+        }
+    }
+    pass_packet(counter::PASS_ESTABLISHED)
+}
+
+/// The hook of the entry's interface that counts a packet going `forward` (or back): the
+/// creating hook for the initiator's packets, the other one for the responder's.
+#[inline(always)]
+fn counting_hook(entry: &CtValue, forward: bool) -> u8 {
+    if forward {
+        entry.observed
+    } else {
+        1 - entry.observed
+    }
+}
+
+/// The first packet of a flow: the policy decides; an allowed flow gets an entry.
+#[inline(never)]
+fn new_flow(ctx: &TcContext, s: &mut Scratch) -> i32 {
+    let (now, bytes) = (s.meta.now, s.meta.bytes);
+    if !policy::evaluate(&s.packet, s.meta.generation, true, &mut s.verdict) {
+        return drop_packet(counter::DROP_NO_VERDICT);
+    }
+    if s.verdict.policy_flags & POLICY_FLAG_WOULD_DENY != 0 {
+        count(counter::AUDIT_WOULD_DENY);
+    }
+    count_rule(s.verdict.rule_id, bytes);
+    if s.verdict.action != ACTION_ALLOW {
+        if s.meta.config_flags & CONFIG_FLAG_EVENTS != 0 {
+            report_deny(s, false);
+        }
+        if (s.verdict.action == ACTION_RESET_CLIENT || s.verdict.action == ACTION_RESET_BOTH)
+            && reset::applicable(&s.packet)
+        {
+            count(counter::DROP_POLICY);
+            return match reset::send(ctx, &s.packet, s.meta.observed, s.meta.ifindex) {
+                0 => count_and(counter::RESET_FAILED, ACT_DROP),
+                action => count_and(counter::RESET_SENT, action),
+            };
+        }
+        return drop_packet(counter::DROP_POLICY);
+    }
+    if s.verdict.ingress_rule_id != s.verdict.egress_rule_id {
+        count_rule(s.verdict.ingress_rule_id, bytes);
+    }
+    let source_is_a = conntrack::key_of(&s.packet, &mut s.key);
+    s.entry = CtValue {
+        created_ns: now,
+        last_seen_ns: now,
+        packets_forward: 1,
+        bytes_forward: bytes,
+        packets_reverse: 0,
+        bytes_reverse: 0,
+        generation: s.meta.generation,
+        egress_rule_id: s.verdict.egress_rule_id,
+        ingress_rule_id: s.verdict.ingress_rule_id,
+        audit_rule_id: s.verdict.audit_rule_id,
+        initiator_zone: s.verdict.src_zone,
+        responder_zone: s.verdict.dst_zone,
+        ifindex: s.meta.ifindex,
+        flags: if source_is_a { CT_INITIATOR_A } else { 0 },
+        policy_flags: s.verdict.policy_flags,
+        observed: s.meta.observed,
+        _pad: 0,
+    };
+    // A full table evicts the least recently used entry; the insert itself cannot fail for
+    // lack of room. Should it fail anyway, the packet still passes (the policy allowed it)
+    // and the next packet is evaluated again.
+    let _ = CONNTRACK.insert(&s.key, &s.entry, 0);
+    if s.meta.config_flags & CONFIG_FLAG_EVENTS != 0
+        && s.verdict.policy_flags & POLICY_FLAG_LOG_START != 0
+    {
+        report_start(s);
+    }
+    pass_packet(counter::PASS_NEW)
+}
+
+#[inline(always)]
+fn emit(event: &FlowEvent) {
+    if EVENTS.output::<FlowEvent>(event, 0).is_err() {
+        count(counter::EVENTS_LOST);
+    }
+}
+
+#[inline(never)]
+fn report_start(s: &mut Scratch) {
+    let (packet, verdict, meta) = (&s.packet, &s.verdict, &s.meta);
+    s.event = FlowEvent {
+        timestamp_ns: meta.now,
+        created_ns: meta.now,
+        packets_forward: 1,
+        bytes_forward: meta.bytes,
+        src_addr_be: packet.src,
+        dst_addr_be: packet.dst,
+        src_port_be: packet.sport_be,
+        dst_port_be: packet.dport_be,
+        rule_id: verdict.egress_rule_id,
+        other_rule_id: verdict.ingress_rule_id,
+        audit_rule_id: verdict.audit_rule_id,
+        src_zone: verdict.src_zone,
+        dst_zone: verdict.dst_zone,
+        ifindex: meta.ifindex,
+        count: 1,
+        kind: EVENT_FLOW_START,
+        family: packet.family,
+        protocol: packet.protocol,
+        action: ACTION_ALLOW,
+        direction: meta.observed,
+        policy_flags: verdict.policy_flags,
+        ..FlowEvent::default()
+    };
+    emit(&s.event);
+}
+
+/// Reports the end of a flow the kernel saw end (RST, or FIN both ways).
+#[inline(never)]
+fn report_end(key: &CtKey, entry: &CtValue, now: u64) {
+    let Some(s) = SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: per-CPU slot owned by this CPU while the program runs; only `event` is
+    // written, which no caller holds.
+    let event = unsafe { &mut (*s).event };
+    let initiator_a = entry.flags & CT_INITIATOR_A != 0;
+    let (src, sport, dst, dport) = if initiator_a {
+        (key.addr_a_be, key.port_a_be, key.addr_b_be, key.port_b_be)
+    } else {
+        (key.addr_b_be, key.port_b_be, key.addr_a_be, key.port_a_be)
+    };
+    *event = FlowEvent {
+        timestamp_ns: now,
+        created_ns: entry.created_ns,
+        packets_forward: entry.packets_forward,
+        bytes_forward: entry.bytes_forward,
+        packets_reverse: entry.packets_reverse,
+        bytes_reverse: entry.bytes_reverse,
+        src_addr_be: src,
+        dst_addr_be: dst,
+        src_port_be: sport,
+        dst_port_be: dport,
+        rule_id: entry.egress_rule_id,
+        other_rule_id: entry.ingress_rule_id,
+        audit_rule_id: entry.audit_rule_id,
+        src_zone: entry.initiator_zone,
+        dst_zone: entry.responder_zone,
+        ifindex: entry.ifindex,
+        count: 1,
+        kind: EVENT_FLOW_END,
+        family: key.family,
+        protocol: key.protocol,
+        action: ACTION_ALLOW,
+        reason: if entry.flags & CT_RST_FROM_RESPONDER != 0 {
+            END_REASON_RST_RESPONDER
+        } else if entry.flags & CT_RST != 0 {
+            END_REASON_RST
+        } else {
+            END_REASON_FIN
+        },
+        direction: entry.observed,
+        policy_flags: entry.policy_flags,
+        ..FlowEvent::default()
+    };
+    emit(event);
+}
+
+/// Reports a denied attempt of the packet (turned around to its flow's direction when
+/// `initiator`; the verdict is `s.verdict`): the first of a kind at once, then at most one
+/// record per window with the number of attempts it stands for. Userspace reports what is
+/// left at the end of a window that saw no further attempt.
+#[inline(never)]
+fn report_deny(s: &mut Scratch, initiator: bool) {
+    let now = s.meta.now;
+    let packet = if initiator { s.initiator } else { s.packet };
+    s.deny_key = DenyKey {
+        src_addr_be: packet.src,
+        dst_addr_be: packet.dst,
+        dst_port_be: packet.dport_be,
+        protocol: packet.protocol,
+        family: packet.family,
+        rule_id: s.verdict.rule_id,
+    };
+    let attempts = match DENIES.get_ptr_mut(&s.deny_key) {
+        Some(value) => {
+            // SAFETY: pointer from a successful lookup.
+            let value = unsafe { &mut *value };
+            value.unreported += 1;
+            if now.saturating_sub(value.window_start_ns) < timeout::DENY_WINDOW_NS {
+                return;
+            }
+            let attempts = value.unreported;
+            value.unreported = 0;
+            value.window_start_ns = now;
+            attempts
+        }
+        None => {
+            s.deny_value = DenyValue {
+                window_start_ns: now,
+                unreported: 0,
+                src_zone: s.verdict.src_zone,
+                dst_zone: s.verdict.dst_zone,
+                ifindex: s.meta.ifindex,
+                action: s.verdict.action,
+                direction: s.meta.observed,
+                _pad: [0; 6],
+            };
+            let _ = DENIES.insert(&s.deny_key, &s.deny_value, 0);
+            1
+        }
+    };
+    s.event = FlowEvent {
+        timestamp_ns: now,
+        created_ns: now,
+        src_addr_be: packet.src,
+        dst_addr_be: packet.dst,
+        src_port_be: packet.sport_be,
+        dst_port_be: packet.dport_be,
+        rule_id: s.verdict.rule_id,
+        audit_rule_id: s.verdict.audit_rule_id,
+        src_zone: s.verdict.src_zone,
+        dst_zone: s.verdict.dst_zone,
+        ifindex: s.meta.ifindex,
+        count: attempts,
+        kind: EVENT_DENY,
+        family: packet.family,
+        protocol: packet.protocol,
+        action: s.verdict.action,
+        direction: s.meta.observed,
+        policy_flags: s.verdict.policy_flags,
+        ..FlowEvent::default()
+    };
+    emit(&s.event);
+}
+
+#[inline(always)]
+fn count_rule(rule_id: u32, bytes: u64) {
+    if let Some(slot) = RULE_STATS.get_ptr_mut(rule_id) {
+        // SAFETY: per-CPU slot owned by this CPU while the program runs.
+        unsafe {
+            (*slot).packets += 1;
+            (*slot).bytes += bytes;
         }
     }
 }
@@ -78,6 +522,24 @@ fn count(index: u32) {
         // from a successful map lookup.
         unsafe { *slot += 1 };
     }
+}
+
+#[inline(always)]
+fn count_and(index: u32, action: i32) -> i32 {
+    count(index);
+    action
+}
+
+#[inline(always)]
+fn pass_packet(index: u32) -> i32 {
+    count(index);
+    ACT_CONTINUE
+}
+
+#[inline(always)]
+fn drop_packet(index: u32) -> i32 {
+    count(index);
+    ACT_DROP
 }
 
 #[cfg(not(test))]

@@ -6,6 +6,8 @@
 //! each has its own bpffs pin root, and everything is removed on drop, panics included.
 //! Traffic only ever flows between these namespaces.
 
+pub mod agent;
+pub mod enforced;
 pub mod netns;
 pub mod packet;
 pub mod privileges;

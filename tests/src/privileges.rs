@@ -24,7 +24,7 @@ pub fn privileged(test: &str) -> bool {
     false
 }
 
-fn is_root() -> bool {
+pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
 }

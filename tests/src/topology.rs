@@ -291,9 +291,30 @@ impl Drop for Topology {
             return;
         }
         for name in self.namespaces.iter().rev() {
-            let status = Command::new("ip").args(["netns", "del", name]).status();
-            if !status.is_ok_and(|s| s.success()) {
-                eprintln!("cleanup: `ip netns del {name}` failed");
+            // A namespace still being torn down by the kernel can refuse once; try again
+            // before reporting.
+            let mut last = String::new();
+            let deleted = (0..5).any(|attempt| {
+                if attempt > 0 {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                match Command::new("ip").args(["netns", "del", name]).output() {
+                    Ok(output) if output.status.success() => true,
+                    Ok(output) => {
+                        last = String::from_utf8_lossy(&output.stderr).trim().to_owned();
+                        false
+                    }
+                    Err(e) => {
+                        last = e.to_string();
+                        false
+                    }
+                }
+            });
+            if !deleted {
+                // Straight to stdout: libtest hides a passing test's stderr, and a leftover
+                // must be explained.
+                let line = format!("CLEANUP FAILED: `ip netns del {name}`: {last}\n");
+                let _ = std::io::Write::write_all(&mut std::io::stdout(), line.as_bytes());
             }
         }
         if let Err(e) = std::fs::remove_dir_all(&self.pin_root)

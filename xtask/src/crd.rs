@@ -7,29 +7,38 @@ use anyhow::{Context as _, bail};
 
 use crate::display;
 
-/// Where the ZonePolicy CRD is committed, relative to the workspace root.
-pub const CRD_PATH: &str = "deploy/crds/zonepolicies.zonewall.io.yaml";
+/// Where the ZonePolicy CRD is committed, relative to the workspace root: the plain manifests
+/// and the Helm chart's copy.
+pub const CRD_PATHS: [&str; 2] = [
+    "deploy/crds/zonepolicies.zonewall.io.yaml",
+    "deploy/helm/zonewall/crds/zonepolicies.zonewall.io.yaml",
+];
 
-/// Writes the CRD file from `zonewall crd`.
+/// Writes the CRD files from `zonewall crd`.
 pub fn write(root: &Path) -> anyhow::Result<()> {
     let generated = generate(root)?;
-    let path = root.join(CRD_PATH);
-    std::fs::write(&path, generated).with_context(|| format!("cannot write {}", path.display()))?;
-    eprintln!("wrote {CRD_PATH}");
+    for relative in CRD_PATHS {
+        let path = root.join(relative);
+        std::fs::write(&path, &generated)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        eprintln!("wrote {relative}");
+    }
     Ok(())
 }
 
 pub fn check(root: &Path) -> anyhow::Result<()> {
     let generated = generate(root)?;
-    let path = root.join(CRD_PATH);
-    let committed = std::fs::read_to_string(&path)
-        .with_context(|| format!("cannot read {}", path.display()))?;
-    if let Some(problem) = difference(&committed, &generated) {
-        bail!(
-            "{CRD_PATH} differs from what `zonewall crd` prints ({problem}); regenerate it with `cargo xtask codegen` and commit it"
-        );
+    for relative in CRD_PATHS {
+        let path = root.join(relative);
+        let committed = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        if let Some(problem) = difference(&committed, &generated) {
+            bail!(
+                "{relative} differs from what `zonewall crd` prints ({problem}); regenerate it with `cargo xtask codegen` and commit it"
+            );
+        }
+        eprintln!("CRD check: {relative} matches `zonewall crd`");
     }
-    eprintln!("CRD check: {CRD_PATH} matches `zonewall crd`");
     Ok(())
 }
 

@@ -1,8 +1,10 @@
-//! Developer and CI tasks: `cargo xtask setup | test | codegen | demo`.
+//! Developer and CI tasks: `cargo xtask setup | test | codegen | demo | bench`.
 
 mod bench;
 mod bench_sync;
 mod crd;
+mod demo;
+mod kernel_bench;
 mod setup;
 mod test;
 
@@ -19,6 +21,8 @@ struct Cli {
 enum BenchKind {
     Parse,
     Translate,
+    Kernel,
+    Flows,
     Sync,
 }
 
@@ -35,10 +39,15 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
-    /// Run zonewall end to end on this machine (not built yet).
+    /// Run zonewall end to end on this machine: a node with pods in four zones in network
+    /// namespaces, the real agent enforcing a firewall configuration, traffic, the CEF records
+    /// and a summary. Needs root; removes everything it created, also on Ctrl-C.
     Demo,
-    /// Measurements (release builds) on a generated 10,000-rule Panorama config: `parse`
-    /// times `zonewall explain`, `translate` times `zonewall translate`, `sync` times a commit
+    /// Measurements (release builds): `parse` times `zonewall explain` and `translate` times
+    /// `zonewall translate` on a generated 10,000-rule Panorama config; `kernel` (root) times
+    /// the TC programs per packet with BPF_PROG_TEST_RUN on generated policies of 100 to
+    /// 10,000 rules and 1,000 to 100,000 prefixes; `flows` (root) sends kernel flow events
+    /// through enrichment, CEF and the TCP sink to a loopback receiver; `sync` times a commit
     /// to its objects written by `zonewall sync` (output directory and mock API server).
     Bench {
         #[arg(value_enum, default_value = "parse")]
@@ -53,13 +62,13 @@ fn main() -> anyhow::Result<()> {
         Command::Bench { which } => match which {
             BenchKind::Parse => bench::run_parse(),
             BenchKind::Translate => bench::run_translate(),
+            BenchKind::Kernel => kernel_bench::run("kernel"),
+            BenchKind::Flows => kernel_bench::run("flows"),
             BenchKind::Sync => bench_sync::run(),
         },
         Command::Codegen { check: false } => crd::write(&workspace_root()),
         Command::Codegen { check: true } => crd::check(&workspace_root()),
-        Command::Demo => anyhow::bail!(
-            "`cargo xtask demo` does not exist yet: it arrives with the node agent (see the README status table)"
-        ),
+        Command::Demo => demo::run(),
     }
 }
 

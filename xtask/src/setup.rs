@@ -10,7 +10,8 @@ use anyhow::{Context as _, bail};
 use crate::run_command;
 
 /// Debian packages: LLVM 22 for building bpf-linker (it must match rustc's LLVM major),
-/// iproute2 for the test topology, the traffic tools the tests and benchmarks use, and rsyslog.
+/// iproute2 for the test topology, the traffic tools the tests and benchmarks use, rsyslog, and
+/// checkers of the metrics exposition.
 const PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -21,7 +22,14 @@ const PACKAGES: &[&str] = &[
     // Real syslog receivers for the SIEM export tests (UDP, TCP and TLS).
     "rsyslog",
     "rsyslog-gnutls",
+    // promtool and the Python client's OpenMetrics parser, for the tests that check the
+    // /metrics expositions (Prometheus text and OpenMetrics).
+    PROMETHEUS,
+    "python3-prometheus-client",
 ];
+/// Debian ships promtool only inside the Prometheus server package, whose service listens on
+/// 9090, the agent's default metrics port; setup stops that service when it installs it.
+const PROMETHEUS: &str = "prometheus";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 const BPFFS: &str = "/sys/fs/bpf";
 
@@ -85,7 +93,12 @@ fn debian_packages() -> anyhow::Result<()> {
             .args(["install", "-y", "-q", "--no-install-recommends"])
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"),
-    )
+    )?;
+    if missing.contains(&PROMETHEUS) && std::path::Path::new("/run/systemd/system").exists() {
+        eprintln!("setup: stopping the Prometheus server that came with promtool (port 9090)");
+        run_command(Command::new("systemctl").args(["disable", "--now", "prometheus.service"]))?;
+    }
+    Ok(())
 }
 
 fn dpkg_installed(package: &str) -> bool {

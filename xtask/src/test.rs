@@ -22,12 +22,14 @@ pub fn run() -> anyhow::Result<()> {
     };
 
     run_command(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    // --all-features: the kernel benchmark's code only builds with xtask's kernel-bench feature.
     run_command(cargo().args([
         "clippy",
         "--workspace",
         "--exclude",
         "zonewall-ebpf",
         "--all-targets",
+        "--all-features",
         "--",
         "-D",
         "warnings",

@@ -1,14 +1,35 @@
 //! Everything that talks to the kernel's BPF subsystem: loading the embedded object,
-//! attaching the programs to workload interfaces, writing maps and reading counters.
-//! Nothing else in the crate calls aya.
+//! attaching the programs to workload interfaces, writing the compiled tables and reading
+//! counters. Nothing else in the crate calls aya; the rest of the agent sees the
+//! [`Dataplane`] trait, so its logic can be tested without a kernel.
+
+mod interfaces;
+mod sys;
+mod tables;
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use aya::{
-    Ebpf, EbpfError,
-    maps::{HashMap, MapError, PerCpuArray},
-    programs::{ProgramError, SchedClassifier, TcAttachType, tc},
+    Ebpf, EbpfError, EbpfLoader,
+    maps::{Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray, lpm_trie::Key},
+    programs::{
+        LinkOrder, ProgramError, SchedClassifier, TcAttachType,
+        links::{FdLink, PinnedLink},
+        tc::{self, SchedClassifierLink, TcAttachOptions},
+    },
     util::KernelVersion,
 };
-use zonewall_common::{BlockKey, BlockValue, counter, map_names, program_names};
+use zonewall_common::{
+    self as abi, Config, EndpointKey, EndpointValue, RuleStats, counter, map_names, program_names,
+};
+
+pub use interfaces::{InterfaceError, discover_interface, interface_index};
+pub use tables::{DesiredTables, TableDiff, endpoint_key};
+
+use crate::policy::datapath_compile::Compiled;
 
 /// The eBPF object built from `ebpf/` by `build.rs`.
 pub static EBPF_OBJECT: &[u8] =
@@ -60,6 +81,30 @@ pub enum DatapathError {
         #[source]
         source: Box<MapError>,
     },
+    #[error(
+        "the compiled policy needs {needed} entries in map {map}, which holds {capacity}; nothing was written and the previous policy stays live"
+    )]
+    Capacity {
+        map: &'static str,
+        needed: usize,
+        capacity: u32,
+    },
+    #[error(transparent)]
+    Interface(#[from] InterfaceError),
+    #[error("the tcx link of interface {interface} ({direction}) cannot be used: {source}")]
+    Link {
+        interface: String,
+        direction: &'static str,
+        #[source]
+        source: Box<aya::programs::links::LinkError>,
+    },
+    #[error("cannot {op} pin {path}: {source}; is bpffs mounted there and writable?")]
+    Pin {
+        op: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Packet outcome counters summed over all CPUs, indexed like `zonewall_common::counter`.
@@ -83,30 +128,218 @@ impl Counters {
 
 impl std::fmt::Display for Counters {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for (i, (name, value)) in counter::NAMES.iter().zip(self.0).enumerate() {
-            if i > 0 {
+        let mut first = true;
+        for (name, value) in counter::NAMES.iter().zip(self.0) {
+            if value == 0 {
+                continue;
+            }
+            if !first {
                 f.write_str(" ")?;
             }
+            first = false;
             write!(f, "{name}={value}")?;
+        }
+        if first {
+            f.write_str("(all zero)")?;
         }
         Ok(())
     }
 }
 
-/// The loaded programs and maps. Attachments live as long as this value: dropping it detaches
-/// the programs (pinning, so enforcement outlives the process, comes with the agent runtime).
+/// What one [`Dataplane::apply`] changed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ApplyReport {
+    /// Entries inserted or overwritten, over all maps.
+    pub written: usize,
+    /// Entries removed, over all maps.
+    pub removed: usize,
+    /// Of the written, removed and mirrored entries, how many went through batch system calls
+    /// (the kernel may not offer them for every map type).
+    pub batched: usize,
+    /// Entries written or removed in the slot that was live before, after the switch, so
+    /// both slots hold the same tables again.
+    pub mirrored: usize,
+    /// The live generation afterwards (unchanged when nothing differed).
+    pub generation: u32,
+}
+
+/// The kernel side of the agent.
+pub trait Dataplane {
+    /// Attaches both programs to a workload's host-side interface (ingress sees what the
+    /// workload sends, egress what it receives); returns the interface index.
+    fn attach(&mut self, interface: &str) -> Result<u32, DatapathError>;
+    /// Makes `desired` the enforced policy: writes what differs, removes what is no longer
+    /// wanted, then moves the live generation on, so tracked flows are evaluated again.
+    fn apply(&mut self, desired: &DesiredTables) -> Result<ApplyReport, DatapathError>;
+    /// Packet outcome counters summed over all CPUs.
+    fn counters(&self) -> Result<Counters, DatapathError>;
+    /// Packets and bytes per rule id (summed over CPUs), rules with hits only.
+    fn rule_stats(&self) -> Result<BTreeMap<u32, RuleStats>, DatapathError>;
+    /// Removes conntrack entries that outlived their idle timeout at `now_ns` (kernel
+    /// monotonic clock) and returns the end events of those that had not reported their end
+    /// and whose rule logs at the end.
+    fn sweep_conntrack(&mut self, now_ns: u64) -> Result<Vec<abi::FlowEvent>, DatapathError>;
+    /// Closes deny aggregation windows older than the window length: returns an event for
+    /// the attempts not reported yet, and removes the entry (so the next attempt is reported
+    /// at once again).
+    fn sweep_denies(&mut self, now_ns: u64) -> Result<Vec<abi::FlowEvent>, DatapathError>;
+    /// The real size of map `name`, when the dataplane can tell.
+    fn map_capacity(&self, name: &'static str) -> Option<u32>;
+}
+
+/// Where the datapath pins its maps and links: `<root>/v<MAP_ABI_VERSION>/{maps,links}`. A
+/// restarted agent finds them there and takes over without a gap; another layout version
+/// is never reused, only replaced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PinLayout {
+    pub root: PathBuf,
+}
+
+impl PinLayout {
+    /// The default root, `/sys/fs/bpf/zonewall`.
+    pub const DEFAULT_ROOT: &'static str = "/sys/fs/bpf/zonewall";
+
+    pub fn new(root: impl Into<PathBuf>) -> PinLayout {
+        PinLayout { root: root.into() }
+    }
+
+    fn version_dir(&self, version: u32) -> PathBuf {
+        self.root.join(format!("v{version}"))
+    }
+
+    pub fn maps(&self) -> PathBuf {
+        self.version_dir(abi::MAP_ABI_VERSION).join("maps")
+    }
+
+    pub fn links(&self) -> PathBuf {
+        self.version_dir(abi::MAP_ABI_VERSION).join("links")
+    }
+
+    /// Layout versions other than this build's found under the root.
+    fn other_versions(&self) -> Vec<PathBuf> {
+        let current = format!("v{}", abi::MAP_ABI_VERSION);
+        std::fs::read_dir(&self.root)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter(|e| {
+                        let name = e.file_name().to_string_lossy().into_owned();
+                        name.starts_with('v') && name != current
+                    })
+                    .map(|e| e.path())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// bpffs refuses names with dots; interface names may have them but never a colon.
+    fn link_file(links: &Path, interface: &str, direction: &str) -> PathBuf {
+        links.join(format!("{direction}-{}", interface.replace('.', ":")))
+    }
+}
+
+/// Map sizes (entries) chosen at load. A map already pinned keeps the size it was created
+/// with (the kernel cannot resize a map); the agent reads the real sizes back and checks
+/// every table against them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capacities {
+    /// Each identity trie (IPv4 and IPv6), per slot.
+    pub identity: u32,
+    /// The policy trie, per slot.
+    pub policy: u32,
+    pub conntrack: u32,
+}
+
+impl Default for Capacities {
+    fn default() -> Self {
+        Capacities {
+            identity: abi::capacity::IDENTITY_V4,
+            policy: abi::capacity::POLICY,
+            conntrack: abi::capacity::CONNTRACK,
+        }
+    }
+}
+
+impl Capacities {
+    /// The largest size accepted for any map (the kernel's tries and hashes allocate per
+    /// entry, but an absurd value is a typo).
+    pub const MAX: u32 = 1 << 26;
+
+    /// Refuses zero and absurd sizes, naming the setting.
+    pub fn validate(&self) -> Result<(), String> {
+        for (setting, value) in [
+            ("--map-identity-entries", self.identity),
+            ("--map-policy-entries", self.policy),
+            ("--map-conntrack-entries", self.conntrack),
+        ] {
+            if value == 0 || value > Self::MAX {
+                return Err(format!(
+                    "{setting} {value} is out of range: give 1 to {}",
+                    Self::MAX
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How long a packet may still be reading the tables of the generation before the live one.
+/// Programs run to completion within microseconds in softirq context; the margin is wide.
+const GRACE: Duration = Duration::from_millis(10);
+
+/// The loaded programs and maps, pinned (see [`PinLayout`]): maps, links and so enforcement
+/// outlive the process. [`Datapath::cleanup`] removes them.
 pub struct Datapath {
     ebpf: Ebpf,
+    layout: PinLayout,
+    generation: u32,
+    /// When the live generation was switched, for [`GRACE`].
+    last_flip: Instant,
 }
 
 impl Datapath {
-    /// Loads the embedded object and verifies every program, so a verifier rejection is
-    /// reported at start, not at the first attach.
-    pub fn load() -> Result<Self, DatapathError> {
-        let ebpf = Ebpf::load(EBPF_OBJECT).map_err(|source| DatapathError::Load {
-            source: Box::new(source),
-        })?;
-        let mut datapath = Self { ebpf };
+    /// Loads the embedded object with its maps pinned under `layout` (existing pins of the
+    /// same layout version are adopted, with their tables, conntrack and counters), and
+    /// verifies every program, so a verifier rejection is reported at start, not at the first
+    /// attach. Nothing attached changes here. On a fresh layout the programs drop every IP
+    /// packet until the first [`Dataplane::apply`] (fail closed).
+    pub fn load(layout: &PinLayout) -> Result<Self, DatapathError> {
+        Self::load_with(layout, &Capacities::default())
+    }
+
+    /// [`Datapath::load`] with chosen map sizes (for maps not pinned yet).
+    pub fn load_with(layout: &PinLayout, capacities: &Capacities) -> Result<Self, DatapathError> {
+        let maps = layout.maps();
+        for dir in [&maps, &layout.links()] {
+            std::fs::create_dir_all(dir).map_err(|source| DatapathError::Pin {
+                op: "create",
+                path: dir.display().to_string(),
+                source,
+            })?;
+        }
+        let mut loader = EbpfLoader::new();
+        loader.default_map_pin_directory(&maps);
+        for name in map_names::IDENTITY_V4_SLOTS
+            .iter()
+            .chain(&map_names::IDENTITY_V6_SLOTS)
+        {
+            loader.map_max_entries(name, capacities.identity);
+        }
+        for name in &map_names::POLICY_SLOTS {
+            loader.map_max_entries(name, capacities.policy);
+        }
+        loader.map_max_entries(map_names::CONNTRACK, capacities.conntrack);
+        let ebpf = loader
+            .load(EBPF_OBJECT)
+            .map_err(|source| DatapathError::Load {
+                source: Box::new(source),
+            })?;
+        let mut datapath = Self {
+            ebpf,
+            layout: layout.clone(),
+            generation: 0,
+            last_flip: Instant::now(),
+        };
         for name in program_names::ALL {
             datapath
                 .classifier(name)?
@@ -114,12 +347,74 @@ impl Datapath {
                 .map_err(|source| program_error("load", name, source))?;
         }
         for name in map_names::ALL {
-            datapath
-                .ebpf
-                .map(name)
-                .ok_or(DatapathError::Missing { kind: "map", name })?;
+            datapath.map(name)?;
         }
+        datapath.generation = datapath.config()?.generation;
         Ok(datapath)
+    }
+
+    /// The real size of map `name` (a pinned map keeps the size it was created with).
+    pub fn capacity(&self, name: &'static str) -> Result<u32, DatapathError> {
+        use aya::maps::Map;
+        let data = match self.map(name)? {
+            Map::LpmTrie(data) | Map::HashMap(data) | Map::LruHashMap(data) => data,
+            _ => {
+                return Err(DatapathError::Missing {
+                    kind: "hash or LPM trie map",
+                    name,
+                });
+            }
+        };
+        Ok(data
+            .info()
+            .map_err(|e| map_error("read the size of", name, e))?
+            .max_entries())
+    }
+
+    /// The live policy generation (0: none yet).
+    pub fn generation(&self) -> u32 {
+        self.generation
+    }
+
+    /// Removes every pin under the root (all layout versions): the links go, so the programs
+    /// detach, and the maps are freed once nothing uses them. Idempotent.
+    pub fn cleanup(layout: &PinLayout) -> Result<usize, DatapathError> {
+        let mut removed = 0;
+        let remove = |path: &Path| {
+            std::fs::remove_dir_all(path).map_err(|source| DatapathError::Pin {
+                op: "remove",
+                path: path.display().to_string(),
+                source,
+            })
+        };
+        let mut versions = layout.other_versions();
+        versions.push(layout.version_dir(abi::MAP_ABI_VERSION));
+        for dir in versions {
+            // Detach first: removing a pin only drops one reference to the link.
+            for entry in std::fs::read_dir(dir.join("links"))
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                use std::os::fd::AsRawFd as _;
+                let pin_error = |op: &'static str, source: std::io::Error| DatapathError::Pin {
+                    op,
+                    path: entry.path().display().to_string(),
+                    source,
+                };
+                let link = sys::obj_get(&entry.path()).map_err(|e| pin_error("open", e))?;
+                sys::link_detach(link.as_raw_fd())
+                    .map_err(|e| pin_error("detach the link of", e))?;
+            }
+            if dir.exists() {
+                removed += count_files(&dir);
+                remove(&dir)?;
+            }
+        }
+        if layout.root.exists() && count_files(&layout.root) == 0 {
+            remove(&layout.root)?;
+        }
+        Ok(removed)
     }
 
     fn classifier(&mut self, name: &'static str) -> Result<&mut SchedClassifier, DatapathError> {
@@ -133,11 +428,327 @@ impl Datapath {
             .map_err(|source| program_error("type check", name, source))
     }
 
-    /// Attaches both programs to a workload's host-side interface: ingress sees what the
-    /// workload sends, egress what it receives. Uses tcx links where the kernel has them
-    /// (>= 6.6) and a clsact qdisc otherwise. The interface name resolves in the calling
-    /// thread's network namespace.
-    pub fn attach(&mut self, interface: &str) -> Result<(), DatapathError> {
+    fn map(&self, name: &'static str) -> Result<&aya::maps::Map, DatapathError> {
+        self.ebpf
+            .map(name)
+            .ok_or(DatapathError::Missing { kind: "map", name })
+    }
+
+    /// The map's file descriptor number, for the batch calls aya does not offer. Valid while
+    /// `self` holds the map.
+    fn map_fd(&self, name: &'static str) -> Result<std::os::fd::RawFd, DatapathError> {
+        use aya::maps::Map;
+        use std::os::fd::{AsFd as _, AsRawFd as _};
+        let data = match self.map(name)? {
+            Map::LpmTrie(data) | Map::HashMap(data) | Map::LruHashMap(data) => data,
+            _ => {
+                return Err(DatapathError::Missing {
+                    kind: "hash or LPM trie map",
+                    name,
+                });
+            }
+        };
+        Ok(data.fd().as_fd().as_raw_fd())
+    }
+
+    fn map_mut(&mut self, name: &'static str) -> Result<&mut aya::maps::Map, DatapathError> {
+        self.ebpf
+            .map_mut(name)
+            .ok_or(DatapathError::Missing { kind: "map", name })
+    }
+
+    /// Reads the conntrack entries (for tests and diagnostics).
+    pub fn conntrack_entries(&self) -> Result<Vec<(abi::CtKey, abi::CtValue)>, DatapathError> {
+        let name = map_names::CONNTRACK;
+        let map: HashMap<&MapData, abi::CtKey, abi::CtValue> =
+            HashMap::try_from(self.map(name)?).map_err(|e| map_error("open", name, e))?;
+        map.iter()
+            .map(|entry| entry.map_err(|e| map_error("iterate", name, e)))
+            .collect()
+    }
+
+    /// The loaded program `name` (one of `program_names::ALL`), for the kernel benchmark's
+    /// test runs.
+    pub fn program_fd(
+        &mut self,
+        name: &'static str,
+    ) -> Result<std::os::fd::BorrowedFd<'_>, DatapathError> {
+        use std::os::fd::AsFd as _;
+        let program = self.classifier(name)?;
+        let fd = program
+            .fd()
+            .map_err(|source| program_error("get fd", name, source))?;
+        Ok(fd.as_fd())
+    }
+
+    /// The reader of the flow event ring buffer (there is one; a second call fails).
+    pub fn take_events(&mut self) -> Result<EventReader, DatapathError> {
+        let name = map_names::EVENTS;
+        let map = self
+            .ebpf
+            .take_map(name)
+            .ok_or(DatapathError::Missing { kind: "map", name })?;
+        let ring = aya::maps::RingBuf::try_from(map).map_err(|e| map_error("open", name, e))?;
+        Ok(EventReader(ring))
+    }
+
+    /// Every entry of an LPM trie, keyed as [`DesiredTables`] keys them.
+    fn read_lpm<K: aya::Pod + Ord, V: aya::Pod>(
+        &self,
+        name: &'static str,
+    ) -> Result<BTreeMap<(u32, K), V>, DatapathError> {
+        let trie: LpmTrie<&MapData, K, V> =
+            LpmTrie::try_from(self.map(name)?).map_err(|e| map_error("open", name, e))?;
+        let mut current = BTreeMap::new();
+        for entry in trie.iter() {
+            let (key, value) = entry.map_err(|e| map_error("iterate", name, e))?;
+            current.insert((key.prefix_len(), key.data()), value);
+        }
+        Ok(current)
+    }
+
+    /// Makes the trie `name`, which holds `current`, hold `desired`: writes what differs and
+    /// removes what is gone.
+    fn write_lpm<K: aya::Pod + Ord, V: aya::Pod + PartialEq>(
+        &mut self,
+        name: &'static str,
+        current: &BTreeMap<(u32, K), V>,
+        desired: &BTreeMap<(u32, K), V>,
+    ) -> Result<TableDiff, DatapathError> {
+        let fd = self.map_fd(name)?;
+        let mut trie: LpmTrie<&mut MapData, K, V> =
+            LpmTrie::try_from(self.map_mut(name)?).map_err(|e| map_error("open", name, e))?;
+        let diff = tables::diff(current, desired);
+        let keys: Vec<Key<K>> = diff
+            .upserts
+            .iter()
+            .map(|(prefix_len, data)| Key::new(*prefix_len, *data))
+            .collect();
+        let values: Vec<V> = diff.upserts.iter().map(|k| desired[k]).collect();
+        let mut batched = batched_upserts(name, fd, &keys, &values)?;
+        for (key, value) in keys.iter().zip(&values).skip(batched) {
+            trie.insert(key, value, 0)
+                .map_err(|e| map_error("insert", name, e))?;
+        }
+        let stale: Vec<Key<K>> = diff
+            .removals
+            .iter()
+            .map(|(prefix_len, data)| Key::new(*prefix_len, *data))
+            .collect();
+        let done = batched_removals(name, fd, &stale)?;
+        batched += done;
+        for key in stale.iter().skip(done) {
+            match trie.remove(key) {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(map_error("remove", name, e)),
+            }
+        }
+        Ok(TableDiff {
+            batched,
+            ..diff.summary()
+        })
+    }
+
+    /// The policy tables of one slot.
+    fn read_slot(&self, slot: usize) -> Result<SlotTables, DatapathError> {
+        Ok(SlotTables {
+            identity_v4: self.read_lpm(map_names::IDENTITY_V4_SLOTS[slot])?,
+            identity_v6: self.read_lpm(map_names::IDENTITY_V6_SLOTS[slot])?,
+            policy: self.read_lpm(map_names::POLICY_SLOTS[slot])?,
+        })
+    }
+
+    /// Makes slot `slot` (holding `current`) hold the desired tables.
+    fn write_slot(
+        &mut self,
+        slot: usize,
+        current: &SlotTables,
+        desired: &DesiredTables,
+    ) -> Result<TableDiff, DatapathError> {
+        let mut total = TableDiff::default();
+        total.add(self.write_lpm(
+            map_names::IDENTITY_V4_SLOTS[slot],
+            &current.identity_v4,
+            &desired.identity_v4,
+        )?);
+        total.add(self.write_lpm(
+            map_names::IDENTITY_V6_SLOTS[slot],
+            &current.identity_v6,
+            &desired.identity_v6,
+        )?);
+        total.add(self.write_lpm(
+            map_names::POLICY_SLOTS[slot],
+            &current.policy,
+            &desired.policy,
+        )?);
+        Ok(total)
+    }
+
+    fn wait_grace(&self) {
+        let elapsed = self.last_flip.elapsed();
+        if elapsed < GRACE {
+            std::thread::sleep(GRACE - elapsed);
+        }
+    }
+
+    fn config(&self) -> Result<Config, DatapathError> {
+        let name = map_names::CONFIG;
+        let array: Array<&MapData, Config> =
+            Array::try_from(self.map(name)?).map_err(|e| map_error("open", name, e))?;
+        array.get(&0, 0).map_err(|e| map_error("lookup", name, e))
+    }
+
+    fn read_endpoints(&self) -> Result<BTreeMap<EndpointKey, EndpointValue>, DatapathError> {
+        let name = map_names::ENDPOINTS;
+        let map: HashMap<&MapData, EndpointKey, EndpointValue> =
+            HashMap::try_from(self.map(name)?).map_err(|e| map_error("open", name, e))?;
+        let mut current = BTreeMap::new();
+        for entry in map.iter() {
+            let (key, value) = entry.map_err(|e| map_error("iterate", name, e))?;
+            current.insert(key, value);
+        }
+        Ok(current)
+    }
+
+    /// Writes the anti-spoofing entries that are new or changed (`removals: false`), or
+    /// removes the ones no longer wanted (`removals: true`). New addresses go in before the
+    /// generation that uses them goes live, old ones after.
+    fn write_endpoints(
+        &mut self,
+        current: &BTreeMap<EndpointKey, EndpointValue>,
+        desired: &BTreeMap<EndpointKey, EndpointValue>,
+        removals: bool,
+    ) -> Result<TableDiff, DatapathError> {
+        let name = map_names::ENDPOINTS;
+        let fd = self.map_fd(name)?;
+        let mut map: HashMap<&mut MapData, EndpointKey, EndpointValue> =
+            HashMap::try_from(self.map_mut(name)?).map_err(|e| map_error("open", name, e))?;
+        let diff = tables::diff(current, desired);
+        if !removals {
+            let values: Vec<EndpointValue> = diff.upserts.iter().map(|k| desired[k]).collect();
+            let batched = batched_upserts(name, fd, &diff.upserts, &values)?;
+            for (key, value) in diff.upserts.iter().zip(&values).skip(batched) {
+                map.insert(key, value, 0)
+                    .map_err(|e| map_error("insert", name, e))?;
+            }
+            return Ok(TableDiff {
+                written: diff.upserts.len(),
+                removed: 0,
+                batched,
+            });
+        }
+        let batched = batched_removals(name, fd, &diff.removals)?;
+        for key in diff.removals.iter().skip(batched) {
+            match map.remove(key) {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(map_error("remove", name, e)),
+            }
+        }
+        Ok(TableDiff {
+            written: 0,
+            removed: diff.removals.len(),
+            batched,
+        })
+    }
+
+    fn set_config(&mut self, config: Config) -> Result<(), DatapathError> {
+        let name = map_names::CONFIG;
+        let mut array: Array<&mut MapData, Config> =
+            Array::try_from(self.map_mut(name)?).map_err(|e| map_error("open", name, e))?;
+        array
+            .set(0, config, 0)
+            .map_err(|e| map_error("update", name, e))
+    }
+}
+
+/// Reads the kernel's flow events.
+pub struct EventReader(aya::maps::RingBuf<MapData>);
+
+impl EventReader {
+    /// Appends every event waiting in the ring buffer to `out`; never blocks.
+    pub fn drain(&mut self, out: &mut Vec<abi::FlowEvent>) {
+        while let Some(item) = self.0.next() {
+            if item.len() >= size_of::<abi::FlowEvent>() {
+                // SAFETY: the kernel wrote a whole `FlowEvent` (checked length); `FlowEvent`
+                // is plain old data, read unaligned from the ring's memory.
+                out.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) });
+            }
+        }
+    }
+}
+
+/// Writes what the kernel takes in batches; returns how many entries (from the start) are
+/// written, so the caller writes the rest one by one.
+fn batched_upserts<K: aya::Pod, V: aya::Pod>(
+    name: &'static str,
+    map: std::os::fd::RawFd,
+    keys: &[K],
+    values: &[V],
+) -> Result<usize, DatapathError> {
+    if keys.is_empty() {
+        return Ok(0);
+    }
+    let result = sys::update(
+        map,
+        &sys::bytes_of(keys),
+        &sys::bytes_of(values),
+        keys.len(),
+    );
+    batch_outcome(name, "batch update", keys.len(), result)
+}
+
+/// As [`batched_upserts`], for removals.
+fn batched_removals<K: aya::Pod>(
+    name: &'static str,
+    map: std::os::fd::RawFd,
+    keys: &[K],
+) -> Result<usize, DatapathError> {
+    if keys.is_empty() {
+        return Ok(0);
+    }
+    let result = sys::delete(map, &sys::bytes_of(keys), keys.len());
+    batch_outcome(name, "batch delete", keys.len(), result)
+}
+
+fn batch_outcome(
+    name: &'static str,
+    op: &'static str,
+    count: usize,
+    result: Result<(), sys::BatchError>,
+) -> Result<usize, DatapathError> {
+    match result {
+        Ok(()) => Ok(count),
+        Err(sys::BatchError::Unsupported { done }) => {
+            tracing::debug!(map = name, done, "no batch operations; one call per entry");
+            Ok(done)
+        }
+        Err(sys::BatchError::Failed { done, source }) => {
+            tracing::debug!(map = name, done, %source, "{op} failed; retrying one by one");
+            // One call per entry from here reports the failing entry precisely.
+            Ok(done)
+        }
+    }
+}
+
+fn check_capacity(map: &'static str, needed: usize, capacity: u32) -> Result<(), DatapathError> {
+    if needed > capacity as usize {
+        return Err(DatapathError::Capacity {
+            map,
+            needed,
+            capacity,
+        });
+    }
+    Ok(())
+}
+
+impl Dataplane for Datapath {
+    /// Uses tcx links where the kernel has them (>= 6.6), pinned under the layout's `links`
+    /// directory: an interface already attached by an earlier agent (of this or another
+    /// layout version) gets the new program swapped into its link atomically, never a
+    /// detach. Older kernels get a clsact qdisc (not pinnable: a restart re-attaches). The
+    /// interface name resolves in the calling thread's network namespace.
+    fn attach(&mut self, interface: &str) -> Result<u32, DatapathError> {
+        let ifindex = interface_index(interface)?;
         // Same test aya applies when it chooses between tcx and netlink in `attach`.
         let has_tcx = KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0));
         if !has_tcx {
@@ -152,6 +763,13 @@ impl Datapath {
                 }
             }
         }
+        let links = self.layout.links();
+        let other_links: Vec<PathBuf> = self
+            .layout
+            .other_versions()
+            .into_iter()
+            .map(|dir| dir.join("links"))
+            .collect();
         for (name, attach_type, direction) in [
             (
                 program_names::FROM_WORKLOAD,
@@ -160,52 +778,136 @@ impl Datapath {
             ),
             (program_names::TO_WORKLOAD, TcAttachType::Egress, "egress"),
         ] {
-            self.classifier(name)?
-                .attach(interface, attach_type)
-                .map_err(|source| DatapathError::Attach {
-                    program: name,
-                    interface: interface.to_owned(),
-                    direction,
-                    source: Box::new(source),
+            let attach_error = |source: ProgramError| DatapathError::Attach {
+                program: name,
+                interface: interface.to_owned(),
+                direction,
+                source: Box::new(source),
+            };
+            let program = self.classifier(name)?;
+            if !has_tcx {
+                program
+                    .attach(interface, attach_type)
+                    .map_err(attach_error)?;
+                continue;
+            }
+            let pin = PinLayout::link_file(&links, interface, direction);
+            let existing = std::iter::once(pin.clone())
+                .chain(
+                    other_links
+                        .iter()
+                        .map(|dir| PinLayout::link_file(dir, interface, direction)),
+                )
+                .find(|path| path.exists());
+            let link_id = match existing
+                .and_then(|path| PinnedLink::from_pin(&path).ok().map(|l| (path, l)))
+            {
+                Some((path, pinned)) => {
+                    let link = SchedClassifierLink::try_from(FdLink::from(pinned))
+                        .map_err(|e| link_error(interface, direction, e))?;
+                    let id = program.attach_to_link(link).map_err(attach_error)?;
+                    if path != pin {
+                        // Adopted from another layout version: pin it under ours.
+                        let _ = std::fs::remove_file(&path);
+                    }
+                    id
+                }
+                None => program
+                    .attach_with_options(
+                        interface,
+                        attach_type,
+                        TcAttachOptions::TcxOrder(LinkOrder::default()),
+                    )
+                    .map_err(attach_error)?,
+            };
+            let link = program.take_link(link_id).map_err(attach_error)?;
+            let fd_link =
+                FdLink::try_from(link).map_err(|e| link_error(interface, direction, e))?;
+            if !pin.exists() {
+                fd_link.pin(&pin).map_err(|e| DatapathError::Pin {
+                    op: "create",
+                    path: pin.display().to_string(),
+                    source: match e {
+                        aya::pin::PinError::SyscallError(error) => error.io_error,
+                        other => std::io::Error::other(other.to_string()),
+                    },
                 })?;
+            }
         }
-        Ok(())
+        Ok(ifindex)
     }
 
-    fn block_map(
-        &mut self,
-    ) -> Result<HashMap<&mut aya::maps::MapData, BlockKey, BlockValue>, DatapathError> {
-        let name = map_names::BLOCK;
-        let map = self
-            .ebpf
-            .map_mut(name)
-            .ok_or(DatapathError::Missing { kind: "map", name })?;
-        HashMap::try_from(map).map_err(|source| map_error("open", name, source))
-    }
-
-    /// Drops every packet whose (source, destination, protocol, port) equals `key`.
-    pub fn block(&mut self, key: &BlockKey) -> Result<(), DatapathError> {
-        self.block_map()?
-            .insert(key, BlockValue::default(), 0)
-            .map_err(|source| map_error("insert", map_names::BLOCK, source))
-    }
-
-    /// Removes a block entry; removing an absent entry is not an error.
-    pub fn unblock(&mut self, key: &BlockKey) -> Result<(), DatapathError> {
-        match self.block_map()?.remove(key) {
-            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
-            Err(source) => Err(map_error("remove", map_names::BLOCK, source)),
+    fn apply(&mut self, desired: &DesiredTables) -> Result<ApplyReport, DatapathError> {
+        // Capacities first: a table that does not fit is refused before anything is written,
+        // and the live generation stays as it is.
+        for (slots, needed) in [
+            (map_names::IDENTITY_V4_SLOTS, desired.identity_v4.len()),
+            (map_names::IDENTITY_V6_SLOTS, desired.identity_v6.len()),
+            (map_names::POLICY_SLOTS, desired.policy.len()),
+        ] {
+            for name in slots {
+                check_capacity(name, needed, self.capacity(name)?)?;
+            }
         }
+        check_capacity(
+            map_names::ENDPOINTS,
+            desired.endpoints.len(),
+            self.capacity(map_names::ENDPOINTS)?,
+        )?;
+        if let Some(max) = desired.max_rule_id
+            && max >= abi::capacity::RULES
+        {
+            return Err(DatapathError::Capacity {
+                map: map_names::RULE_STATS,
+                needed: max as usize + 1,
+                capacity: abi::capacity::RULES,
+            });
+        }
+        let live = self.generation;
+        let (live_slot, next_slot) = ((live & 1) as usize, ((live + 1) & 1) as usize);
+        let endpoints = self.read_endpoints()?;
+        let live_tables = self.read_slot(live_slot)?;
+        let flags = self.config()?.flags;
+        if live != 0
+            && live_tables.matches(desired)
+            && endpoints == desired.endpoints
+            && flags == desired.config_flags
+        {
+            return Ok(ApplyReport {
+                generation: live,
+                ..ApplyReport::default()
+            });
+        }
+        // The next slot was last read by the generation before `live`: give packets still
+        // looking at it time to finish, then write it completely.
+        self.wait_grace();
+        let next_tables = self.read_slot(next_slot)?;
+        let mut total = self.write_slot(next_slot, &next_tables, desired)?;
+        total.add(self.write_endpoints(&endpoints, &desired.endpoints, false)?);
+        // One write of one 32-bit generation makes the whole new policy live.
+        self.set_config(Config {
+            generation: live + 1,
+            flags: desired.config_flags,
+        })?;
+        self.generation = live + 1;
+        self.last_flip = Instant::now();
+        total.add(self.write_endpoints(&endpoints, &desired.endpoints, true)?);
+        // Bring the old slot up to date too, once no packet reads it, so the next change
+        // writes only what changes.
+        self.wait_grace();
+        let mirrored = self.write_slot(live_slot, &live_tables, desired)?;
+        Ok(ApplyReport {
+            written: total.written,
+            removed: total.removed,
+            batched: total.batched + mirrored.batched,
+            mirrored: mirrored.written + mirrored.removed,
+            generation: self.generation,
+        })
     }
 
-    /// Reads the per-CPU packet counters and sums them.
-    pub fn counters(&self) -> Result<Counters, DatapathError> {
+    fn counters(&self) -> Result<Counters, DatapathError> {
         let name = map_names::COUNTERS;
-        let map = self
-            .ebpf
-            .map(name)
-            .ok_or(DatapathError::Missing { kind: "map", name })?;
-        let array = PerCpuArray::<_, u64>::try_from(map)
+        let array = PerCpuArray::<_, u64>::try_from(self.map(name)?)
             .map_err(|source| map_error("open", name, source))?;
         let mut counters = Counters::default();
         for (index, slot) in (0..counter::COUNT).zip(counters.0.iter_mut()) {
@@ -215,6 +917,124 @@ impl Datapath {
             *slot = per_cpu.iter().sum();
         }
         Ok(counters)
+    }
+
+    fn map_capacity(&self, name: &'static str) -> Option<u32> {
+        self.capacity(name).ok()
+    }
+
+    fn sweep_conntrack(&mut self, now_ns: u64) -> Result<Vec<abi::FlowEvent>, DatapathError> {
+        let name = map_names::CONNTRACK;
+        let mut map: HashMap<&mut MapData, abi::CtKey, abi::CtValue> =
+            HashMap::try_from(self.map_mut(name)?).map_err(|e| map_error("open", name, e))?;
+        let mut expired = Vec::new();
+        for entry in map.iter() {
+            let (key, value) = entry.map_err(|e| map_error("iterate", name, e))?;
+            let timeout = abi::idle_timeout_ns(key.protocol, value.flags);
+            if now_ns.saturating_sub(value.last_seen_ns) > timeout {
+                expired.push((key, value));
+            }
+        }
+        let mut events = Vec::new();
+        for (key, value) in expired {
+            match map.remove(&key) {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(map_error("remove", name, e)),
+            }
+            if value.flags & abi::CT_END_REPORTED == 0
+                && value.policy_flags & abi::POLICY_FLAG_LOG_END != 0
+            {
+                events.push(crate::flows::events::idle_end_event(&key, &value, now_ns));
+            }
+        }
+        Ok(events)
+    }
+
+    fn sweep_denies(&mut self, now_ns: u64) -> Result<Vec<abi::FlowEvent>, DatapathError> {
+        let name = map_names::DENIES;
+        let mut map: HashMap<&mut MapData, abi::DenyKey, abi::DenyValue> =
+            HashMap::try_from(self.map_mut(name)?).map_err(|e| map_error("open", name, e))?;
+        let mut closed = Vec::new();
+        for entry in map.iter() {
+            let (key, value) = entry.map_err(|e| map_error("iterate", name, e))?;
+            if now_ns.saturating_sub(value.window_start_ns) >= abi::timeout::DENY_WINDOW_NS {
+                closed.push((key, value));
+            }
+        }
+        let mut events = Vec::new();
+        for (key, value) in closed {
+            match map.remove(&key) {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(map_error("remove", name, e)),
+            }
+            if value.unreported > 0 {
+                events.push(crate::flows::events::deny_rest_event(&key, &value, now_ns));
+            }
+        }
+        Ok(events)
+    }
+
+    fn rule_stats(&self) -> Result<BTreeMap<u32, RuleStats>, DatapathError> {
+        let name = map_names::RULE_STATS;
+        let array = PerCpuArray::<_, RuleStats>::try_from(self.map(name)?)
+            .map_err(|source| map_error("open", name, source))?;
+        let mut out = BTreeMap::new();
+        for (index, per_cpu) in array.iter().enumerate() {
+            let per_cpu = per_cpu.map_err(|source| map_error("lookup", name, source))?;
+            let mut total = RuleStats::default();
+            for stats in per_cpu.iter() {
+                total.packets += stats.packets;
+                total.bytes += stats.bytes;
+            }
+            if total.packets > 0 {
+                out.insert(index as u32, total);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The policy tables of one slot, as read back from the kernel.
+struct SlotTables {
+    identity_v4: BTreeMap<(u32, [u8; 4]), abi::IdentityValue>,
+    identity_v6: BTreeMap<(u32, [u8; 16]), abi::IdentityValue>,
+    policy: BTreeMap<(u32, [u8; 12]), abi::PolicyValue>,
+}
+
+impl SlotTables {
+    fn matches(&self, desired: &DesiredTables) -> bool {
+        self.identity_v4 == desired.identity_v4
+            && self.identity_v6 == desired.identity_v6
+            && self.policy == desired.policy
+    }
+}
+
+fn count_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| {
+                    if e.path().is_dir() {
+                        count_files(&e.path())
+                    } else {
+                        1
+                    }
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+fn link_error(
+    interface: &str,
+    direction: &'static str,
+    source: aya::programs::links::LinkError,
+) -> DatapathError {
+    DatapathError::Link {
+        interface: interface.to_owned(),
+        direction,
+        source: Box::new(source),
     }
 }
 
@@ -234,43 +1054,9 @@ fn map_error(op: &'static str, map: &'static str, source: MapError) -> DatapathE
     }
 }
 
-/// Builds a `ZW_BLOCK` key from addresses, an IP protocol number and a destination port (for
-/// ICMP and ICMPv6: the message type).
-pub fn block_key(
-    src: std::net::IpAddr,
-    dst: std::net::IpAddr,
-    protocol: u8,
-    port: u16,
-) -> BlockKey {
-    use std::net::IpAddr;
-    let mut key = BlockKey {
-        protocol,
-        ..BlockKey::default()
-    };
-    match (src, dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => {
-            key.family = zonewall_common::FAMILY_V4;
-            key.src_addr_be[..4].copy_from_slice(&s.octets());
-            key.dst_addr_be[..4].copy_from_slice(&d.octets());
-        }
-        _ => {
-            key.family = zonewall_common::FAMILY_V6;
-            key.src_addr_be = to_v6(src).octets();
-            key.dst_addr_be = to_v6(dst).octets();
-        }
-    }
-    key.dport_be = match protocol {
-        1 | 58 => u16::from_ne_bytes([port as u8, 0]),
-        _ => port.to_be(),
-    };
-    key
-}
-
-fn to_v6(addr: std::net::IpAddr) -> std::net::Ipv6Addr {
-    match addr {
-        std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped(),
-        std::net::IpAddr::V6(v6) => v6,
-    }
+/// The desired tables for a compiled policy and the local workloads' interfaces.
+pub fn desired_tables(compiled: &Compiled, local: &[(u32, IpAddr)], events: bool) -> DesiredTables {
+    DesiredTables::new(compiled, local, events)
 }
 
 #[cfg(test)]
@@ -303,37 +1089,15 @@ mod tests {
     }
 
     #[test]
-    fn block_keys_use_network_order_and_icmp_types() {
-        let v4 = block_key(
-            "10.0.0.1".parse().unwrap(),
-            "10.0.0.2".parse().unwrap(),
-            17,
-            8080,
-        );
-        assert_eq!(v4.family, zonewall_common::FAMILY_V4);
-        assert_eq!(&v4.src_addr_be[..4], &[10, 0, 0, 1]);
-        assert_eq!(&v4.src_addr_be[4..], &[0; 12]);
-        assert_eq!(v4.dport_be.to_ne_bytes(), [0x1f, 0x90]);
-        let icmp6 = block_key(
-            "fd00::1".parse().unwrap(),
-            "fd00::2".parse().unwrap(),
-            58,
-            128,
-        );
-        assert_eq!(icmp6.family, zonewall_common::FAMILY_V6);
-        assert_eq!(icmp6.dport_be.to_ne_bytes(), [128, 0]);
-    }
-
-    #[test]
     fn counter_deltas_subtract_per_counter() {
         let mut before = Counters::default();
-        before.0[counter::PASS_IP as usize] = 5;
+        before.0[counter::PASS_NEW as usize] = 5;
         let mut after = before;
-        after.0[counter::PASS_IP as usize] = 9;
-        after.0[counter::DROP_BLOCKED as usize] = 2;
+        after.0[counter::PASS_NEW as usize] = 9;
+        after.0[counter::DROP_POLICY as usize] = 2;
         let delta = after.since(&before);
-        assert_eq!(delta.get(counter::PASS_IP), 4);
-        assert_eq!(delta.get(counter::DROP_BLOCKED), 2);
-        assert!(delta.to_string().contains("drop_blocked=2"));
+        assert_eq!(delta.get(counter::PASS_NEW), 4);
+        assert_eq!(delta.get(counter::DROP_POLICY), 2);
+        assert_eq!(delta.to_string(), "pass_new=4 drop_policy=2");
     }
 }

@@ -55,7 +55,7 @@ pub enum InventoryError {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawInventory {
+pub(crate) struct RawInventory {
     external_zone: String,
     #[serde(default)]
     endpoints: Vec<RawEndpoint>,
@@ -63,7 +63,7 @@ struct RawInventory {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawEndpoint {
+pub(crate) struct RawEndpoint {
     name: String,
     #[serde(default)]
     namespace: Option<String>,
@@ -160,6 +160,11 @@ impl Inventory {
                 location: e.location().map(|l| (l.line(), l.column())),
                 message: e.to_string(),
             })?;
+        Inventory::from_raw(raw, origin)
+    }
+
+    /// Validates endpoints however they were read (a file, or the cluster's pods).
+    fn from_raw(raw: RawInventory, origin: &str) -> Result<Inventory, InventoryError> {
         if !valid_zone(&raw.external_zone) {
             return Err(InventoryError::Invalid {
                 origin: origin.to_string(),
@@ -305,6 +310,8 @@ impl LabelSource for Inventory {
         self.endpoint(ip).map(|e| &e.labels)
     }
 }
+
+pub mod cluster;
 
 #[cfg(test)]
 mod tests {

@@ -217,6 +217,11 @@ impl Sink {
         &self.handle.counters
     }
 
+    /// How many records the queue holds (the `queue` option); for the metrics.
+    pub fn queue_capacity(&self) -> usize {
+        self.handle.sender.max_capacity()
+    }
+
     /// `FORMAT+TRANSPORT://ADDRESS`, without options (never holds secrets).
     pub fn description(&self) -> &str {
         &self.description

@@ -1,0 +1,170 @@
+//! bpf(2) commands aya does not offer: `BPF_MAP_UPDATE_BATCH` and `BPF_MAP_DELETE_BATCH` (many
+//! entries per system call where the kernel and the map type support them; callers fall back
+//! to one call per entry on [`BatchError::Unsupported`]), and `BPF_LINK_DETACH` (detach a
+//! link now, whoever else still holds it).
+
+use std::os::fd::RawFd;
+
+const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
+const BPF_MAP_DELETE_BATCH: libc::c_long = 27;
+const BPF_OBJ_GET: libc::c_long = 7;
+const BPF_LINK_DETACH: libc::c_long = 34;
+/// The kernel's `ENOTSUPP` (not in libc): an operation the map type does not implement.
+const ENOTSUPP: i32 = 524;
+
+/// The `batch` member of `union bpf_attr`.
+#[repr(C)]
+#[derive(Default)]
+struct BatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
+    flags: u64,
+}
+
+#[derive(Debug)]
+pub enum BatchError {
+    /// The kernel or this map type has no batch operation; `done` entries were processed.
+    Unsupported { done: usize },
+    /// A real failure after `done` entries.
+    Failed { done: usize, source: std::io::Error },
+}
+
+/// Runs one batch command over `count` entries; `keys` (and `values`) are the entries' bytes,
+/// back to back.
+fn batch(
+    command: libc::c_long,
+    map: RawFd,
+    keys: &[u8],
+    values: Option<&[u8]>,
+    count: usize,
+) -> Result<(), BatchError> {
+    let mut done = 0usize;
+    let key_size = keys.len().checked_div(count).unwrap_or(0);
+    let value_size = values.map_or(0, |v| v.len().checked_div(count).unwrap_or(0));
+    while done < count {
+        let chunk = (count - done).min(4096);
+        let mut attr = BatchAttr {
+            keys: keys[done * key_size..].as_ptr() as u64,
+            values: values.map_or(0, |v| v[done * value_size..].as_ptr() as u64),
+            count: chunk as u32,
+            map_fd: map as u32,
+            ..BatchAttr::default()
+        };
+        // SAFETY: `attr` is a valid `bpf_attr.batch`; the key and value buffers hold `chunk`
+        // entries from `done` on and outlive the call.
+        let result = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                command,
+                std::ptr::from_mut(&mut attr),
+                size_of::<BatchAttr>(),
+            )
+        };
+        if result < 0 {
+            let error = std::io::Error::last_os_error();
+            done += attr.count as usize;
+            return Err(match error.raw_os_error() {
+                Some(libc::EINVAL | libc::EOPNOTSUPP | ENOTSUPP) => {
+                    BatchError::Unsupported { done }
+                }
+                _ => BatchError::Failed {
+                    done,
+                    source: error,
+                },
+            });
+        }
+        done += chunk;
+    }
+    Ok(())
+}
+
+pub fn update(map: RawFd, keys: &[u8], values: &[u8], count: usize) -> Result<(), BatchError> {
+    batch(BPF_MAP_UPDATE_BATCH, map, keys, Some(values), count)
+}
+
+pub fn delete(map: RawFd, keys: &[u8], count: usize) -> Result<(), BatchError> {
+    batch(BPF_MAP_DELETE_BATCH, map, keys, None, count)
+}
+
+/// The bytes of plain-old-data values, back to back.
+pub fn bytes_of<T: aya::Pod>(items: &[T]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(std::mem::size_of_val(items));
+    for item in items {
+        // SAFETY: `T: Pod` is plain old data without padding; reading its bytes is defined.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(std::ptr::from_ref(item).cast::<u8>(), size_of::<T>())
+        };
+        out.extend_from_slice(bytes);
+    }
+    out
+}
+
+/// Detaches the link behind `link` at once (its program stops running), even while other
+/// file descriptors or pins still refer to it.
+pub fn link_detach(link: RawFd) -> std::io::Result<()> {
+    /// The `link_detach` member of `union bpf_attr`.
+    #[repr(C)]
+    struct LinkDetachAttr {
+        link_fd: u32,
+    }
+    let mut attr = LinkDetachAttr {
+        link_fd: link as u32,
+    };
+    // SAFETY: `attr` is a valid `bpf_attr.link_detach` for the duration of the call.
+    let result = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_LINK_DETACH,
+            std::ptr::from_mut(&mut attr),
+            size_of::<LinkDetachAttr>(),
+        )
+    };
+    if result < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Opens a pinned object (`BPF_OBJ_GET`).
+pub fn obj_get(path: &std::path::Path) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd as _;
+    use std::os::unix::ffi::OsStrExt as _;
+    /// The `obj` member of `union bpf_attr`.
+    #[repr(C)]
+    struct ObjAttr {
+        pathname: u64,
+        bpf_fd: u32,
+        file_flags: u32,
+        path_fd: i32,
+        /// Explicit, so the kernel sees zeros past the last field (it checks).
+        _pad: u32,
+    }
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    let mut attr = ObjAttr {
+        pathname: c_path.as_ptr() as u64,
+        bpf_fd: 0,
+        file_flags: 0,
+        path_fd: 0,
+        _pad: 0,
+    };
+    // SAFETY: `attr` points at a NUL-terminated path that outlives the call.
+    let result = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET,
+            std::ptr::from_mut(&mut attr),
+            size_of::<ObjAttr>(),
+        )
+    };
+    if result < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the kernel returned a new file descriptor that nothing else owns.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(result as i32) })
+}

@@ -1,0 +1,473 @@
+//! The node agent's standalone mode: policy from a firewall configuration or a ZonePolicy
+//! directory, workloads from an inventory file, enforced by the kernel programs on the local
+//! workloads' interfaces until the process is stopped. Files are watched: a change is
+//! compiled and applied; a bad new file is reported and the last good policy stays live.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use std::collections::HashMap;
+
+use crate::datapath::{self, DatapathError, Dataplane, DesiredTables, EventReader, InterfaceError};
+use crate::firewall::panos::{self, Limits, PanosError, ResolveOptions};
+use crate::flows::FlowRecord;
+use crate::flows::events::{Enricher, monotonic_now_ns};
+use crate::inventory::{Inventory, InventoryError};
+use crate::metrics::{
+    AgentMetrics, AgentMetricsOptions, Metrics, Readiness, ReconcileErrorKind, RuleHit,
+};
+use crate::policy::ZonePolicy;
+use crate::policy::datapath_compile::RuleOrigin;
+use crate::policy::datapath_compile::{self, CompileError, Compiled};
+use crate::policy::eval::{PolicySet, PolicySetError};
+use crate::policy::load::{LoadError, load_dir};
+use crate::policy::resource::Mode;
+use crate::translate::{self, TranslateError, TranslateOptions};
+use zonewall_common as abi;
+
+/// Where the policy comes from.
+#[derive(Clone, Debug)]
+pub enum PolicyInput {
+    /// A PAN-OS or Panorama configuration, translated as `zonewall translate` does.
+    Panos {
+        config: PathBuf,
+        device_group: Option<String>,
+        mode: Mode,
+    },
+    /// A directory of ZonePolicy YAML.
+    Policies(PathBuf),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Inventory(#[from] InventoryError),
+    #[error(transparent)]
+    Panos(#[from] PanosError),
+    #[error("translating the firewall configuration failed: {0}")]
+    Translate(#[from] TranslateError),
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error("the ZonePolicies are inconsistent: {0}")]
+    PolicySet(#[from] PolicySetError),
+    #[error("compiling the policy for the kernel failed: {0}")]
+    Compile(#[from] CompileError),
+    #[error("endpoint '{endpoint}': {source}")]
+    Interface {
+        endpoint: String,
+        #[source]
+        source: InterfaceError,
+    },
+    #[error(transparent)]
+    Datapath(#[from] DatapathError),
+}
+
+impl NodeError {
+    /// The error's kind, for the reconcile error metric.
+    pub fn kind(&self) -> ReconcileErrorKind {
+        match self {
+            NodeError::Inventory(_) => ReconcileErrorKind::Inventory,
+            NodeError::Panos(_)
+            | NodeError::Translate(_)
+            | NodeError::Load(_)
+            | NodeError::PolicySet(_) => ReconcileErrorKind::Policy,
+            NodeError::Compile(_) => ReconcileErrorKind::Compile,
+            NodeError::Interface { .. } => ReconcileErrorKind::Attach,
+            NodeError::Datapath(_) => ReconcileErrorKind::Apply,
+        }
+    }
+}
+
+/// A workload on this node: the interface its traffic crosses and its addresses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocalWorkload {
+    pub name: String,
+    pub interface: String,
+    pub ips: Vec<IpAddr>,
+}
+
+/// The ZonePolicies of `input`.
+pub fn load_policies(input: &PolicyInput) -> Result<Vec<ZonePolicy>, NodeError> {
+    match input {
+        PolicyInput::Panos {
+            config,
+            device_group,
+            mode,
+        } => {
+            let config = panos::load_file(config, Limits::default())?;
+            let resolved = panos::resolve(
+                &config,
+                &ResolveOptions {
+                    device_group: device_group.clone(),
+                    ..ResolveOptions::default()
+                },
+            )?;
+            for warning in &resolved.warnings {
+                tracing::warn!("{warning}");
+            }
+            let options = TranslateOptions {
+                mode: *mode,
+                ..TranslateOptions::default()
+            };
+            Ok(translate::translate(&resolved, &options)?.policies)
+        }
+        PolicyInput::Policies(dir) => Ok(load_dir(dir)?),
+    }
+}
+
+/// Compiles the policies for every endpoint of the inventory (peers on other nodes need their
+/// identities too) and the inventory's external zone.
+pub fn compile(inventory: &Inventory, policies: &[ZonePolicy]) -> Result<Compiled, NodeError> {
+    let set = PolicySet::new(policies)?;
+    Ok(datapath_compile::compile(
+        &set,
+        &inventory.external_zone,
+        &inventory.endpoints,
+        &datapath_compile::Limits::default(),
+    )?)
+}
+
+/// The inventory's workloads that run on this node: those with an `interface`, and those
+/// whose address is routed to a local workload interface (a host route, or a bridge port).
+pub fn local_workloads(inventory: &Inventory) -> Result<Vec<LocalWorkload>, NodeError> {
+    let mut out = Vec::new();
+    for endpoint in &inventory.endpoints {
+        let name = endpoint.qualified_name();
+        let interface = match &endpoint.interface {
+            Some(interface) => Some(interface.clone()),
+            None => match endpoint.ips.first() {
+                Some(ip) => match datapath::discover_interface(*ip) {
+                    Ok(found) => found,
+                    // An address without any route is not on this node.
+                    Err(InterfaceError::NoRoute(_)) => None,
+                    Err(source) => {
+                        return Err(NodeError::Interface {
+                            endpoint: name.clone(),
+                            source,
+                        });
+                    }
+                },
+                None => None,
+            },
+        };
+        if let Some(interface) = interface {
+            out.push(LocalWorkload {
+                name,
+                interface,
+                ips: endpoint.ips.clone(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Everything one apply needs, read from the files.
+pub struct Snapshot {
+    pub inventory: Inventory,
+    pub compiled: Compiled,
+    pub workloads: Vec<LocalWorkload>,
+}
+
+pub fn snapshot(inventory_path: &Path, input: &PolicyInput) -> Result<Snapshot, NodeError> {
+    let inventory = Inventory::load_file(inventory_path)?;
+    let policies = load_policies(input)?;
+    let compiled = compile(&inventory, &policies)?;
+    let workloads = local_workloads(&inventory)?;
+    Ok(Snapshot {
+        inventory,
+        compiled,
+        workloads,
+    })
+}
+
+/// Attaches to every workload interface not attached yet and applies the snapshot. Returns
+/// the apply report.
+pub fn apply(
+    dataplane: &mut dyn Dataplane,
+    attached: &mut BTreeMap<String, u32>,
+    snapshot: &Snapshot,
+    events: bool,
+) -> Result<datapath::ApplyReport, NodeError> {
+    let mut local = Vec::new();
+    let mut to_attach = Vec::new();
+    for workload in &snapshot.workloads {
+        let ifindex = match attached.get(&workload.interface) {
+            Some(ifindex) => *ifindex,
+            None => {
+                let ifindex = datapath::interface_index(&workload.interface).map_err(|source| {
+                    NodeError::Interface {
+                        endpoint: workload.name.clone(),
+                        source,
+                    }
+                })?;
+                to_attach.push(workload.interface.clone());
+                ifindex
+            }
+        };
+        local.extend(workload.ips.iter().map(|ip| (ifindex, *ip)));
+    }
+    // The tables go in before the programs attach: an interface never runs without the
+    // policy it needs (the programs drop everything until the first apply).
+    let report = dataplane.apply(&DesiredTables::new(&snapshot.compiled, &local, events))?;
+    for interface in to_attach {
+        let ifindex = dataplane.attach(&interface)?;
+        attached.insert(interface, ifindex);
+    }
+    Ok(report)
+}
+
+/// What the agent reports about itself: metrics and readiness.
+#[derive(Clone, Debug)]
+pub struct Telemetry {
+    pub metrics: AgentMetrics,
+    pub readiness: Readiness,
+}
+
+impl Telemetry {
+    /// Telemetry registered in a fresh registry (for callers that do not serve it).
+    pub fn unserved() -> Telemetry {
+        let mut registry = Metrics::new();
+        Telemetry {
+            metrics: AgentMetrics::register(&mut registry, AgentMetricsOptions::default()),
+            readiness: Readiness::new(),
+        }
+    }
+
+    /// Kernel counters, rule hits and map usage, read from the dataplane.
+    fn refresh(&self, dataplane: &dyn Dataplane, compiled: &Compiled) {
+        match dataplane.counters() {
+            Ok(counters) => self.metrics.set_kernel_outcomes(&counters.0),
+            Err(e) => tracing::warn!("cannot read the kernel's packet counters: {e}"),
+        }
+        match dataplane.rule_stats() {
+            Ok(stats) => {
+                let hits = stats.iter().filter_map(|(id, stats)| {
+                    let entry = compiled.rules.get(id)?;
+                    let RuleOrigin::Rule {
+                        policy, provenance, ..
+                    } = &entry.origin
+                    else {
+                        return None;
+                    };
+                    Some(RuleHit {
+                        policy,
+                        rule: provenance.as_ref().map_or("unnamed", |p| p.rule.as_str()),
+                        packets: stats.packets,
+                        bytes: stats.bytes,
+                    })
+                });
+                self.metrics.set_rule_hits(hits);
+            }
+            Err(e) => tracing::warn!("cannot read the rule statistics: {e}"),
+        }
+        let sizes = compiled.sizes();
+        for (map, slot, entries) in [
+            (
+                abi::map_names::IDENTITY_V4,
+                abi::map_names::IDENTITY_V4_SLOTS[0],
+                sizes.identity_entries_v4,
+            ),
+            (
+                abi::map_names::IDENTITY_V6,
+                abi::map_names::IDENTITY_V6_SLOTS[0],
+                sizes.identity_entries_v6,
+            ),
+            (
+                abi::map_names::POLICY,
+                abi::map_names::POLICY_SLOTS[0],
+                sizes.policy_entries,
+            ),
+        ] {
+            if let Some(capacity) = dataplane.map_capacity(slot) {
+                self.metrics
+                    .set_map_usage(map, entries as u64, u64::from(capacity));
+            }
+        }
+    }
+}
+
+/// Where flow records go, and what they are built with.
+pub struct FlowOutput<'a> {
+    pub reader: EventReader,
+    pub node: String,
+    pub consumer: &'a mut (dyn FnMut(FlowRecord) + Send),
+}
+
+/// Turns waiting kernel events (and, with `sweep`, idle flows and closed deny windows) into
+/// records for `consumer`; returns how many.
+pub fn pump_events(
+    dataplane: &mut dyn Dataplane,
+    reader: &mut EventReader,
+    enricher: &Enricher,
+    sweep: bool,
+    metrics: Option<&AgentMetrics>,
+    consumer: &mut dyn FnMut(FlowRecord),
+) -> Result<usize, NodeError> {
+    let mut events = Vec::new();
+    reader.drain(&mut events);
+    if sweep {
+        let now = monotonic_now_ns();
+        events.extend(dataplane.sweep_conntrack(now)?);
+        events.extend(dataplane.sweep_denies(now)?);
+    }
+    for event in &events {
+        let record = enricher.record(event);
+        if let Some(metrics) = metrics {
+            metrics.record_flow_record(&record);
+        }
+        consumer(record);
+    }
+    Ok(events.len())
+}
+
+/// The enricher for a snapshot and the interfaces attached.
+pub fn enricher(snapshot: &Snapshot, attached: &BTreeMap<String, u32>, node: &str) -> Enricher {
+    let interfaces: HashMap<u32, String> = attached
+        .iter()
+        .map(|(name, index)| (*index, name.clone()))
+        .collect();
+    Enricher::new(&snapshot.compiled, &snapshot.inventory, interfaces, node)
+}
+
+/// The modification times of the watched files (a directory: of each entry).
+fn fingerprint(paths: &[&Path]) -> Vec<(PathBuf, Option<SystemTime>)> {
+    let mut out = Vec::new();
+    for path in paths {
+        let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+        out.push((path.to_path_buf(), modified(path)));
+        if path.is_dir()
+            && let Ok(entries) = std::fs::read_dir(path)
+        {
+            let mut entries: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+            entries.sort();
+            for entry in entries {
+                let time = modified(&entry);
+                out.push((entry, time));
+            }
+        }
+    }
+    out
+}
+
+/// Runs until `stop` resolves: applies the files, then re-applies whenever one changes; with
+/// `flows`, turns kernel events into records every 100 ms (and sweeps idle flows every
+/// second).
+pub async fn run_standalone(
+    dataplane: &mut dyn Dataplane,
+    inventory: &Path,
+    input: &PolicyInput,
+    mut flows: Option<FlowOutput<'_>>,
+    telemetry: &Telemetry,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), NodeError> {
+    let events = flows.is_some();
+    let mut attached = BTreeMap::new();
+    let started = Instant::now();
+    let mut current = snapshot(inventory, input)?;
+    telemetry.metrics.record_compile(started.elapsed());
+    let applying = Instant::now();
+    let report = apply(dataplane, &mut attached, &current, events)?;
+    telemetry
+        .metrics
+        .record_apply(applying.elapsed(), u64::from(report.generation));
+    telemetry.readiness.set_ready();
+    let sizes = current.compiled.sizes();
+    tracing::info!(
+        generation = report.generation,
+        written = report.written,
+        interfaces = attached.len(),
+        identities = sizes.identities,
+        policy_entries = sizes.policy_entries,
+        seconds = started.elapsed().as_secs_f64(),
+        "policy live"
+    );
+    for approximation in &current.compiled.approximations {
+        tracing::warn!("{approximation}");
+    }
+    let node_name = flows.as_ref().map(|f| f.node.clone()).unwrap_or_default();
+    let mut enricher = enricher(&current, &attached, &node_name);
+    let policy_path = match input {
+        PolicyInput::Panos { config, .. } => config.as_path(),
+        PolicyInput::Policies(dir) => dir.as_path(),
+    };
+    let mut seen = fingerprint(&[inventory, policy_path]);
+    tokio::pin!(stop);
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut ticks: u64 = 0;
+    loop {
+        tokio::select! {
+            () = &mut stop => break,
+            _ = tick.tick() => {}
+        }
+        ticks += 1;
+        if let Some(flows) = flows.as_mut()
+            && let Err(e) = pump_events(
+                dataplane,
+                &mut flows.reader,
+                &enricher,
+                ticks.is_multiple_of(10),
+                Some(&telemetry.metrics),
+                flows.consumer,
+            )
+        {
+            tracing::error!("reading flow events failed: {e}");
+        }
+        if ticks.is_multiple_of(10) {
+            telemetry.refresh(dataplane, &current.compiled);
+        }
+        if !ticks.is_multiple_of(2) {
+            continue;
+        }
+        let now = fingerprint(&[inventory, policy_path]);
+        if now == seen {
+            continue;
+        }
+        seen = now;
+        let started = Instant::now();
+        let applied = snapshot(inventory, input).and_then(|s| {
+            telemetry.metrics.record_compile(started.elapsed());
+            let applying = Instant::now();
+            let report = apply(dataplane, &mut attached, &s, events)?;
+            telemetry
+                .metrics
+                .record_apply(applying.elapsed(), u64::from(report.generation));
+            Ok((s, report))
+        });
+        match applied {
+            Ok((snapshot, report)) => {
+                tracing::info!(
+                    generation = report.generation,
+                    written = report.written,
+                    removed = report.removed,
+                    seconds = started.elapsed().as_secs_f64(),
+                    "policy reloaded"
+                );
+                current = snapshot;
+                enricher = self::enricher(&current, &attached, &node_name);
+            }
+            Err(e) => {
+                telemetry.metrics.record_reconcile_error(e.kind());
+                tracing::error!(
+                    "the changed files were not applied, the previous policy stays live: {e}"
+                );
+            }
+        }
+    }
+    if let Some(flows) = flows.as_mut() {
+        let _ = pump_events(
+            dataplane,
+            &mut flows.reader,
+            &enricher,
+            false,
+            Some(&telemetry.metrics),
+            flows.consumer,
+        );
+    }
+    match dataplane.counters() {
+        Ok(counters) => tracing::info!("stopping; packet counters: {counters}"),
+        Err(e) => tracing::warn!("stopping; cannot read the packet counters: {e}"),
+    }
+    Ok(())
+}

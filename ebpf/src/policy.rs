@@ -1,0 +1,159 @@
+//! The policy lookup of a new flow. The precedence is the one written down in the compiler
+//! (`zonewall::policy::datapath_compile`):
+//! 1. source and destination address -> identity (longest prefix in `ZW_IDENT_V4/V6`);
+//! 2. at egress the subject is the source, at ingress the destination; the other is the peer;
+//! 3. key (direction, subject, peer, protocol, destination port) with every bit significant;
+//!    a packet without a port the policy knows (ICMP, other protocols, non-first fragments)
+//!    uses protocol `PROTOCOL_NO_PORT` and port 0;
+//! 4. the longest matching `ZW_POLICY` entry is the final verdict of that direction;
+//! 5. (here) the flow passes only when egress and ingress both allow; the first direction
+//!    that does not allow decides.
+//!    A missed lookup means incomplete tables: the caller fails closed.
+
+use aya_ebpf::{macros::map, maps::LpmTrie, maps::lpm_trie::Key};
+use zonewall_common::{
+    ACTION_ALLOW, DIRECTION_EGRESS, DIRECTION_INGRESS, FAMILY_V4, IdentityValue,
+    POLICY_FLAG_WOULD_DENY, POLICY_PREFIX_FULL, PROTOCOL_NO_PORT, PolicyValue, capacity,
+};
+
+use crate::parse::Packet;
+
+// Two slots of each table (see `zonewall_common::map_names`); pinned, so a restarted agent
+// finds them and enforcement never pauses.
+#[map(name = "ZW_IDENT_V4_0")]
+static IDENTITY_V4_0: LpmTrie<[u8; 4], IdentityValue> = LpmTrie::pinned(capacity::IDENTITY_V4, 0);
+#[map(name = "ZW_IDENT_V4_1")]
+static IDENTITY_V4_1: LpmTrie<[u8; 4], IdentityValue> = LpmTrie::pinned(capacity::IDENTITY_V4, 0);
+
+#[map(name = "ZW_IDENT_V6_0")]
+static IDENTITY_V6_0: LpmTrie<[u8; 16], IdentityValue> = LpmTrie::pinned(capacity::IDENTITY_V6, 0);
+#[map(name = "ZW_IDENT_V6_1")]
+static IDENTITY_V6_1: LpmTrie<[u8; 16], IdentityValue> = LpmTrie::pinned(capacity::IDENTITY_V6, 0);
+
+/// Key data: direction, subject identity, peer identity (big endian), protocol, port.
+#[map(name = "ZW_POLICY_0")]
+static POLICY_0: LpmTrie<[u8; 12], PolicyValue> = LpmTrie::pinned(capacity::POLICY, 0);
+#[map(name = "ZW_POLICY_1")]
+static POLICY_1: LpmTrie<[u8; 12], PolicyValue> = LpmTrie::pinned(capacity::POLICY, 0);
+
+/// What the policy says about a new flow.
+#[derive(Clone, Copy, Default)]
+pub struct FlowVerdict {
+    /// `ACTION_*` of the deciding direction.
+    pub action: u8,
+    /// The rule that decided (the first direction that does not allow, else egress).
+    pub rule_id: u32,
+    pub egress_rule_id: u32,
+    pub ingress_rule_id: u32,
+    pub audit_rule_id: u32,
+    pub policy_flags: u8,
+    pub src_zone: u32,
+    pub dst_zone: u32,
+}
+
+#[inline(always)]
+fn identity(slot: u32, family: u8, addr: &[u8; 16]) -> Option<IdentityValue> {
+    if family == FAMILY_V4 {
+        let mut v4 = [0u8; 4];
+        v4.copy_from_slice(&addr[..4]);
+        let key = Key::new(32, v4);
+        if slot == 0 {
+            IDENTITY_V4_0.get(key).copied()
+        } else {
+            IDENTITY_V4_1.get(key).copied()
+        }
+    } else {
+        let key = Key::new(128, *addr);
+        if slot == 0 {
+            IDENTITY_V6_0.get(key).copied()
+        } else {
+            IDENTITY_V6_1.get(key).copied()
+        }
+    }
+}
+
+#[inline(always)]
+fn lookup(
+    slot: u32,
+    direction: u8,
+    subject: u32,
+    peer: u32,
+    protocol: u8,
+    port_be: [u8; 2],
+) -> Option<PolicyValue> {
+    let subject = subject.to_be_bytes();
+    let peer = peer.to_be_bytes();
+    let data = [
+        direction, subject[0], subject[1], subject[2], subject[3], peer[0], peer[1], peer[2],
+        peer[3], protocol, port_be[0], port_be[1],
+    ];
+    let key = Key::new(POLICY_PREFIX_FULL, data);
+    if slot == 0 {
+        POLICY_0.get(key).copied()
+    } else {
+        POLICY_1.get(key).copied()
+    }
+}
+
+/// Both directions' verdicts for a flow from `packet.src` to `packet.dst`, written into
+/// `out`, from the tables of `generation` (its parity is the slot). `with_port` is false
+/// for a non-first fragment. Returns false when a lookup missed
+/// (the caller fails closed). Not inlined: its own stack frame; BPF-to-BPF calls cannot
+/// return values through the caller's stack.
+#[inline(never)]
+pub fn evaluate(packet: &Packet, generation: u32, with_port: bool, out: &mut FlowVerdict) -> bool {
+    match lookups(packet, generation & 1, with_port) {
+        Some(verdict) => {
+            *out = verdict;
+            true
+        }
+        None => false,
+    }
+}
+
+#[inline(always)]
+fn lookups(packet: &Packet, slot: u32, with_port: bool) -> Option<FlowVerdict> {
+    let source = identity(slot, packet.family, &packet.src)?;
+    let destination = identity(slot, packet.family, &packet.dst)?;
+    let (protocol, port) = if with_port && packet.has_port {
+        (packet.protocol, packet.dport_be)
+    } else {
+        (PROTOCOL_NO_PORT, [0, 0])
+    };
+    let egress = lookup(
+        slot,
+        DIRECTION_EGRESS,
+        source.identity,
+        destination.identity,
+        protocol,
+        port,
+    )?;
+    let ingress = lookup(
+        slot,
+        DIRECTION_INGRESS,
+        destination.identity,
+        source.identity,
+        protocol,
+        port,
+    )?;
+    let deciding = if egress.action != ACTION_ALLOW {
+        egress
+    } else {
+        ingress
+    };
+    let audit_rule_id = if egress.flags & POLICY_FLAG_WOULD_DENY != 0 {
+        egress.audit_rule_id
+    } else {
+        ingress.audit_rule_id
+    };
+    Some(FlowVerdict {
+        action: deciding.action,
+        rule_id: deciding.rule_id,
+        egress_rule_id: egress.rule_id,
+        ingress_rule_id: ingress.rule_id,
+        audit_rule_id,
+        policy_flags: egress.flags | ingress.flags,
+        src_zone: source.zone,
+        dst_zone: destination.zone,
+    })
+}

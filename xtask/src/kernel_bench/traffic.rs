@@ -1,0 +1,378 @@
+//! The programs under real traffic: a workload namespace joined by a veth pair to a node
+//! namespace (both created here, removed on drop), zonewall's programs on the host-side end,
+//! the empty program on the same hooks before them, and an iperf3 TCP stream from the
+//! workload to a listener on the node side. The kernel's own BPF statistics (run time and
+//! run count per program, switched on with `BPF_ENABLE_STATS` only while measuring) give the
+//! cost per run of each program on the same packets.
+
+use std::fs::File;
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::{AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail, ensure};
+use zonewall::datapath::{Counters, Datapath, Dataplane, DesiredTables, endpoint_key};
+use zonewall_common::{EndpointValue, counter, program_names};
+
+use super::generate::ALLOWED_PORT;
+
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+const BPF_LINK_CREATE: libc::c_long = 28;
+const BPF_ENABLE_STATS: libc::c_long = 32;
+const BPF_STATS_RUN_TIME: u32 = 0;
+const BPF_TCX_INGRESS: u32 = 46;
+const BPF_TCX_EGRESS: u32 = 47;
+
+/// Seconds of iperf3 traffic.
+const SECONDS: u32 = 5;
+/// The host-side interface of the workload, in the node namespace.
+const HOST_INTERFACE: &str = "zwb-host";
+
+/// The `link_create` member of `union bpf_attr` for a tcx attachment (Linux 6.18 uapi).
+#[repr(C)]
+#[derive(Default)]
+struct LinkCreateAttr {
+    prog_fd: u32,
+    target_ifindex: u32,
+    attach_type: u32,
+    flags: u32,
+    tcx_relative_fd: u32,
+    _pad: u32,
+    tcx_expected_revision: u64,
+}
+const _: () = assert!(std::mem::size_of::<LinkCreateAttr>() == 32);
+
+/// The `info` member of `union bpf_attr`.
+#[repr(C)]
+struct InfoAttr {
+    bpf_fd: u32,
+    info_len: u32,
+    info: u64,
+}
+const _: () = assert!(std::mem::size_of::<InfoAttr>() == 16);
+
+/// `struct bpf_prog_info` up to `run_cnt` (the kernel fills as much as we ask for; every
+/// pointer field stays zero, so it writes nothing else).
+#[repr(C)]
+struct ProgramInfoHead {
+    _type: u32,
+    id: u32,
+    _between: [u8; 184],
+    run_time_ns: u64,
+    run_cnt: u64,
+}
+const _: () = {
+    assert!(std::mem::offset_of!(ProgramInfoHead, id) == 4);
+    assert!(std::mem::offset_of!(ProgramInfoHead, run_time_ns) == 192);
+    assert!(std::mem::offset_of!(ProgramInfoHead, run_cnt) == 200);
+};
+
+fn bpf<T>(command: libc::c_long, attr: &mut T) -> std::io::Result<libc::c_long> {
+    // SAFETY: `attr` is a fully initialised attribute block of the size passed, laid out as
+    // the command's member of `union bpf_attr`; any pointers in it are valid for the call.
+    let result = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            command,
+            attr as *mut T,
+            std::mem::size_of::<T>(),
+        )
+    };
+    if result < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(result)
+}
+
+fn owned(fd: libc::c_long) -> OwnedFd {
+    // SAFETY: a new file descriptor the kernel just returned to us; nothing else owns it.
+    unsafe { OwnedFd::from_raw_fd(fd as i32) }
+}
+
+/// (id, run time ns, run count) of a loaded program.
+fn statistics(program: BorrowedFd<'_>) -> anyhow::Result<(u32, u64, u64)> {
+    let mut info = ProgramInfoHead {
+        _type: 0,
+        id: 0,
+        _between: [0; 184],
+        run_time_ns: 0,
+        run_cnt: 0,
+    };
+    let mut attr = InfoAttr {
+        bpf_fd: program.as_raw_fd() as u32,
+        info_len: std::mem::size_of::<ProgramInfoHead>() as u32,
+        info: &mut info as *mut ProgramInfoHead as u64,
+    };
+    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr).context("BPF_OBJ_GET_INFO_BY_FD")?;
+    Ok((info.id, info.run_time_ns, info.run_cnt))
+}
+
+/// Attaches `program` with tcx to `ifindex` (in the calling thread's namespace), after the
+/// programs already there. Closing the returned link detaches it.
+fn tcx_attach(program: BorrowedFd<'_>, ifindex: u32, attach_type: u32) -> anyhow::Result<OwnedFd> {
+    let mut attr = LinkCreateAttr {
+        prog_fd: program.as_raw_fd() as u32,
+        target_ifindex: ifindex,
+        attach_type,
+        ..LinkCreateAttr::default()
+    };
+    Ok(owned(
+        bpf(BPF_LINK_CREATE, &mut attr).context("BPF_LINK_CREATE (tcx)")?,
+    ))
+}
+
+/// Namespaces created for the measurement; dropping this removes them (and the veth pair).
+struct Namespaces(Vec<String>);
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for name in self.0.iter().rev() {
+            let status = Command::new("ip").args(["netns", "del", name]).status();
+            if !status.is_ok_and(|s| s.success()) {
+                eprintln!("cleanup: `ip netns del {name}` failed");
+            }
+        }
+    }
+}
+
+fn ip(args: &[&str]) -> anyhow::Result<()> {
+    let output = Command::new("ip")
+        .args(args)
+        .output()
+        .context("cannot run `ip`")?;
+    ensure!(
+        output.status.success(),
+        "`ip {}` failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr).trim()
+    );
+    Ok(())
+}
+
+/// Runs `f` on a thread that joined the network namespace `name`.
+fn in_netns<T: Send>(
+    name: &str,
+    f: impl FnOnce() -> anyhow::Result<T> + Send,
+) -> anyhow::Result<T> {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let path = format!("/run/netns/{name}");
+                let file = File::open(&path).with_context(|| format!("open {path}"))?;
+                // SAFETY: a network namespace file; only this thread changes namespace.
+                let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+                ensure!(
+                    rc == 0,
+                    "setns({path}): {}",
+                    std::io::Error::last_os_error()
+                );
+                f()
+            })
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
+/// One program's share of the traffic.
+pub struct ProgramLoad {
+    pub name: &'static str,
+    pub runs: u64,
+    pub nanoseconds_per_run: f64,
+}
+
+pub struct Traffic {
+    pub gigabits_per_second: f64,
+    /// Empty program first, then from_workload and to_workload.
+    pub programs: Vec<ProgramLoad>,
+    pub counters: Counters,
+}
+
+/// Whether this measurement can run here; the reason to skip when not.
+pub fn available() -> Result<(), String> {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut numbers = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|part| part.parse::<u32>().unwrap_or(0));
+    let version = (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0));
+    if version < (6, 6) {
+        return Err(format!(
+            "the empty program is attached with tcx, which Linux {} lacks (6.6 or later)",
+            release.trim()
+        ));
+    }
+    match Command::new("iperf3").arg("--version").output() {
+        Ok(output) if output.status.success() => Ok(()),
+        _ => Err("iperf3 is not installed (`cargo xtask setup` installs it)".to_string()),
+    }
+}
+
+/// Measures with the tables already applied to `datapath`; `client` (a workload allowed to
+/// open tcp/`ALLOWED_PORT` to `server`) gets the workload namespace.
+pub fn measure(
+    datapath: &mut Datapath,
+    desired: &mut DesiredTables,
+    client: Ipv4Addr,
+    server: Ipv4Addr,
+) -> anyhow::Result<Traffic> {
+    let prefix = format!("zwb{}", std::process::id());
+    let node = format!("{prefix}-node");
+    let workload = format!("{prefix}-pod");
+    let mut namespaces = Namespaces(Vec::new());
+    for name in [&node, &workload] {
+        ip(&["netns", "add", name])?;
+        namespaces.0.push(name.clone());
+    }
+    let client_cidr = format!("{client}/16");
+    let server_cidr = format!("{server}/16");
+    for (netns, args) in [
+        (&node, vec!["link", "set", "lo", "up"]),
+        (&workload, vec!["link", "set", "lo", "up"]),
+        (
+            &node,
+            vec![
+                "link",
+                "add",
+                HOST_INTERFACE,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                workload.as_str(),
+            ],
+        ),
+        (
+            &node,
+            vec!["addr", "add", &server_cidr, "dev", HOST_INTERFACE],
+        ),
+        (&workload, vec!["addr", "add", &client_cidr, "dev", "eth0"]),
+        (&node, vec!["link", "set", HOST_INTERFACE, "up"]),
+        (&workload, vec!["link", "set", "eth0", "up"]),
+    ] {
+        let mut full = vec!["-n", netns.as_str()];
+        full.extend(args);
+        ip(&full)?;
+    }
+
+    // Tables first (the workload may send from its address on this interface), then attach.
+    let ifindex = in_netns(&node, || {
+        zonewall::datapath::interface_index(HOST_INTERFACE).map_err(anyhow::Error::from)
+    })?;
+    desired.endpoints.insert(
+        endpoint_key(ifindex, IpAddr::V4(client)),
+        EndpointValue::default(),
+    );
+    datapath.apply(desired)?;
+    let mut links = Vec::new();
+    {
+        let empty = datapath.program_fd(program_names::EMPTY)?;
+        let empty_links = in_netns(&node, || {
+            Ok([
+                tcx_attach(empty, ifindex, BPF_TCX_INGRESS)?,
+                tcx_attach(empty, ifindex, BPF_TCX_EGRESS)?,
+            ])
+        })?;
+        links.extend(empty_links);
+    }
+    in_netns(&node, || {
+        datapath.attach(HOST_INTERFACE).map_err(anyhow::Error::from)
+    })?;
+
+    let names = [
+        program_names::EMPTY,
+        program_names::FROM_WORKLOAD,
+        program_names::TO_WORKLOAD,
+    ];
+    let read = |datapath: &mut Datapath| -> anyhow::Result<Vec<(u64, u64)>> {
+        names
+            .iter()
+            .map(|name| {
+                let (_, time, count) = statistics(datapath.program_fd(name)?)?;
+                Ok((time, count))
+            })
+            .collect()
+    };
+    let mut enable = BPF_STATS_RUN_TIME;
+    let stats = owned(bpf(BPF_ENABLE_STATS, &mut enable).context("BPF_ENABLE_STATS")?);
+    let counters_before = datapath.counters()?;
+    let before = read(datapath)?;
+    let gigabits_per_second = iperf3(&node, &workload, client, server)?;
+    let after = read(datapath)?;
+    let counters = datapath.counters()?.since(&counters_before);
+    drop(stats);
+    drop(links);
+    drop(namespaces);
+
+    let drops: u64 = (counter::DROP_POLICY..=counter::DROP_NO_POLICY)
+        .map(|i| counters.get(i))
+        .sum();
+    ensure!(
+        drops == 0 && counters.get(counter::PASS_ESTABLISHED) > 0,
+        "the iperf3 flow did not take the conntrack-hit path: {counters}"
+    );
+    let programs = names
+        .iter()
+        .zip(before.iter().zip(&after))
+        .map(|(name, ((time_0, count_0), (time_1, count_1)))| {
+            let runs = count_1 - count_0;
+            ProgramLoad {
+                name,
+                runs,
+                nanoseconds_per_run: (time_1 - time_0) as f64 / runs.max(1) as f64,
+            }
+        })
+        .collect();
+    Ok(Traffic {
+        gigabits_per_second,
+        programs,
+        counters,
+    })
+}
+
+/// One iperf3 TCP run from the workload to the node side; the receiver's throughput.
+fn iperf3(node: &str, workload: &str, client: Ipv4Addr, server: Ipv4Addr) -> anyhow::Result<f64> {
+    let port = ALLOWED_PORT.to_string();
+    let (client, server) = (client.to_string(), server.to_string());
+    let mut listener = Command::new("ip")
+        .args(["netns", "exec", node, "iperf3", "--server", "--one-off"])
+        .args(["--port", &port, "--bind", &server])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("start the iperf3 server")?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let output = loop {
+        let output = Command::new("ip")
+            .args(["netns", "exec", workload, "iperf3", "--client", &server])
+            .args(["--port", &port, "--bind", &client, "--format", "g"])
+            .args(["--time", &SECONDS.to_string()])
+            .output()
+            .context("run the iperf3 client")?;
+        if output.status.success() || Instant::now() > deadline {
+            break output;
+        }
+        // The listener may not be up yet.
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let _ = listener.kill();
+    let _ = listener.wait();
+    let text = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        bail!(
+            "iperf3 failed: {}{}",
+            text.trim(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    // "[  5]   0.00-5.00   sec  10.2 GBytes  17.5 Gbits/sec                  receiver"
+    text.lines()
+        .filter(|line| line.trim_end().ends_with("receiver"))
+        .find_map(|line| {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let unit = words.iter().position(|w| *w == "Gbits/sec")?;
+            words.get(unit.checked_sub(1)?)?.parse().ok()
+        })
+        .with_context(|| format!("no receiver throughput in the iperf3 output:\n{text}"))
+}
