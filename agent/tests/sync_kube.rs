@@ -426,3 +426,51 @@ async fn bench_commit_to_applied() {
         describe(noticed_to_applied)
     );
 }
+
+#[tokio::test]
+async fn the_sync_metrics_families_are_fed() {
+    use zonewall::metrics::{ExpositionFormat, Metrics, Readiness, SyncMetrics};
+    let temp = tempfile::tempdir().expect("temp dir");
+    let config = temp.path().join("panos.xml");
+    std::fs::write(&config, config_v1()).expect("write config");
+    let api = FakeApi::default();
+    let audit = AuditBuffer::default();
+    let mut registry = Metrics::new();
+    let metrics = SyncMetrics::register(&mut registry);
+    let readiness = Readiness::new();
+    let cancel = CancellationToken::new();
+    let sync = controller(&config, &api, &audit)
+        .with_metrics(metrics)
+        .with_readiness(readiness.clone());
+    tokio::spawn(sync.run(INTERVAL, cancel.clone()));
+    eventually(Duration::from_secs(10), "ready", || readiness.is_ready()).await;
+    assert_eq!(zones_in(&api), DESIRED_V1);
+
+    api.user_write(hand_written("backdoor", "trust"));
+    eventually(Duration::from_secs(2), "backdoor removed", || {
+        api.object("backdoor").is_none()
+    })
+    .await;
+    std::fs::write(&config, "<config><devices>").expect("write broken config");
+    let text = || {
+        registry
+            .encode(ExpositionFormat::PrometheusText)
+            .expect("encode")
+    };
+    eventually(Duration::from_secs(5), "config error counted", || {
+        text().contains("zonewall_sync_errors_total{kind=\"config\"} 1")
+    })
+    .await;
+    let text = text();
+    for line in [
+        "zonewall_sync_objects_applied_total 4",
+        "zonewall_sync_objects_deleted_total 1",
+        "zonewall_sync_drift_remediations_total{action=\"deleted\"} 1",
+        "zonewall_sync_drift_remediations_total{action=\"restored\"} 0",
+        "zonewall_sync_commit_to_applied_seconds_count 1",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in\n{text}");
+    }
+    assert!(!text.contains("zonewall_sync_last_success_timestamp_seconds 0\n"));
+    cancel.cancel();
+}

@@ -301,7 +301,8 @@ async fn unreachable_truncated_or_invalid_answers_keep_the_last_good_policy() {
     }
     let shows = count(&stand_in, "show");
     let error = sync.refresh().await.expect_err("invalid zone name");
-    assert!(matches!(error, SyncError::InvalidConfig(_)), "{error}");
+    assert!(matches!(error, SyncError::Untranslatable(_)), "{error}");
+    assert_eq!(error.exit_code(), 2);
     assert!(error.to_string().contains("bad/zone"), "{error}");
     assert!(
         !sync

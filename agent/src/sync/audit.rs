@@ -127,18 +127,23 @@ impl AuditLog {
         }
     }
 
-    /// Writes one record. A failure is logged, not returned: the operation already happened.
-    pub fn record(&self, record: &AuditRecord) {
+    /// Writes one record; false when it could not be written (logged with the record, so it
+    /// is not lost: the operation already happened).
+    pub fn record(&self, record: &AuditRecord) -> bool {
         let line = record.to_json_line();
         let Ok(mut out) = self.out.lock() else {
             tracing::error!(
                 "audit log writer poisoned; record lost: {}",
                 line.trim_end()
             );
-            return;
+            return false;
         };
-        if let Err(error) = out.write_all(line.as_bytes()).and_then(|()| out.flush()) {
-            tracing::error!(%error, record = %line.trim_end(), "cannot write the audit record");
+        match out.write_all(line.as_bytes()).and_then(|()| out.flush()) {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::error!(%error, record = %line.trim_end(), "cannot write the audit record");
+                false
+            }
         }
     }
 }

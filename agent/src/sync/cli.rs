@@ -16,6 +16,7 @@ use super::kube::KubeTarget;
 use super::source::Source;
 use super::{Controller, Options, Target, describe_changes};
 use crate::firewall::panos::client::{ApiKey, ClientConfig, PanoramaClient, TlsVerification};
+use crate::metrics::{Metrics, MetricsArgs, MetricsServer, Readiness, SyncMetrics};
 use crate::policy::resource::Mode;
 
 /// How long `--once` and `--diff` wait for the first complete list of ZonePolicy objects.
@@ -70,7 +71,7 @@ pub struct SyncArgs {
     #[arg(long, env = "ZONEWALL_ONCE", conflicts_with = "diff")]
     pub once: bool,
     /// How often to look for a new commit (or file change): 2s, 500ms, 1m. Jittered by ±10 %.
-    #[arg(long, env = "ZONEWALL_SYNC_INTERVAL", value_name = "DUR", default_value = "2s", value_parser = parse_duration)]
+    #[arg(long, env = "ZONEWALL_INTERVAL", value_name = "DUR", default_value = "2s", value_parser = parse_duration)]
     pub interval: Duration,
     /// Write the ZonePolicy YAML into this directory (published as one set) instead of the
     /// API server.
@@ -91,6 +92,9 @@ pub struct SyncArgs {
         default_value = "-"
     )]
     pub audit_log: String,
+    /// /metrics, /healthz and /readyz (not served with --once or --diff).
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 }
 
 /// `500ms`, `2s`, `1m`, or a plain number of seconds.
@@ -208,6 +212,7 @@ async fn run(args: SyncArgs) -> ExitCode {
         diff = args.diff,
         mode = ?args.mode,
         audit_log = %args.audit_log,
+        metrics_addr = %args.metrics.metrics_addr,
         "zonewall sync starting"
     );
     if args.insecure_skip_verify {
@@ -273,6 +278,28 @@ async fn run(args: SyncArgs) -> ExitCode {
             Err(error) => fail(error.exit_code(), &error.to_string()),
         };
     }
+    let mut registry = Metrics::new();
+    let sync_metrics = SyncMetrics::register(&mut registry);
+    let readiness = Readiness::new();
+    let server = match MetricsServer::bind(
+        args.metrics.metrics_addr,
+        Arc::new(registry),
+        readiness.clone(),
+    )
+    .await
+    {
+        Ok(server) => server,
+        Err(e) => {
+            return fail(
+                1,
+                &format!("{e}; choose another address with --metrics-addr"),
+            );
+        }
+    };
+    tokio::spawn(server.serve(cancel.child_token()));
+    let controller = controller
+        .with_metrics(sync_metrics)
+        .with_readiness(readiness);
     let shutdown = cancel.clone();
     tokio::spawn(async move {
         wait_for_signal().await;

@@ -43,6 +43,7 @@ pub struct KubeTarget {
     cache: Arc<Mutex<TierCache>>,
     /// Woken on every watch event, so drift is handled without waiting for the interval.
     pub changed: Arc<Notify>,
+    metrics: Option<crate::metrics::SyncMetrics>,
 }
 
 impl KubeTarget {
@@ -56,7 +57,13 @@ impl KubeTarget {
             recorder: Arc::new(Recorder::new(client, reporter)),
             cache: Arc::new(Mutex::new(TierCache::new())),
             changed: Arc::new(Notify::new()),
+            metrics: None,
         }
+    }
+
+    /// Counts watch failures in the sync metrics.
+    pub fn set_metrics(&mut self, metrics: crate::metrics::SyncMetrics) {
+        self.metrics = Some(metrics);
     }
 
     fn with_cache<T>(&self, f: impl FnOnce(&mut TierCache) -> T) -> T {
@@ -104,6 +111,9 @@ impl KubeTarget {
                         target.changed.notify_one();
                     }
                     Some(Err(error)) => {
+                        if let Some(metrics) = &target.metrics {
+                            metrics.record_error(crate::metrics::SyncErrorKind::Watch);
+                        }
                         warn!(%error, "ZonePolicy watch failed; retrying with backoff (no deletion happens until a complete list arrives)");
                     }
                 }

@@ -36,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::firewall::panos::{self, Limits, ResolveOptions};
+use crate::metrics::{DriftAction, Readiness, SyncErrorKind, SyncMetrics};
 use crate::policy::directory::{self, ObjectFile};
 use crate::policy::load::parse_documents;
 use crate::policy::resource::Mode;
@@ -84,6 +85,10 @@ pub enum SyncError {
         "{0}; the last good policy stays in place: fix the configuration (and commit again in Panorama)"
     )]
     InvalidConfig(String),
+    #[error(
+        "{0}; the last good policy stays in place: fix the rule or zone named (and commit again in Panorama)"
+    )]
+    Untranslatable(String),
     #[error("{0}")]
     Apply(String),
     #[error(
@@ -96,7 +101,7 @@ impl SyncError {
     /// 2 for input the operator must fix, 1 for everything else.
     pub fn exit_code(&self) -> u8 {
         match self {
-            SyncError::InvalidConfig(_) => 2,
+            SyncError::InvalidConfig(_) | SyncError::Untranslatable(_) => 2,
             _ => 1,
         }
     }
@@ -108,7 +113,12 @@ pub struct Reconciled {
     pub applied: usize,
     pub deleted: usize,
     pub remediated: usize,
+    /// Of the remediations: objects put back, and objects removed.
+    pub restored: usize,
+    pub removed: usize,
     pub failed: usize,
+    /// Audit records that could not be written.
+    pub audit_failures: usize,
     /// The cluster view was not complete yet: nothing was done.
     pub waiting_for_list: bool,
 }
@@ -136,17 +146,21 @@ pub struct Controller {
     pending_since: Option<Instant>,
     audit: Arc<AuditLog>,
     pub stats: Arc<SyncStats>,
+    metrics: Option<SyncMetrics>,
+    /// Set ready after the first pass that left the target equal to the desired state.
+    readiness: Option<Readiness>,
 }
 
 /// Parses, resolves and translates one configuration.
-pub fn translate_fetched(fetched: &Fetched, options: &Options) -> Result<Desired, String> {
-    let config = panos::parse_config(&fetched.text, &fetched.origin, Limits::default())
-        .map_err(|e| e.to_string())?;
+pub fn translate_fetched(fetched: &Fetched, options: &Options) -> Result<Desired, SyncError> {
+    let invalid = |e: panos::PanosError| SyncError::InvalidConfig(e.to_string());
+    let config =
+        panos::parse_config(&fetched.text, &fetched.origin, Limits::default()).map_err(invalid)?;
     let resolve_options = ResolveOptions {
         device_group: options.device_group.clone(),
         ..ResolveOptions::default()
     };
-    let resolved = panos::resolve(&config, &resolve_options).map_err(|e| e.to_string())?;
+    let resolved = panos::resolve(&config, &resolve_options).map_err(invalid)?;
     // Each warning is also in the status of the object holding the rule; a large Panorama
     // has thousands, so the log gets one line per configuration and the details at debug.
     if !resolved.warnings.is_empty() {
@@ -168,8 +182,8 @@ pub fn translate_fetched(fetched: &Fetched, options: &Options) -> Result<Desired
             .map(|id| id.to_string()),
         ..TranslateOptions::default()
     };
-    let translation =
-        translate::translate(&resolved, &translate_options).map_err(|e| e.to_string())?;
+    let translation = translate::translate(&resolved, &translate_options)
+        .map_err(|e| SyncError::Untranslatable(e.to_string()))?;
     Ok(Desired::from_translation(
         &translation,
         fetched.origin.clone(),
@@ -194,6 +208,29 @@ impl Controller {
             pending_since: None,
             audit,
             stats: Arc::new(SyncStats::default()),
+            metrics: None,
+            readiness: None,
+        }
+    }
+
+    /// `/readyz` turns ready once the first desired state is fully applied.
+    pub fn with_readiness(mut self, readiness: Readiness) -> Self {
+        self.readiness = Some(readiness);
+        self
+    }
+
+    /// Also records into the Prometheus families of the sync controller.
+    pub fn with_metrics(mut self, metrics: SyncMetrics) -> Self {
+        if let Target::Kubernetes(kube) = &mut self.target {
+            kube.set_metrics(metrics.clone());
+        }
+        self.metrics = Some(metrics);
+        self
+    }
+
+    fn record_error(&self, kind: SyncErrorKind) {
+        if let Some(metrics) = &self.metrics {
+            metrics.record_error(kind);
         }
     }
 
@@ -210,6 +247,10 @@ impl Controller {
             Ok(Some(fetched)) => fetched,
             Err(error) => {
                 SyncStats::add(&self.stats.errors_source, 1);
+                self.record_error(match error {
+                    SourceError::File { .. } => SyncErrorKind::Config,
+                    _ => SyncErrorKind::Panorama,
+                });
                 return Err(error.into());
             }
         };
@@ -220,9 +261,13 @@ impl Controller {
         self.source.mark_handled(fetched.marker.clone());
         let desired = match translate_fetched(&fetched, &self.options) {
             Ok(desired) => desired,
-            Err(message) => {
+            Err(error) => {
                 SyncStats::add(&self.stats.errors_config, 1);
-                return Err(SyncError::InvalidConfig(message));
+                self.record_error(match error {
+                    SyncError::Untranslatable(_) => SyncErrorKind::Translate,
+                    _ => SyncErrorKind::Config,
+                });
+                return Err(error);
             }
         };
         info!(
@@ -256,9 +301,38 @@ impl Controller {
                 reconcile_directory(dir, published, &desired, &self.audit, &self.stats)
             }
         };
+        if let Some(metrics) = &self.metrics {
+            metrics.record_objects(report.applied as u64, report.deleted as u64);
+            for _ in 0..report.restored {
+                metrics.record_drift_remediation(DriftAction::Restored);
+            }
+            for _ in 0..report.removed {
+                metrics.record_drift_remediation(DriftAction::Deleted);
+            }
+            for _ in 0..report.failed {
+                metrics.record_error(match self.target {
+                    Target::Kubernetes(_) => SyncErrorKind::Apply,
+                    Target::Directory { .. } => SyncErrorKind::Output,
+                });
+            }
+            for _ in 0..report.audit_failures {
+                metrics.record_error(SyncErrorKind::Audit);
+            }
+        }
         if report.failed == 0 && !report.waiting_for_list {
             self.stats.mark_success();
+            if let Some(metrics) = &self.metrics {
+                metrics.record_sync_success(std::time::SystemTime::now());
+            }
+            if let Some(readiness) = &self.readiness
+                && self.desired.is_some()
+            {
+                readiness.set_ready();
+            }
             if let Some(since) = self.pending_since.take() {
+                if let Some(metrics) = &self.metrics {
+                    metrics.record_commit_applied(since.elapsed());
+                }
                 let millis = u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX);
                 SyncStats::set(&self.stats.last_commit_to_applied_millis, millis);
                 SyncStats::add(&self.stats.commits_applied, 1);
@@ -306,8 +380,7 @@ impl Controller {
     /// `--diff`: what the candidate configuration would change, applying nothing.
     pub async fn diff(&mut self, list_limit: Duration) -> Result<Vec<Change>, SyncError> {
         let fetched = self.source.candidate().await?;
-        let desired =
-            translate_fetched(&fetched, &self.options).map_err(SyncError::InvalidConfig)?;
+        let desired = translate_fetched(&fetched, &self.options)?;
         match &mut self.target {
             Target::Kubernetes(kube) => {
                 let started = Instant::now();
@@ -354,7 +427,7 @@ impl Controller {
                         degraded = false;
                     }
                 }
-                Err(error @ SyncError::InvalidConfig(_)) => {
+                Err(error @ (SyncError::InvalidConfig(_) | SyncError::Untranslatable(_))) => {
                     error!(%error, "rejected the new firewall configuration");
                 }
                 Err(error) => {
@@ -428,10 +501,15 @@ async fn reconcile_kube(
         }
         if result.is_ok() && change.kind.is_remediation() {
             report.remediated += 1;
+            if change.kind == ChangeKind::Restore {
+                report.restored += 1;
+            } else {
+                report.removed += 1;
+            }
             SyncStats::add(&stats.drift_remediations, 1);
             warn!(object = %change.name, operation = change.kind.as_str(), "drift in the firewall tier remediated");
         }
-        audit.record(&AuditRecord::for_change(
+        let written = audit.record(&AuditRecord::for_change(
             change,
             "kubernetes",
             &desired.origin,
@@ -439,6 +517,9 @@ async fn reconcile_kube(
             desired.commit.as_ref(),
             result.clone(),
         ));
+        if !written {
+            report.audit_failures += 1;
+        }
         kube.publish_event(change, desired.commit.as_ref(), &result)
             .await;
     }
@@ -552,7 +633,7 @@ fn reconcile_directory(
         .map_err(|e| e.to_string());
     let target = format!("directory:{}", dir.display());
     for change in &changes {
-        audit.record(&AuditRecord::for_change(
+        let written = audit.record(&AuditRecord::for_change(
             change,
             &target,
             &desired.origin,
@@ -560,6 +641,9 @@ fn reconcile_directory(
             desired.commit.as_ref(),
             result.clone(),
         ));
+        if !written {
+            report.audit_failures += 1;
+        }
     }
     match result {
         Ok(()) => {
