@@ -20,6 +20,7 @@ use zonewall::{
         FlowRecord,
         sink::{RuntimeOptions, Sink, SinkConfig},
     },
+    inventory::cluster::{ClusterOptions, ZoneLabels},
     metrics::{
         AgentMetrics, AgentMetricsOptions, Metrics, MetricsArgs, MetricsServer, Readiness,
         SinkMetrics,
@@ -60,7 +61,7 @@ enum Command {
 #[command(group(clap::ArgGroup::new("policy").args(["panos_config", "policies"])))]
 struct AgentArgs {
     /// Run without Kubernetes: workloads from --inventory, policy from --panos-config or
-    /// --policies. (Kubernetes mode is not built yet.)
+    /// --policies. Without it the agent watches the cluster (ZonePolicies, Pods, Namespaces).
     #[arg(long, env = "ZONEWALL_STANDALONE")]
     standalone: bool,
     /// Inventory YAML: every workload's zone, addresses, labels and (optionally) interface.
@@ -134,8 +135,43 @@ struct AgentArgs {
     /// Entries of the connection-tracking table (least recently used entries are evicted).
     #[arg(long, env = "ZONEWALL_MAP_CONNTRACK_ENTRIES", value_name = "N", default_value_t = Capacities::default().conntrack)]
     map_conntrack_entries: u32,
+    /// Kubernetes mode: the label whose value is a workload's zone.
+    #[arg(
+        long,
+        env = "ZONEWALL_ZONE_LABEL",
+        value_name = "LABEL",
+        default_value = "zonewall.io/zone"
+    )]
+    zone_label: String,
+    /// Kubernetes mode: which objects' zone label counts: the pod's, else its namespace's
+    /// (pod-then-namespace), or only the namespace's (namespace-only).
+    #[arg(
+        long,
+        env = "ZONEWALL_ZONE_LABELS",
+        value_enum,
+        default_value = "pod-then-namespace"
+    )]
+    zone_labels: ZoneLabelsArg,
+    /// Kubernetes mode: the zone of every address that is not a workload's.
+    #[arg(
+        long,
+        env = "ZONEWALL_EXTERNAL_ZONE",
+        value_name = "ZONE",
+        default_value = "untrust"
+    )]
+    external_zone: String,
+    /// Kubernetes mode: the zone of a pod whose pod and namespace have no zone label (without
+    /// it, such pods count as external).
+    #[arg(long, env = "ZONEWALL_DEFAULT_ZONE", value_name = "ZONE")]
+    default_zone: Option<String>,
     #[command(flatten)]
     metrics: MetricsArgs,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ZoneLabelsArg {
+    PodThenNamespace,
+    NamespaceOnly,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -269,31 +305,60 @@ fn run_agent(args: AgentArgs) -> ExitCode {
             Err(e) => fail(1, &e.to_string()),
         };
     }
-    if !args.standalone {
-        return fail(
-            2,
-            "the Kubernetes mode of the agent is not built yet; run it with --standalone --inventory FILE (--panos-config FILE | --policies DIR)",
-        );
-    }
-    let Some(inventory) = args.inventory else {
-        return fail(2, "--standalone needs --inventory FILE");
-    };
-    let input = match (args.panos_config, args.policies) {
-        (Some(config), None) => PolicyInput::Panos {
-            config,
-            device_group: args.device_group,
-            mode: match args.mode {
-                ModeArg::Enforce => Mode::Enforce,
-                ModeArg::Audit => Mode::Audit,
-            },
+    // Where workloads and policy come from: files (standalone) or the cluster.
+    enum Source {
+        Files {
+            inventory: PathBuf,
+            input: PolicyInput,
         },
-        (None, Some(dir)) => PolicyInput::Policies(dir),
-        _ => {
+        Cluster(ClusterOptions),
+    }
+    let node_name = args.node_name.clone().unwrap_or_else(host_name);
+    let source = if args.standalone {
+        let Some(inventory) = args.inventory.clone() else {
+            return fail(2, "--standalone needs --inventory FILE");
+        };
+        let input = match (args.panos_config.clone(), args.policies.clone()) {
+            (Some(config), None) => PolicyInput::Panos {
+                config,
+                device_group: args.device_group.clone(),
+                mode: match args.mode {
+                    ModeArg::Enforce => Mode::Enforce,
+                    ModeArg::Audit => Mode::Audit,
+                },
+            },
+            (None, Some(dir)) => PolicyInput::Policies(dir),
+            _ => {
+                return fail(
+                    2,
+                    "--standalone needs --panos-config FILE or --policies DIR",
+                );
+            }
+        };
+        Source::Files { inventory, input }
+    } else {
+        if args.panos_config.is_some() || args.policies.is_some() {
             return fail(
                 2,
-                "--standalone needs --panos-config FILE or --policies DIR",
+                "--panos-config and --policies are for --standalone; in Kubernetes the policy is the cluster's ZonePolicy objects",
             );
         }
+        if args.node_name.is_none() {
+            return fail(
+                2,
+                "Kubernetes mode needs this node's name: set --node-name or ZONEWALL_NODE_NAME (the DaemonSet sets it from spec.nodeName)",
+            );
+        }
+        Source::Cluster(ClusterOptions {
+            zone_label: args.zone_label.clone(),
+            zone_labels: match args.zone_labels {
+                ZoneLabelsArg::PodThenNamespace => ZoneLabels::PodThenNamespace,
+                ZoneLabelsArg::NamespaceOnly => ZoneLabels::NamespaceOnly,
+            },
+            default_zone: args.default_zone.clone(),
+            external_zone: args.external_zone.clone(),
+            node_name: node_name.clone(),
+        })
     };
     let mut sink_configs = Vec::new();
     for text in args.sinks.iter().filter(|s| !s.is_empty()) {
@@ -302,13 +367,24 @@ fn run_agent(args: AgentArgs) -> ExitCode {
             Err(e) => return fail(2, &e.to_string()),
         }
     }
-    let node_name = args.node_name.unwrap_or_else(host_name);
     // The effective configuration, once (sink options may name files, never secrets: the
     // descriptions exclude the query string).
+    let (mode, workloads, policy) = match &source {
+        Source::Files { inventory, input } => (
+            "standalone",
+            inventory.display().to_string(),
+            format!("{input:?}"),
+        ),
+        Source::Cluster(options) => (
+            "kubernetes",
+            format!("{options:?}"),
+            "ZonePolicy objects".to_owned(),
+        ),
+    };
     tracing::info!(
-        mode = "standalone",
-        inventory = %inventory.display(),
-        policy = ?input,
+        mode,
+        workloads,
+        policy,
         node = %node_name,
         bpffs_root = %layout.root.display(),
         metrics_addr = %args.metrics.metrics_addr,
@@ -385,16 +461,29 @@ fn run_agent(args: AgentArgs) -> ExitCode {
                 consumer: &mut deliver,
             })
         };
-        let result = node::run_standalone(
-            &mut datapath,
-            &inventory,
-            &input,
-            flows,
-            &telemetry,
-            shutdown_signal(),
-        )
-        .await
-        .map_err(|e| e.to_string());
+        let stop = shutdown_signal();
+        let result = match &source {
+            Source::Files { inventory, input } => {
+                node::run_standalone(&mut datapath, inventory, input, flows, &telemetry, stop)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            Source::Cluster(options) => match kube::Client::try_default().await {
+                Ok(client) => node::kubernetes::run_kubernetes(
+                    client,
+                    &mut datapath,
+                    options,
+                    flows,
+                    &telemetry,
+                    stop,
+                )
+                .await
+                .map_err(|e| e.to_string()),
+                Err(e) => Err(format!(
+                    "cannot reach the Kubernetes API: {e}; in a pod the service account is used, elsewhere KUBECONFIG"
+                )),
+            },
+        };
         shutdown.cancel();
         let _ = server.await;
         for (_, sink) in sinks {

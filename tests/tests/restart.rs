@@ -668,3 +668,57 @@ fn a_policy_edit_is_live_within_a_second_and_a_broken_file_changes_nothing() {
         "the last good policy stays"
     );
 }
+
+#[test]
+fn a_pinned_layout_of_another_version_is_taken_over_without_a_gap() {
+    if !privileged("a_pinned_layout_of_another_version_is_taken_over_without_a_gap") {
+        return;
+    }
+    let binary = zonewall_binary();
+    let (topology, inventory) = prepared_node(&PODS);
+    let (web, app) = (host(&topology, 0), host(&topology, 1));
+    let args = agent_args(&zones_fixture());
+    let agent = Agent::start(
+        &binary,
+        &topology.node,
+        &topology.pin_root,
+        &inventory,
+        &args,
+    );
+    assert!(agent.stop().success());
+    // What an agent of an older layout version would have left: its pins under another
+    // version directory, its programs still attached through them.
+    let root = topology.pin_root.join("zonewall");
+    let current = root.join(format!("v{}", zonewall_common::MAP_ABI_VERSION));
+    let older = root.join("v0");
+    std::fs::rename(&current, &older).expect("move the pins to an older layout version");
+    let long_lived = LongLived::start(&web, &app, 8080);
+    let prober = DeniedProber::start(&web, &app, 8081);
+    std::thread::sleep(Duration::from_millis(300));
+    let agent = Agent::start(
+        &binary,
+        &topology.node,
+        &topology.pin_root,
+        &inventory,
+        &args,
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let (exchanges, failures) = long_lived.finish();
+    let (attempts, passed) = prober.finish();
+    assert!(agent.stop().success());
+    let _ = std::fs::remove_file(&inventory);
+    assert_eq!(failures, 0, "the allowed connection survived the takeover");
+    assert!(exchanges > 10);
+    assert_eq!(
+        passed, 0,
+        "no denied connection got through: {attempts} attempts"
+    );
+    assert!(!older.exists(), "the older layout's pins were retired");
+    let links = std::fs::read_dir(current.join("links"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(
+        links, 6,
+        "both hooks of the three pods are pinned under the current layout"
+    );
+}

@@ -185,6 +185,9 @@ pub trait Dataplane {
     fn sweep_denies(&mut self, now_ns: u64) -> Result<Vec<abi::FlowEvent>, DatapathError>;
     /// The real size of map `name`, when the dataplane can tell.
     fn map_capacity(&self, name: &'static str) -> Option<u32>;
+    /// Removes the pins of other layout versions once none of their links is left (every
+    /// interface moved to this version's programs); returns how many layouts went.
+    fn retire_old_layouts(&mut self) -> Result<usize, DatapathError>;
 }
 
 /// Where the datapath pins its maps and links: `<root>/v<MAP_ABI_VERSION>/{maps,links}`. A
@@ -921,6 +924,31 @@ impl Dataplane for Datapath {
 
     fn map_capacity(&self, name: &'static str) -> Option<u32> {
         self.capacity(name).ok()
+    }
+
+    fn retire_old_layouts(&mut self) -> Result<usize, DatapathError> {
+        let mut retired = 0;
+        for dir in self.layout.other_versions() {
+            let links_left = std::fs::read_dir(dir.join("links"))
+                .map(|entries| entries.count())
+                .unwrap_or(0);
+            if links_left > 0 {
+                tracing::warn!(
+                    layout = %dir.display(),
+                    links_left,
+                    "an older layout still has attached interfaces this agent does not enforce; left in place"
+                );
+                continue;
+            }
+            std::fs::remove_dir_all(&dir).map_err(|source| DatapathError::Pin {
+                op: "remove",
+                path: dir.display().to_string(),
+                source,
+            })?;
+            tracing::info!(layout = %dir.display(), "retired an older pinned layout");
+            retired += 1;
+        }
+        Ok(retired)
     }
 
     fn sweep_conntrack(&mut self, now_ns: u64) -> Result<Vec<abi::FlowEvent>, DatapathError> {

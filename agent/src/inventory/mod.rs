@@ -262,6 +262,32 @@ impl Inventory {
         })
     }
 
+    /// An inventory of endpoints built in code (benchmarks, generated inventories), validated
+    /// like a file's.
+    pub fn from_endpoints(
+        external_zone: &str,
+        endpoints: Vec<Endpoint>,
+        origin: &str,
+    ) -> Result<Inventory, InventoryError> {
+        Inventory::from_raw(
+            RawInventory {
+                external_zone: external_zone.to_owned(),
+                endpoints: endpoints
+                    .into_iter()
+                    .map(|e| RawEndpoint {
+                        name: e.name,
+                        namespace: e.namespace,
+                        zone: e.zone,
+                        ips: e.ips.iter().map(ToString::to_string).collect(),
+                        labels: e.labels,
+                        interface: e.interface,
+                    })
+                    .collect(),
+            },
+            origin,
+        )
+    }
+
     pub fn load_file(path: &Path) -> Result<Inventory, InventoryError> {
         let text = std::fs::read_to_string(path).map_err(|source| InventoryError::Io {
             op: "read",

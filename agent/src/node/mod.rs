@@ -3,6 +3,8 @@
 //! workloads' interfaces until the process is stopped. Files are watched: a change is
 //! compiled and applied; a bad new file is reported and the last good policy stays live.
 
+pub mod kubernetes;
+
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -132,8 +134,20 @@ pub fn compile(inventory: &Inventory, policies: &[ZonePolicy]) -> Result<Compile
 /// The inventory's workloads that run on this node: those with an `interface`, and those
 /// whose address is routed to a local workload interface (a host route, or a bridge port).
 pub fn local_workloads(inventory: &Inventory) -> Result<Vec<LocalWorkload>, NodeError> {
+    local_workloads_of(inventory, |_| true)
+}
+
+/// [`local_workloads`] among the endpoints whose `namespace/name` passes `on_this_node`.
+pub fn local_workloads_of(
+    inventory: &Inventory,
+    on_this_node: impl Fn(&str) -> bool,
+) -> Result<Vec<LocalWorkload>, NodeError> {
     let mut out = Vec::new();
-    for endpoint in &inventory.endpoints {
+    for endpoint in inventory
+        .endpoints
+        .iter()
+        .filter(|e| on_this_node(&e.qualified_name()))
+    {
         let name = endpoint.qualified_name();
         let interface = match &endpoint.interface {
             Some(interface) => Some(interface.clone()),
@@ -211,9 +225,14 @@ pub fn apply(
     // The tables go in before the programs attach: an interface never runs without the
     // policy it needs (the programs drop everything until the first apply).
     let report = dataplane.apply(&DesiredTables::new(&snapshot.compiled, &local, events))?;
+    let attached_any = !to_attach.is_empty();
     for interface in to_attach {
         let ifindex = dataplane.attach(&interface)?;
         attached.insert(interface, ifindex);
+    }
+    if attached_any {
+        // Interfaces taken over from another layout version leave its pins unused.
+        dataplane.retire_old_layouts()?;
     }
     Ok(report)
 }

@@ -1,0 +1,157 @@
+//! `cargo xtask bench agent`: the agent's own footprint at scale: 10,000 endpoints and the
+//! 10,000-rule / 100,000-prefix policy compiled and applied in this process, with its
+//! resident memory (the kernel maps reported apart: they are kernel memory charged to the
+//! process's cgroup, not its RSS), and the time from one pod changing zone to the new map
+//! entries being live (compile of the whole state, diff, write, switch).
+
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    time::Instant,
+};
+
+use anyhow::Context as _;
+use zonewall::{
+    datapath::{Datapath, Dataplane, DesiredTables},
+    inventory::{Endpoint, Inventory},
+    node,
+};
+
+use super::generate::{self, Scale};
+
+const ENDPOINTS: usize = 10_000;
+
+fn status_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status.lines().find_map(|line| {
+                let rest = line.strip_prefix(field)?.trim_start_matches(':').trim();
+                rest.trim_end_matches(" kB").trim().parse().ok()
+            })
+        })
+        .unwrap_or(0)
+}
+
+/// Kernel memory of every BPF map this process holds (`memlock` of each map fd).
+fn map_memory_bytes() -> u64 {
+    let Ok(fds) = std::fs::read_dir("/proc/self/fd") else {
+        return 0;
+    };
+    fds.flatten()
+        .filter(|fd| {
+            std::fs::read_link(fd.path())
+                .is_ok_and(|target| target.to_string_lossy() == "anon_inode:bpf-map")
+        })
+        .filter_map(|fd| {
+            let info = std::fs::read_to_string(format!(
+                "/proc/self/fdinfo/{}",
+                fd.file_name().to_string_lossy()
+            ))
+            .ok()?;
+            info.lines()
+                .find_map(|l| l.strip_prefix("memlock:"))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        })
+        .sum()
+}
+
+/// The generated workloads, plus copies of them (same labels and zone, new addresses in
+/// 10.128.0.0/9, outside every generated prefix) up to `ENDPOINTS`.
+fn endpoints(generated: &[Endpoint]) -> Vec<Endpoint> {
+    let mut out = generated.to_vec();
+    let mut n = 0u32;
+    while out.len() < ENDPOINTS {
+        let template = &generated[n as usize % generated.len()];
+        let address = u32::from(Ipv4Addr::new(10, 128, 0, 0)) + n;
+        let mut copy = template.clone();
+        copy.name = format!("copy-{n}");
+        copy.ips = vec![IpAddr::V4(Ipv4Addr::from(address))];
+        out.push(copy);
+        n += 1;
+    }
+    out
+}
+
+pub fn run() -> anyhow::Result<()> {
+    let rss_start = status_kib("VmRSS");
+    let generated = generate::generate(Scale {
+        rules: 10_000,
+        prefixes: 100_000,
+    });
+    let mut endpoints = endpoints(&generated.endpoints);
+    let inventory = |endpoints: &[Endpoint]| {
+        Inventory::from_endpoints(generate::EXTERNAL_ZONE, endpoints.to_vec(), "bench")
+    };
+    let started = Instant::now();
+    let compiled = node::compile(&inventory(&endpoints)?, &generated.policies)?;
+    let compile_seconds = started.elapsed().as_secs_f64();
+    let pins = super::measure::Pins::named("agent");
+    let mut datapath = Datapath::load(&pins.0).context("loading the eBPF programs")?;
+    let started = Instant::now();
+    let report = datapath.apply(&DesiredTables::new(&compiled, &[], false))?;
+    let apply_seconds = started.elapsed().as_secs_f64();
+    let sizes = compiled.sizes();
+    drop(compiled);
+    let rss_live = status_kib("VmRSS");
+    let maps = map_memory_bytes();
+
+    // One pod changes zone: everything is compiled again, only the difference is written.
+    let moved = endpoints
+        .iter()
+        .position(|e| e.zone == "dmz")
+        .context("a dmz workload")?;
+    endpoints[moved].zone = "restricted".to_owned();
+    let started = Instant::now();
+    let compiled = node::compile(&inventory(&endpoints)?, &generated.policies)?;
+    let recompile = started.elapsed();
+    let change = datapath.apply(&DesiredTables::new(&compiled, &[], false))?;
+    let change_total = started.elapsed();
+    let rss_peak = status_kib("VmHWM");
+    drop(datapath);
+    drop(pins);
+
+    println!();
+    println!(
+        "bench agent: {} endpoints, 10,000 rules, 100,000 prefixes -> {} identities, {} + {} identity entries, {} policy entries",
+        endpoints.len(),
+        sizes.identities,
+        sizes.identity_entries_v4,
+        sizes.identity_entries_v6,
+        sizes.policy_entries
+    );
+    println!(
+        "  compile {compile_seconds:.2} s, first apply {apply_seconds:.2} s ({} entries written)",
+        report.written
+    );
+    println!(
+        "  resident memory: {:.0} MiB at start, {:.0} MiB with the policy live, {:.0} MiB peak",
+        rss_start as f64 / 1024.0,
+        rss_live as f64 / 1024.0,
+        rss_peak as f64 / 1024.0
+    );
+    println!(
+        "  kernel maps (memlock of the map fds, both table slots): {:.0} MiB",
+        maps as f64 / (1024.0 * 1024.0)
+    );
+    println!(
+        "  one pod changes zone: compile {:.0} ms, live after {:.0} ms ({} entries written, {} removed)",
+        recompile.as_secs_f64() * 1000.0,
+        change_total.as_secs_f64() * 1000.0,
+        change.written,
+        change.removed
+    );
+    println!(
+        "  targets: resident memory < 100 MiB: {}; one pod change live < 100 ms: {}",
+        if rss_peak < 100 * 1024 {
+            "met"
+        } else {
+            "NOT met"
+        },
+        if change_total.as_millis() < 100 {
+            "met"
+        } else {
+            "NOT met"
+        }
+    );
+    Ok(())
+}
