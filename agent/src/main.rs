@@ -27,7 +27,7 @@ use zonewall::{
     },
     model::parse_protocol,
     node::{self, FlowOutput, PolicyInput, Telemetry},
-    policy::{ZonePolicy, resource::Mode},
+    policy::{ZonePolicy, directory, resource::Mode},
     translate::{self, TranslateOptions},
 };
 
@@ -50,6 +50,9 @@ enum Command {
     Translate(TranslateArgs),
     /// Print the ZonePolicy CustomResourceDefinition YAML (what deploy/crds/ commits).
     Crd,
+    /// The sync controller: firewall commits -> the firewall tier of ZonePolicy objects, in
+    /// the cluster (server-side apply, drift remediation, audit trail) or in a directory.
+    Sync(zonewall::sync::SyncArgs),
     /// The node agent: enforces the zone policy in the kernel on this node's workloads.
     Agent(AgentArgs),
 }
@@ -186,8 +189,9 @@ struct TranslateArgs {
     /// configuration has several.
     #[arg(long, env = "ZONEWALL_DEVICE_GROUP", value_name = "DG")]
     device_group: Option<String>,
-    /// `-` for standard output, or a directory that gets one file per object (firewall-*.yaml
-    /// files an earlier run left there and this run did not produce are removed).
+    /// `-` for standard output, or a directory that gets one file per object, published as one
+    /// set (readers never see half of it); firewall-*.yaml files an earlier run left there and
+    /// this run did not produce are removed.
     #[arg(
         short = 'o',
         long = "output",
@@ -282,6 +286,7 @@ fn main() -> ExitCode {
         Command::Explain(args) => run_explain(args),
         Command::Translate(args) => run_translate(args),
         Command::Crd => run_crd(),
+        Command::Sync(args) => zonewall::sync::run_cli(args),
         Command::Agent(args) => run_agent(args),
     }
 }
@@ -633,7 +638,13 @@ fn run_translate(args: TranslateArgs) -> ExitCode {
             .write_all(translation.to_yaml().as_bytes())
             .map_err(|e| format!("cannot write to standard output: {e}"))
     } else {
-        write_objects(Path::new(&args.output), &translation)
+        directory::publish(
+            Path::new(&args.output),
+            &translation.object_files(),
+            translate::FIREWALL_FILE_PREFIX,
+        )
+        .map(|_| ())
+        .map_err(|e| e.to_string())
     };
     match written {
         Ok(()) => {
@@ -646,47 +657,6 @@ fn run_translate(args: TranslateArgs) -> ExitCode {
         }
         Err(message) => fail(1, &message),
     }
-}
-
-/// One `<name>.yaml` per object. Each file is written to a temporary name in the same
-/// directory and renamed, so a reader (a standalone agent) never sees half a file.
-fn write_objects(dir: &Path, translation: &translate::Translation) -> Result<(), String> {
-    let policies = &translation.policies;
-    std::fs::create_dir_all(dir)
-        .map_err(|e| format!("cannot create directory {}: {e}", dir.display()))?;
-    for (index, policy) in policies.iter().enumerate() {
-        let name = policy.metadata.name.as_deref().unwrap_or("unnamed");
-        let yaml = &translation.documents[index];
-        let path = dir.join(format!("{name}.yaml"));
-        let temporary = dir.join(format!(".{name}.yaml.tmp"));
-        std::fs::write(&temporary, yaml)
-            .map_err(|e| format!("cannot write {}: {e}", temporary.display()))?;
-        std::fs::rename(&temporary, &path).map_err(|e| {
-            format!(
-                "cannot rename {} to {}: {e}",
-                temporary.display(),
-                path.display()
-            )
-        })?;
-    }
-    // An object left from an earlier run (a zone since removed, a part no longer needed)
-    // would still be read by whoever consumes the directory: remove the firewall tier's
-    // files that this run did not write. Other files are left alone.
-    let written: std::collections::BTreeSet<String> = policies
-        .iter()
-        .filter_map(|p| p.metadata.name.as_deref())
-        .map(|name| format!("{name}.yaml"))
-        .collect();
-    let entries =
-        std::fs::read_dir(dir).map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
-    for entry in entries.flatten() {
-        let file = entry.file_name().to_string_lossy().into_owned();
-        if file.starts_with("firewall-") && file.ends_with(".yaml") && !written.contains(&file) {
-            std::fs::remove_file(entry.path())
-                .map_err(|e| format!("cannot remove stale {}: {e}", entry.path().display()))?;
-        }
-    }
-    Ok(())
 }
 
 fn fail(code: u8, message: &str) -> ExitCode {

@@ -491,16 +491,28 @@ fn translate_writes_files_and_explain_policies_agrees_with_the_firewall() {
     );
     assert!(unrelated.exists(), "files zonewall did not write must stay");
     std::fs::remove_file(&unrelated).expect("remove unrelated file");
+    // The visible view: one file per object. Hidden entries are the published generation
+    // (`.zonewall-current` and the generation directory it names), which readers go through.
     let mut files: Vec<String> = std::fs::read_dir(&dir)
         .expect("output directory")
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|f| !f.starts_with('.'))
         .collect();
     files.sort();
     assert_eq!(files.len(), 5, "{files:?}");
-    assert!(
-        files
-            .iter()
-            .all(|f| f.ends_with(".yaml") && !f.starts_with('.'))
+    assert!(files.iter().all(|f| f.ends_with(".yaml")));
+    for file in &files {
+        let text = std::fs::read_to_string(dir.join(file)).expect("visible file reads");
+        assert!(text.contains("kind: ZonePolicy"), "{file}");
+    }
+    let generation = zonewall::policy::directory::current_generation(&dir)
+        .expect("generation link")
+        .expect("the output is published as a generation");
+    assert_eq!(
+        std::fs::read_dir(dir.join(&generation))
+            .expect("generation directory")
+            .count(),
+        5
     );
 
     let stdout = zonewall(&[

@@ -1,6 +1,7 @@
 //! Developer and CI tasks: `cargo xtask setup | test | codegen | demo | bench`.
 
 mod bench;
+mod bench_sync;
 mod crd;
 mod demo;
 mod kernel_bench;
@@ -23,6 +24,7 @@ enum BenchKind {
     Kernel,
     Flows,
     Agent,
+    Sync,
 }
 
 #[derive(Subcommand)]
@@ -47,7 +49,8 @@ enum Command {
     /// the TC programs per packet with BPF_PROG_TEST_RUN on generated policies of 100 to
     /// 10,000 rules and 1,000 to 100,000 prefixes; `flows` (root) sends kernel flow events
     /// through enrichment, CEF and the TCP sink to a loopback receiver; `agent` (root) measures
-    /// the agent's memory and one pod change at 10,000 endpoints and 10,000 rules.
+    /// the agent's memory and one pod change at 10,000 endpoints and 10,000 rules; `sync` times a commit to its
+    /// objects written by `zonewall sync` (output directory and mock API server).
     Bench {
         #[arg(value_enum, default_value = "parse")]
         which: BenchKind,
@@ -64,6 +67,7 @@ fn main() -> anyhow::Result<()> {
             BenchKind::Kernel => kernel_bench::run("kernel"),
             BenchKind::Flows => kernel_bench::run("flows"),
             BenchKind::Agent => kernel_bench::run("agent"),
+            BenchKind::Sync => bench_sync::run(),
         },
         Command::Codegen { check: false } => crd::write(&workspace_root()),
         Command::Codegen { check: true } => crd::check(&workspace_root()),

@@ -2,12 +2,15 @@
 //! yaml`): multi-document files, one object or a `List` per document.
 //!
 //! [`parse_documents`] is pure; [`load_dir`] reads a directory's `*.yaml` / `*.yml` files in
-//! name order, so the result does not depend on the file system's listing order.
+//! name order, so the result does not depend on the file system's listing order. A directory
+//! that `zonewall translate -o` or `zonewall sync --output-dir` publishes is read one whole
+//! generation at a time (see [`super::directory`]), never half of one set and half of the next.
 
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use super::directory::{DirectoryError, read_set};
 use super::resource::ZonePolicy;
 
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +34,8 @@ pub enum LoadError {
         path.display()
     )]
     Empty { path: PathBuf },
+    #[error(transparent)]
+    Directory(DirectoryError),
 }
 
 /// Every ZonePolicy in a multi-document YAML text. `origin` names the text in errors.
@@ -78,19 +83,12 @@ pub fn parse_documents(text: &str, origin: &str) -> Result<Vec<ZonePolicy>, Load
     Ok(out)
 }
 
-/// Reads every `*.yaml` / `*.yml` file of `dir`, in file name order.
+/// Reads every `*.yaml` / `*.yml` file of `dir`, in file name order, as one consistent set.
 pub fn load_dir(dir: &Path) -> Result<Vec<ZonePolicy>, LoadError> {
-    let io = |op, path: &Path| {
-        let path = path.to_path_buf();
-        move |source| LoadError::Io { op, path, source }
-    };
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(io("read directory", dir))?
-        .map(|entry| entry.map(|e| e.path()))
-        .collect::<Result<_, _>>()
-        .map_err(io("read directory", dir))?;
-    files.retain(|p| p.is_file() && p.extension().is_some_and(|e| e == "yaml" || e == "yml"));
-    files.sort();
+    let files = read_set(dir).map_err(|error| match error {
+        DirectoryError::Io { op, path, source } => LoadError::Io { op, path, source },
+        other => LoadError::Directory(other),
+    })?;
     if files.is_empty() {
         return Err(LoadError::Empty {
             path: dir.to_path_buf(),
@@ -98,8 +96,10 @@ pub fn load_dir(dir: &Path) -> Result<Vec<ZonePolicy>, LoadError> {
     }
     let mut out = Vec::new();
     for file in files {
-        let text = std::fs::read_to_string(&file).map_err(io("read", &file))?;
-        out.extend(parse_documents(&text, &file.display().to_string())?);
+        out.extend(parse_documents(
+            &file.text,
+            &file.path.display().to_string(),
+        )?);
     }
     Ok(out)
 }

@@ -8,6 +8,7 @@
 
 pub mod compile;
 pub mod datapath_compile;
+pub mod directory;
 pub mod eval;
 pub mod load;
 pub mod resource;

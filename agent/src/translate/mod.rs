@@ -27,6 +27,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::firewall::panos::{Resolved, Warning};
 use crate::model::{self, AddressSet, Fidelity, Policy, Rule, ServiceSet, ZoneSet};
+use crate::policy::directory::ObjectFile;
 use crate::policy::resource::{
     self as crd, ANY_ZONE, AddressMatch, FqdnMatch, LabelFilter, Logging, Mode, Part,
     PolicyProvenance, Reset, RuleAction, RuleProvenance, ServiceMatch, Tier, WildcardMatch,
@@ -103,7 +104,26 @@ impl Translation {
         }
         out
     }
+
+    /// One `<object name>.yaml` file per object, for [`crate::policy::directory::publish`].
+    pub fn object_files(&self) -> Vec<ObjectFile> {
+        self.policies
+            .iter()
+            .zip(&self.documents)
+            .map(|(policy, document)| ObjectFile {
+                name: format!(
+                    "{}.yaml",
+                    policy.metadata.name.as_deref().unwrap_or("unnamed")
+                ),
+                content: document.clone(),
+            })
+            .collect()
+    }
 }
+
+/// File name prefix of every object of the firewall tier (see [`object_name`]): what a
+/// directory publication may treat as its own.
+pub const FIREWALL_FILE_PREFIX: &str = "firewall-";
 
 /// 32-bit FNV-1a: stable across releases and platforms (unlike std's hasher), enough to
 /// tell apart zone names that slug to the same text (`DMZ`, `dmz`).

@@ -1,0 +1,211 @@
+//! What the firewall says the `firewall` tier must hold: the translated objects, each marked
+//! as the sync controller's own (labels) with the hash of the spec it applied (annotation).
+//!
+//! Ownership lives on the objects, not in the controller's memory, so a restarted controller
+//! tells its own objects from hand-written ones and notices edits the same way.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use sha2::{Digest as _, Sha256};
+
+use crate::firewall::panos::client::CommitEntry;
+use crate::policy::resource::{Tier, ZonePolicy, ZonePolicySpec, ZoneRule};
+use crate::translate::Translation;
+
+/// Field manager of every server-side apply, and the owner label's value.
+pub const FIELD_MANAGER: &str = "zonewall-sync";
+/// Label naming the controller that owns an object.
+pub const OWNER_LABEL: &str = "zonewall.io/owner";
+/// Label naming the tier (set by translation too).
+pub const TIER_LABEL: &str = "zonewall.io/tier";
+/// Annotation holding [`spec_hash`] of the spec the controller applied.
+pub const SPEC_HASH_ANNOTATION: &str = "zonewall.io/spec-hash";
+
+/// `sha256:<hex>` of the spec's JSON form. The struct serializes its fields in a fixed order,
+/// so equal specs hash equal whether they come from translation or from the API server.
+pub fn spec_hash(spec: &ZonePolicySpec) -> String {
+    // Serializing plain data (strings, numbers, vectors, derived structs) cannot fail.
+    let bytes = serde_json::to_vec(spec).unwrap_or_default();
+    let digest = Sha256::digest(&bytes);
+    let mut out = String::with_capacity(7 + 64);
+    out.push_str("sha256:");
+    for byte in digest {
+        out.push_str(&format!("{byte:02x}"));
+    }
+    out
+}
+
+/// The commit a desired state came from.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CommitInfo {
+    /// Panorama config version (config audit) or commit job id; for a file, none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+impl From<&CommitEntry> for CommitInfo {
+    fn from(entry: &CommitEntry) -> Self {
+        CommitInfo {
+            id: Some(entry.id),
+            admin: entry.admin.clone(),
+            time: entry.time.clone(),
+            description: entry.description.clone(),
+        }
+    }
+}
+
+/// One object the tier must hold.
+#[derive(Clone, Debug)]
+pub struct DesiredObject {
+    /// Labels and annotations included; `status` is applied separately (status subresource).
+    pub policy: ZonePolicy,
+    /// The object's YAML (for an output directory).
+    pub document: String,
+    pub hash: String,
+}
+
+/// The complete desired `firewall` tier.
+#[derive(Clone, Debug)]
+pub struct Desired {
+    pub objects: BTreeMap<String, DesiredObject>,
+    /// Where the configuration was read from (file path or Panorama endpoint).
+    pub origin: String,
+    pub device_group: Option<String>,
+    pub commit: Option<CommitInfo>,
+    /// Warnings of the resolution, for the log.
+    pub warnings: usize,
+}
+
+impl Desired {
+    pub fn from_translation(
+        translation: &Translation,
+        origin: String,
+        device_group: Option<String>,
+        commit: Option<CommitInfo>,
+        warnings: usize,
+    ) -> Self {
+        let mut objects = BTreeMap::new();
+        for (policy, document) in translation.policies.iter().zip(&translation.documents) {
+            let mut policy = policy.clone();
+            let hash = spec_hash(&policy.spec);
+            let name = policy.metadata.name.clone().unwrap_or_default();
+            policy
+                .metadata
+                .labels
+                .get_or_insert_with(BTreeMap::new)
+                .insert(OWNER_LABEL.to_string(), FIELD_MANAGER.to_string());
+            policy
+                .metadata
+                .annotations
+                .get_or_insert_with(BTreeMap::new)
+                .insert(SPEC_HASH_ANNOTATION.to_string(), hash.clone());
+            objects.insert(
+                name,
+                DesiredObject {
+                    policy,
+                    document: document.clone(),
+                    hash,
+                },
+            );
+        }
+        Desired {
+            objects,
+            origin,
+            device_group,
+            commit,
+            warnings,
+        }
+    }
+
+    /// Same objects with the same specs (commit metadata aside).
+    pub fn same_objects(&self, other: &Desired) -> bool {
+        self.objects.len() == other.objects.len()
+            && self
+                .objects
+                .iter()
+                .zip(&other.objects)
+                .all(|((a, x), (b, y))| a == b && x.hash == y.hash && x.document == y.document)
+    }
+}
+
+/// True when the object belongs to the `firewall` tier by its spec or its labels.
+pub fn in_firewall_tier(policy: &ZonePolicy) -> bool {
+    policy.spec.tier == Tier::Firewall
+        || policy
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|labels| labels.get(TIER_LABEL))
+            .is_some_and(|tier| tier == Tier::Firewall.as_str())
+}
+
+/// True when the object carries the controller's owner label.
+pub fn owned(policy: &ZonePolicy) -> bool {
+    policy
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|labels| labels.get(OWNER_LABEL))
+        .is_some_and(|owner| owner == FIELD_MANAGER)
+}
+
+/// The spec hash the controller recorded on the object, if any.
+pub fn recorded_hash(policy: &ZonePolicy) -> Option<&str> {
+    policy
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|annotations| annotations.get(SPEC_HASH_ANNOTATION))
+        .map(String::as_str)
+}
+
+/// A firewall rule as named in audit records: `dg-prod/pre/allow-web`.
+fn rule_key(rule: &ZoneRule) -> String {
+    match &rule.provenance {
+        Some(p) => format!(
+            "{}/{}/{}",
+            p.device_group,
+            match p.rulebase {
+                crate::policy::resource::Rulebase::Pre => "pre",
+                crate::policy::resource::Rulebase::Local => "local",
+                crate::policy::resource::Rulebase::Post => "post",
+                crate::policy::resource::Rulebase::Default => "default",
+            },
+            p.rule
+        ),
+        None => "(rule without provenance)".to_string(),
+    }
+}
+
+fn rules_of(spec: &ZonePolicySpec) -> BTreeMap<String, Vec<&ZoneRule>> {
+    let mut out: BTreeMap<String, Vec<&ZoneRule>> = BTreeMap::new();
+    for rule in spec.egress.iter().chain(&spec.ingress) {
+        out.entry(rule_key(rule)).or_default().push(rule);
+    }
+    out
+}
+
+/// The firewall rules whose translation differs between two specs (added, removed or
+/// changed), in name order. `None` on a side means every rule of the other side.
+pub fn rules_involved(
+    before: Option<&ZonePolicySpec>,
+    after: Option<&ZonePolicySpec>,
+) -> Vec<String> {
+    let empty = BTreeMap::new();
+    let before = before.map(rules_of);
+    let after = after.map(rules_of);
+    let before = before.as_ref().unwrap_or(&empty);
+    let after = after.as_ref().unwrap_or(&empty);
+    let names: BTreeSet<&String> = before.keys().chain(after.keys()).collect();
+    names
+        .into_iter()
+        .filter(|name| before.get(*name) != after.get(*name))
+        .cloned()
+        .collect()
+}

@@ -1,0 +1,701 @@
+//! The sync controller (`zonewall sync`): firewall commits -> the `firewall` tier of
+//! ZonePolicy objects, in the cluster or in a directory.
+//!
+//! ```text
+//! source (file | Panorama: config audit -> running config)  --poll every interval, jittered-->
+//!   parse -> resolve -> translate = Desired (last good kept)
+//!   --> target: Kubernetes (watch -> TierCache -> plan -> apply/delete + Event + audit)
+//!            or directory  (compare -> publish one generation + audit)
+//! ```
+//!
+//! Guarantees:
+//! - an invalid, truncated or untranslatable configuration never replaces the last good
+//!   desired state: it is reported (log, counter) and the target stays as it is;
+//! - Panorama unreachable changes nothing, and is reported every interval;
+//! - in Kubernetes, the controller owns the whole `firewall` tier: any object it did not
+//!   produce is removed and any edit restored, as soon as the watch reports it and at the
+//!   latest one interval later, but only from a complete list (see [`cache`]);
+//! - ownership is on the objects (labels, spec hash annotation), so a restart changes nothing;
+//! - applying the same desired state twice performs no operation.
+
+pub mod audit;
+pub mod cache;
+pub mod cli;
+pub mod desired;
+pub mod kube;
+pub mod plan;
+pub mod source;
+pub mod stats;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::firewall::panos::{self, Limits, ResolveOptions};
+use crate::metrics::{DriftAction, Readiness, SyncErrorKind, SyncMetrics};
+use crate::policy::directory::{self, ObjectFile};
+use crate::policy::load::parse_documents;
+use crate::policy::resource::Mode;
+use crate::translate::{self, FIREWALL_FILE_PREFIX, TranslateOptions};
+
+pub use audit::{AuditLog, AuditRecord};
+pub use cli::{SyncArgs, run_cli};
+pub use desired::{CommitInfo, Desired};
+pub use plan::{Change, ChangeKind, plan};
+pub use source::{Fetched, Source, SourceError};
+pub use stats::SyncStats;
+
+use self::kube::KubeTarget;
+
+/// Where the tier is written.
+pub enum Target {
+    Kubernetes(Box<KubeTarget>),
+    Directory {
+        dir: PathBuf,
+        /// What the directory holds (object file name -> text), once read or written.
+        published: Option<BTreeMap<String, String>>,
+    },
+}
+
+impl Target {
+    pub fn directory(dir: PathBuf) -> Self {
+        Target::Directory {
+            dir,
+            published: None,
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Target::Kubernetes(_) => "kubernetes".to_string(),
+            Target::Directory { dir, .. } => format!("directory:{}", dir.display()),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(
+        "{0}; the last good policy stays in place: fix the configuration (and commit again in Panorama)"
+    )]
+    InvalidConfig(String),
+    #[error(
+        "{0}; the last good policy stays in place: fix the rule or zone named (and commit again in Panorama)"
+    )]
+    Untranslatable(String),
+    #[error("{0}")]
+    Apply(String),
+    #[error(
+        "the list of ZonePolicy objects did not complete within {0:?}; check the API server and that this ServiceAccount may list and watch zonepolicies"
+    )]
+    ListTimeout(Duration),
+}
+
+impl SyncError {
+    /// 2 for input the operator must fix, 1 for everything else.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            SyncError::InvalidConfig(_) | SyncError::Untranslatable(_) => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// What one reconcile did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Reconciled {
+    pub applied: usize,
+    pub deleted: usize,
+    pub remediated: usize,
+    /// Of the remediations: objects put back, and objects removed.
+    pub restored: usize,
+    pub removed: usize,
+    pub failed: usize,
+    /// Audit records that could not be written.
+    pub audit_failures: usize,
+    /// The cluster view was not complete yet: nothing was done.
+    pub waiting_for_list: bool,
+}
+
+impl Reconciled {
+    pub fn operations(&self) -> usize {
+        self.applied + self.deleted
+    }
+}
+
+/// Settings of a [`Controller`] that are not its source or target.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub device_group: Option<String>,
+    pub mode: Mode,
+}
+
+pub struct Controller {
+    pub source: Source,
+    pub target: Target,
+    options: Options,
+    /// The last good desired state.
+    desired: Option<Desired>,
+    /// When the desired state changed and has not been fully applied yet.
+    pending_since: Option<Instant>,
+    audit: Arc<AuditLog>,
+    pub stats: Arc<SyncStats>,
+    metrics: Option<SyncMetrics>,
+    /// Set ready after the first pass that left the target equal to the desired state.
+    readiness: Option<Readiness>,
+}
+
+/// Parses, resolves and translates one configuration.
+pub fn translate_fetched(fetched: &Fetched, options: &Options) -> Result<Desired, SyncError> {
+    let invalid = |e: panos::PanosError| SyncError::InvalidConfig(e.to_string());
+    let config =
+        panos::parse_config(&fetched.text, &fetched.origin, Limits::default()).map_err(invalid)?;
+    let resolve_options = ResolveOptions {
+        device_group: options.device_group.clone(),
+        ..ResolveOptions::default()
+    };
+    let resolved = panos::resolve(&config, &resolve_options).map_err(invalid)?;
+    // Each warning is also in the status of the object holding the rule; a large Panorama
+    // has thousands, so the log gets one line per configuration and the details at debug.
+    if !resolved.warnings.is_empty() {
+        warn!(
+            origin = %fetched.origin,
+            warnings = resolved.warnings.len(),
+            "rules not translated exactly (see status.warnings of the ZonePolicy objects, or run with ZONEWALL_LOG=debug)"
+        );
+    }
+    for warning in &resolved.warnings {
+        tracing::debug!(origin = %fetched.origin, "{warning}");
+    }
+    let translate_options = TranslateOptions {
+        mode: options.mode,
+        commit: fetched
+            .commit
+            .as_ref()
+            .and_then(|commit| commit.id)
+            .map(|id| id.to_string()),
+        ..TranslateOptions::default()
+    };
+    let translation = translate::translate(&resolved, &translate_options)
+        .map_err(|e| SyncError::Untranslatable(e.to_string()))?;
+    Ok(Desired::from_translation(
+        &translation,
+        fetched.origin.clone(),
+        options.device_group.clone(),
+        fetched.commit.clone(),
+        resolved.warnings.len(),
+    ))
+}
+
+/// Interval with ±10 % jitter, so that several controllers do not poll Panorama in step.
+fn jittered(interval: Duration) -> Duration {
+    interval.mul_f64(0.9 + 0.2 * fastrand::f64())
+}
+
+impl Controller {
+    pub fn new(source: Source, target: Target, options: Options, audit: Arc<AuditLog>) -> Self {
+        Controller {
+            source,
+            target,
+            options,
+            desired: None,
+            pending_since: None,
+            audit,
+            stats: Arc::new(SyncStats::default()),
+            metrics: None,
+            readiness: None,
+        }
+    }
+
+    /// `/readyz` turns ready once the first desired state is fully applied.
+    pub fn with_readiness(mut self, readiness: Readiness) -> Self {
+        self.readiness = Some(readiness);
+        self
+    }
+
+    /// Also records into the Prometheus families of the sync controller.
+    pub fn with_metrics(mut self, metrics: SyncMetrics) -> Self {
+        if let Target::Kubernetes(kube) = &mut self.target {
+            kube.set_metrics(metrics.clone());
+        }
+        self.metrics = Some(metrics);
+        self
+    }
+
+    fn record_error(&self, kind: SyncErrorKind) {
+        if let Some(metrics) = &self.metrics {
+            metrics.record_error(kind);
+        }
+    }
+
+    /// The last good desired state, if any.
+    pub fn desired(&self) -> Option<&Desired> {
+        self.desired.as_ref()
+    }
+
+    /// Polls the source; a new valid configuration becomes the desired state. Returns whether
+    /// the desired state changed. Errors leave the desired state as it was.
+    pub async fn refresh(&mut self) -> Result<bool, SyncError> {
+        let fetched = match self.source.poll().await {
+            Ok(None) => return Ok(false),
+            Ok(Some(fetched)) => fetched,
+            Err(error) => {
+                SyncStats::add(&self.stats.errors_source, 1);
+                self.record_error(match error {
+                    SourceError::File { .. } => SyncErrorKind::Config,
+                    _ => SyncErrorKind::Panorama,
+                });
+                return Err(error.into());
+            }
+        };
+        let noticed = Instant::now();
+        SyncStats::add(&self.stats.commits_seen, 1);
+        // Whatever the outcome, this version has been handled: an invalid configuration is
+        // not fetched and reported again until the source changes.
+        self.source.mark_handled(fetched.marker.clone());
+        let desired = match translate_fetched(&fetched, &self.options) {
+            Ok(desired) => desired,
+            Err(error) => {
+                SyncStats::add(&self.stats.errors_config, 1);
+                self.record_error(match error {
+                    SyncError::Untranslatable(_) => SyncErrorKind::Translate,
+                    _ => SyncErrorKind::Config,
+                });
+                return Err(error);
+            }
+        };
+        info!(
+            origin = %desired.origin,
+            commit = ?desired.commit,
+            objects = desired.objects.len(),
+            warnings = desired.warnings,
+            "new firewall configuration translated"
+        );
+        let changed = self
+            .desired
+            .as_ref()
+            .is_none_or(|current| !current.same_objects(&desired));
+        self.desired = Some(desired);
+        if changed && self.pending_since.is_none() {
+            self.pending_since = Some(noticed);
+        }
+        Ok(changed)
+    }
+
+    /// Makes the target equal to the desired state (nothing when there is none yet).
+    pub async fn reconcile(&mut self) -> Reconciled {
+        let Some(desired) = self.desired.clone() else {
+            return Reconciled::default();
+        };
+        let report = match &mut self.target {
+            Target::Kubernetes(kube) => {
+                reconcile_kube(kube.as_ref(), &desired, &self.audit, &self.stats).await
+            }
+            Target::Directory { dir, published } => {
+                reconcile_directory(dir, published, &desired, &self.audit, &self.stats)
+            }
+        };
+        if let Some(metrics) = &self.metrics {
+            metrics.record_objects(report.applied as u64, report.deleted as u64);
+            for _ in 0..report.restored {
+                metrics.record_drift_remediation(DriftAction::Restored);
+            }
+            for _ in 0..report.removed {
+                metrics.record_drift_remediation(DriftAction::Deleted);
+            }
+            for _ in 0..report.failed {
+                metrics.record_error(match self.target {
+                    Target::Kubernetes(_) => SyncErrorKind::Apply,
+                    Target::Directory { .. } => SyncErrorKind::Output,
+                });
+            }
+            for _ in 0..report.audit_failures {
+                metrics.record_error(SyncErrorKind::Audit);
+            }
+        }
+        if report.failed == 0 && !report.waiting_for_list {
+            self.stats.mark_success();
+            if let Some(metrics) = &self.metrics {
+                metrics.record_sync_success(std::time::SystemTime::now());
+            }
+            if let Some(readiness) = &self.readiness
+                && self.desired.is_some()
+            {
+                readiness.set_ready();
+            }
+            if let Some(since) = self.pending_since.take() {
+                if let Some(metrics) = &self.metrics {
+                    metrics.record_commit_applied(since.elapsed());
+                }
+                let millis = u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX);
+                SyncStats::set(&self.stats.last_commit_to_applied_millis, millis);
+                SyncStats::add(&self.stats.commits_applied, 1);
+                info!(
+                    applied = report.applied,
+                    deleted = report.deleted,
+                    millis,
+                    "firewall tier is up to date"
+                );
+            }
+        }
+        report
+    }
+
+    /// Waits until the cluster view is complete (Kubernetes) or returns at once.
+    pub async fn wait_for_list(&self, limit: Duration) -> Result<(), SyncError> {
+        let Target::Kubernetes(kube) = &self.target else {
+            return Ok(());
+        };
+        let started = Instant::now();
+        while !kube.ready() {
+            if started.elapsed() > limit {
+                return Err(SyncError::ListTimeout(limit));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+
+    /// `--once`: read the source, apply, return. Fails when the source cannot be read, the
+    /// configuration is invalid or an operation failed.
+    pub async fn run_once(&mut self, list_limit: Duration) -> Result<Reconciled, SyncError> {
+        self.refresh().await?;
+        self.wait_for_list(list_limit).await?;
+        let report = self.reconcile().await;
+        if report.failed > 0 {
+            return Err(SyncError::Apply(format!(
+                "{} operation(s) failed; see the log and the audit records",
+                report.failed
+            )));
+        }
+        Ok(report)
+    }
+
+    /// `--diff`: what the candidate configuration would change, applying nothing.
+    pub async fn diff(&mut self, list_limit: Duration) -> Result<Vec<Change>, SyncError> {
+        let fetched = self.source.candidate().await?;
+        let desired = translate_fetched(&fetched, &self.options)?;
+        match &mut self.target {
+            Target::Kubernetes(kube) => {
+                let started = Instant::now();
+                loop {
+                    if let Some(changes) = kube.plan(&desired) {
+                        return Ok(changes);
+                    }
+                    if started.elapsed() > list_limit {
+                        return Err(SyncError::ListTimeout(list_limit));
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+            Target::Directory { dir, published } => {
+                let current = match published {
+                    Some(current) => current.clone(),
+                    None => read_published(dir).map_err(SyncError::Apply)?,
+                };
+                Ok(directory_changes(&current, &desired))
+            }
+        }
+    }
+
+    /// The controller loop: poll every interval (jittered), reconcile after each poll and
+    /// whenever the cluster reports a change, until `cancel`.
+    pub async fn run(mut self, interval: Duration, cancel: CancellationToken) {
+        let changed = match &self.target {
+            Target::Kubernetes(kube) => {
+                kube.spawn_watch(cancel.child_token());
+                Some(Arc::clone(&kube.changed))
+            }
+            Target::Directory { .. } => None,
+        };
+        let mut degraded = false;
+        // Polls are spaced from one poll's start to the next, not from the end of the work a
+        // poll caused: a commit that takes seconds to translate does not delay the next look.
+        let mut next_poll = tokio::time::Instant::now();
+        loop {
+            next_poll += jittered(interval);
+            match self.refresh().await {
+                Ok(_) => {
+                    if degraded {
+                        info!(origin = %self.source.origin(), "firewall source is reachable again");
+                        degraded = false;
+                    }
+                }
+                Err(error @ (SyncError::InvalidConfig(_) | SyncError::Untranslatable(_))) => {
+                    error!(%error, "rejected the new firewall configuration");
+                }
+                Err(error) => {
+                    degraded = true;
+                    warn!(%error, "cannot read the firewall source; the applied policy stays as it is");
+                }
+            }
+            self.reconcile().await;
+            let now = tokio::time::Instant::now();
+            if next_poll < now {
+                next_poll = now;
+            }
+            let deadline = next_poll;
+            loop {
+                tokio::select! {
+                    () = cancel.cancelled() => return,
+                    () = tokio::time::sleep_until(deadline) => break,
+                    () = async {
+                        match &changed {
+                            Some(notify) => notify.notified().await,
+                            None => std::future::pending().await,
+                        }
+                    } => {
+                        // Let a burst of watch events settle, then fix drift right away.
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        self.reconcile().await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn reconcile_kube(
+    kube: &KubeTarget,
+    desired: &Desired,
+    audit: &AuditLog,
+    stats: &SyncStats,
+) -> Reconciled {
+    let Some(changes) = kube.plan(desired) else {
+        return Reconciled {
+            waiting_for_list: true,
+            ..Reconciled::default()
+        };
+    };
+    let mut report = Reconciled::default();
+    for change in &changes {
+        let result = if change.kind.is_delete() {
+            kube.delete(change).await
+        } else {
+            match desired.objects.get(&change.name) {
+                Some(object) => kube.apply(object).await,
+                None => continue,
+            }
+        };
+        let result = result.map_err(|e| e.to_string());
+        match &result {
+            Ok(()) if change.kind.is_delete() => {
+                report.deleted += 1;
+                SyncStats::add(&stats.objects_deleted, 1);
+            }
+            Ok(()) => {
+                report.applied += 1;
+                SyncStats::add(&stats.objects_applied, 1);
+            }
+            Err(error) => {
+                report.failed += 1;
+                SyncStats::add(&stats.errors_apply, 1);
+                error!(object = %change.name, operation = change.kind.as_str(), %error, "operation on the firewall tier failed; retried next interval");
+            }
+        }
+        if result.is_ok() && change.kind.is_remediation() {
+            report.remediated += 1;
+            if change.kind == ChangeKind::Restore {
+                report.restored += 1;
+            } else {
+                report.removed += 1;
+            }
+            SyncStats::add(&stats.drift_remediations, 1);
+            warn!(object = %change.name, operation = change.kind.as_str(), "drift in the firewall tier remediated");
+        }
+        let written = audit.record(&AuditRecord::for_change(
+            change,
+            "kubernetes",
+            &desired.origin,
+            desired.device_group.as_deref(),
+            desired.commit.as_ref(),
+            result.clone(),
+        ));
+        if !written {
+            report.audit_failures += 1;
+        }
+        kube.publish_event(change, desired.commit.as_ref(), &result)
+            .await;
+    }
+    report
+}
+
+/// The object files a directory holds now (only this controller's, by name prefix).
+fn read_published(dir: &std::path::Path) -> Result<BTreeMap<String, String>, String> {
+    if !dir.exists() {
+        return Ok(BTreeMap::new());
+    }
+    let files = directory::read_set(dir).map_err(|e| e.to_string())?;
+    Ok(files
+        .into_iter()
+        .filter_map(|file| {
+            let name = file.path.file_name()?.to_string_lossy().into_owned();
+            name.starts_with(FIREWALL_FILE_PREFIX)
+                .then_some((name, file.text))
+        })
+        .collect())
+}
+
+fn directory_changes(current: &BTreeMap<String, String>, desired: &Desired) -> Vec<Change> {
+    let old_spec = |text: &str| {
+        parse_documents(text, "output directory")
+            .ok()
+            .and_then(|mut policies| policies.pop())
+    };
+    let mut changes = Vec::new();
+    let mut wanted = std::collections::BTreeSet::new();
+    for (name, object) in &desired.objects {
+        let file = format!("{name}.yaml");
+        wanted.insert(file.clone());
+        let before = current.get(&file);
+        if before == Some(&object.document) {
+            continue;
+        }
+        let previous = before.and_then(|text| old_spec(text));
+        changes.push(Change {
+            kind: if before.is_some() {
+                ChangeKind::Update
+            } else {
+                ChangeKind::Create
+            },
+            name: name.clone(),
+            zone: object.policy.spec.zone.clone(),
+            rules: desired::rules_involved(
+                previous.as_ref().map(|p| &p.spec),
+                Some(&object.policy.spec),
+            ),
+            live_hash: previous.as_ref().map(|p| desired::spec_hash(&p.spec)),
+            desired_hash: Some(object.hash.clone()),
+            live: None,
+        });
+    }
+    for (file, text) in current {
+        if wanted.contains(file) {
+            continue;
+        }
+        let previous = old_spec(text);
+        changes.push(Change {
+            kind: ChangeKind::DeleteStale,
+            name: file.trim_end_matches(".yaml").to_string(),
+            zone: previous
+                .as_ref()
+                .map(|p| p.spec.zone.clone())
+                .unwrap_or_default(),
+            rules: desired::rules_involved(previous.as_ref().map(|p| &p.spec), None),
+            live_hash: previous.as_ref().map(|p| desired::spec_hash(&p.spec)),
+            desired_hash: None,
+            live: None,
+        });
+    }
+    changes
+}
+
+fn reconcile_directory(
+    dir: &std::path::Path,
+    published: &mut Option<BTreeMap<String, String>>,
+    desired: &Desired,
+    audit: &AuditLog,
+    stats: &SyncStats,
+) -> Reconciled {
+    let mut report = Reconciled::default();
+    let current = match published {
+        Some(current) => current.clone(),
+        None => match read_published(dir) {
+            Ok(current) => current,
+            Err(error) => {
+                // Unreadable: publish anyway, every object counted as created.
+                warn!(dir = %dir.display(), %error, "cannot read the output directory's current set");
+                BTreeMap::new()
+            }
+        },
+    };
+    let changes = directory_changes(&current, desired);
+    if changes.is_empty() {
+        *published = Some(current);
+        return report;
+    }
+    let files: Vec<ObjectFile> = desired
+        .objects
+        .iter()
+        .map(|(name, object)| ObjectFile {
+            name: format!("{name}.yaml"),
+            content: object.document.clone(),
+        })
+        .collect();
+    let result = directory::publish(dir, &files, FIREWALL_FILE_PREFIX)
+        .map(|_| ())
+        .map_err(|e| e.to_string());
+    let target = format!("directory:{}", dir.display());
+    for change in &changes {
+        let written = audit.record(&AuditRecord::for_change(
+            change,
+            &target,
+            &desired.origin,
+            desired.device_group.as_deref(),
+            desired.commit.as_ref(),
+            result.clone(),
+        ));
+        if !written {
+            report.audit_failures += 1;
+        }
+    }
+    match result {
+        Ok(()) => {
+            for change in &changes {
+                if change.kind.is_delete() {
+                    report.deleted += 1;
+                    SyncStats::add(&stats.objects_deleted, 1);
+                } else {
+                    report.applied += 1;
+                    SyncStats::add(&stats.objects_applied, 1);
+                }
+            }
+            *published = Some(
+                files
+                    .into_iter()
+                    .map(|file| (file.name, file.content))
+                    .collect(),
+            );
+        }
+        Err(error) => {
+            report.failed = changes.len();
+            SyncStats::add(&stats.errors_apply, 1);
+            error!(dir = %dir.display(), %error, "cannot publish the firewall tier; the previous set stays current; retried next interval");
+            // Read the directory again next time: the failure may have been partial.
+            *published = None;
+        }
+    }
+    report
+}
+
+/// Human-readable lines for `--diff`.
+pub fn describe_changes(changes: &[Change]) -> String {
+    if changes.is_empty() {
+        return "no change: the candidate configuration matches what is applied\n".to_string();
+    }
+    let mut out = String::new();
+    for change in changes {
+        out.push_str(&format!(
+            "{:<15} {} (zone {})",
+            change.kind.as_str(),
+            change.name,
+            change.zone
+        ));
+        if !change.rules.is_empty() {
+            out.push_str(&format!(": {}", change.rules.join(", ")));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[doc(hidden)]
+pub fn target_name(target: &Target) -> String {
+    target.describe()
+}

@@ -1,0 +1,98 @@
+//! Shared by the sync tests: small firewall configurations to edit, and an audit log that
+//! tests can read.
+
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different subset of the helpers"
+)]
+
+pub mod fake_api;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use zonewall::sync::AuditLog;
+
+/// One security rule: name, from zone, to zone, action.
+pub type RuleSpec<'a> = (&'a str, &'a str, &'a str, &'a str);
+
+/// A single-vsys firewall configuration with these zones and rules (any address, any
+/// service), so tests can add and remove zones and rules.
+pub fn firewall_config(zones: &[&str], rules: &[RuleSpec<'_>]) -> String {
+    let mut xml = String::from(
+        "<?xml version=\"1.0\"?>\n<config version=\"10.2.0\">\n  <devices>\n    <entry name=\"localhost.localdomain\">\n      <vsys>\n        <entry name=\"vsys1\">\n          <zone>\n",
+    );
+    for zone in zones {
+        xml.push_str(&format!(
+            "            <entry name=\"{zone}\"><network><layer3/></network></entry>\n"
+        ));
+    }
+    xml.push_str("          </zone>\n          <rulebase><security><rules>\n");
+    for (index, (name, from, to, action)) in rules.iter().enumerate() {
+        xml.push_str(&format!(
+            "            <entry name=\"{name}\" uuid=\"00000000-0000-4000-8000-{index:012}\"><from><member>{from}</member></from><to><member>{to}</member></to><source><member>any</member></source><destination><member>any</member></destination><application><member>any</member></application><service><member>any</member></service><action>{action}</action></entry>\n"
+        ));
+    }
+    xml.push_str("          </rules></security></rulebase>\n        </entry>\n      </vsys>\n    </entry>\n  </devices>\n</config>\n");
+    xml
+}
+
+/// The first configuration of most tests: three zones, two rules.
+pub fn config_v1() -> String {
+    firewall_config(
+        &["trust", "untrust", "dmz"],
+        &[
+            ("allow-web", "untrust", "dmz", "allow"),
+            ("allow-out", "trust", "untrust", "allow"),
+        ],
+    )
+}
+
+/// The next commit: zone dmz and its rule are gone.
+pub fn config_v2() -> String {
+    firewall_config(
+        &["trust", "untrust"],
+        &[("allow-out", "trust", "untrust", "allow")],
+    )
+}
+
+/// Audit records written into memory, one JSON value per line.
+#[derive(Clone, Default)]
+pub struct AuditBuffer(Arc<Mutex<Vec<u8>>>);
+
+impl Write for AuditBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("audit buffer").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl AuditBuffer {
+    pub fn log(&self) -> Arc<AuditLog> {
+        Arc::new(AuditLog::new(Box::new(self.clone())))
+    }
+
+    pub fn records(&self) -> Vec<serde_json::Value> {
+        let bytes = self.0.lock().expect("audit buffer").clone();
+        String::from_utf8(bytes)
+            .expect("audit log is UTF-8")
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("each audit line is one JSON object"))
+            .collect()
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8(self.0.lock().expect("audit buffer").clone()).expect("UTF-8")
+    }
+
+    /// Records of one operation kind (`create`, `update`, `restore`, `delete-stale`, ...).
+    pub fn of(&self, operation: &str) -> Vec<serde_json::Value> {
+        self.records()
+            .into_iter()
+            .filter(|record| record["operation"] == operation)
+            .collect()
+    }
+}
