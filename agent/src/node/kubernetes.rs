@@ -48,6 +48,9 @@ where
                 }
                 Err(e) => {
                     telemetry.metrics.set_apiserver_reachable(false);
+                    telemetry.readiness.set_not_ready(
+                        "the API server is unreachable; the last good policy stays enforced",
+                    );
                     telemetry
                         .metrics
                         .record_reconcile_error(ReconcileErrorKind::Watch);

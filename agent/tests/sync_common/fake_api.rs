@@ -1,6 +1,8 @@
 //! A small Kubernetes API server behind kube's `Client`, over a tower-test mock service:
 //! paginated lists (one object per page, so acting on a partial list is caught), streaming
-//! watches, server-side apply, deletes with preconditions, the status subresource and Events.
+//! watches, server-side apply, deletes with preconditions, the status subresource and Events
+//! for ZonePolicies; lists and watches of other collections (Pods, Namespaces) written only
+//! by the test; and an outage switch.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -37,6 +39,16 @@ pub struct ApiState {
     pub events: Vec<Value>,
     /// Continuation pages of lists are held while set (the first page is served).
     pub hold_pages: bool,
+    /// Other collections by path (`/api/v1/pods`): objects by name, and their watchers.
+    pub others: BTreeMap<String, Collection>,
+    /// Every request fails with 503 while set.
+    pub unavailable: bool,
+}
+
+#[derive(Default)]
+pub struct Collection {
+    pub objects: BTreeMap<String, Value>,
+    pub watchers: Vec<mpsc::UnboundedSender<Bytes>>,
 }
 
 #[derive(Clone, Default)]
@@ -165,6 +177,105 @@ impl FakeApi {
                           "code": 410, "reason": "Expired", "message": "too old resource version"});
         Self::broadcast(&mut state, "ERROR", &gone);
         state.watchers.clear();
+        let line = Bytes::from(format!("{}\n", json!({"type": "ERROR", "object": gone})));
+        for collection in state.others.values_mut() {
+            for watcher in collection.watchers.drain(..) {
+                let _ = watcher.send(line.clone());
+            }
+        }
+    }
+
+    /// Makes every request fail (503) while `down`; ends the open watches when going down.
+    pub fn set_unavailable(&self, down: bool) {
+        self.lock().unavailable = down;
+        if down {
+            let mut state = self.lock();
+            state.watchers.clear();
+            for collection in state.others.values_mut() {
+                collection.watchers.clear();
+            }
+        }
+    }
+
+    /// Stores an object of another collection (`/api/v1/pods`) and tells its watchers.
+    pub fn put(&self, collection: &str, mut object: Value) {
+        let mut state = self.lock();
+        Self::bump(&mut state, &mut object);
+        let name = object["metadata"]["name"]
+            .as_str()
+            .expect("name")
+            .to_string();
+        let entry = state.others.entry(collection.to_string()).or_default();
+        let kind = if entry.objects.insert(name, object.clone()).is_some() {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
+        let line = Bytes::from(format!("{}\n", json!({"type": kind, "object": object})));
+        entry.watchers.retain(|w| w.send(line.clone()).is_ok());
+    }
+
+    /// Removes an object of another collection and tells its watchers.
+    pub fn remove(&self, collection: &str, name: &str) {
+        let mut state = self.lock();
+        let version = state.version + 1;
+        state.version = version;
+        let entry = state.others.entry(collection.to_string()).or_default();
+        if let Some(mut object) = entry.objects.remove(name) {
+            object["metadata"]["resourceVersion"] = json!(version.to_string());
+            let line = Bytes::from(format!(
+                "{}\n",
+                json!({"type": "DELETED", "object": object})
+            ));
+            entry.watchers.retain(|w| w.send(line.clone()).is_ok());
+        }
+    }
+
+    /// Lists and watches of the other collections, one object per page like ZonePolicies.
+    async fn other(&self, collection: &str, query: &str) -> Response<ResponseBody> {
+        if query_param(query, "watch").as_deref() == Some("true") {
+            let (sender, receiver) = mpsc::unbounded_channel::<Bytes>();
+            self.lock()
+                .others
+                .entry(collection.to_string())
+                .or_default()
+                .watchers
+                .push(sender);
+            return Self::stream(receiver);
+        }
+        let start: usize = query_param(query, "continue")
+            .and_then(|token| token.parse().ok())
+            .unwrap_or(0);
+        if start > 0 {
+            while self.lock().hold_pages {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        let mut state = self.lock();
+        let version = state.version.to_string();
+        let entry = state.others.entry(collection.to_string()).or_default();
+        let items: Vec<Value> = entry.objects.values().cloned().collect();
+        let page: Vec<Value> = items.iter().skip(start).take(1).cloned().collect();
+        let mut metadata = json!({"resourceVersion": version});
+        if start + 1 < items.len() {
+            metadata["continue"] = json!((start + 1).to_string());
+        }
+        full(
+            StatusCode::OK,
+            &json!({"apiVersion": "v1", "kind": "List", "metadata": metadata, "items": page}),
+        )
+    }
+
+    fn stream(receiver: mpsc::UnboundedReceiver<Bytes>) -> Response<ResponseBody> {
+        let stream = futures::stream::unfold(receiver, |mut receiver| async move {
+            let bytes = receiver.recv().await?;
+            Some((Ok::<_, Infallible>(http_body::Frame::data(bytes)), receiver))
+        });
+        Response::builder()
+            .status(StatusCode::OK)
+            .header("content-type", "application/json")
+            .body(BoxBody::new(StreamBody::new(stream)))
+            .expect("response")
     }
 
     pub fn hold_pages(&self, hold: bool) {
@@ -186,6 +297,16 @@ impl FakeApi {
             path: path.clone(),
             query: query.clone(),
         });
+        if self.lock().unavailable {
+            return status(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+                "the API server is down",
+            );
+        }
+        if parts.method == Method::GET && (path == "/api/v1/pods" || path == "/api/v1/namespaces") {
+            return self.other(&path, &query).await;
+        }
         if path.starts_with(EVENTS) {
             let mut event = body;
             self.lock().events.push(event.clone());
@@ -240,15 +361,7 @@ impl FakeApi {
     fn watch(&self) -> Response<ResponseBody> {
         let (sender, receiver) = mpsc::unbounded_channel::<Bytes>();
         self.lock().watchers.push(sender);
-        let stream = futures::stream::unfold(receiver, |mut receiver| async move {
-            let bytes = receiver.recv().await?;
-            Some((Ok::<_, Infallible>(http_body::Frame::data(bytes)), receiver))
-        });
-        Response::builder()
-            .status(StatusCode::OK)
-            .header("content-type", "application/json")
-            .body(BoxBody::new(StreamBody::new(stream)))
-            .expect("response")
+        Self::stream(receiver)
     }
 
     fn apply(
