@@ -18,7 +18,7 @@ use zonewall::{
     firewall::panos::{self, Limits, PanosError, ResolveOptions},
     flows::{
         FlowRecord,
-        sink::{RuntimeOptions, Sink, SinkConfig},
+        sink::{RuntimeOptions, Sink, SinkConfig, config::parse_sink_file},
     },
     inventory::cluster::{ClusterOptions, ZoneLabels},
     metrics::{
@@ -106,6 +106,9 @@ struct AgentArgs {
         value_delimiter = ' '
     )]
     sinks: Vec<String>,
+    /// A file of sinks, one per line (`#` comments), in addition to --sink.
+    #[arg(long, env = "ZONEWALL_SINK_FILE", value_name = "FILE")]
+    sink_file: Option<PathBuf>,
     /// This node's name in flow records (CEF dvchost, syslog HOSTNAME); default: the host name.
     #[arg(long, env = "ZONEWALL_NODE_NAME", value_name = "NAME")]
     node_name: Option<String>,
@@ -365,6 +368,16 @@ fn run_agent(args: AgentArgs) -> ExitCode {
         match text.parse::<SinkConfig>() {
             Ok(config) => sink_configs.push(config),
             Err(e) => return fail(2, &e.to_string()),
+        }
+    }
+    if let Some(path) = &args.sink_file {
+        let origin = path.display().to_string();
+        let parsed = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {origin}: {e}"))
+            .and_then(|text| parse_sink_file(&text, &origin));
+        match parsed {
+            Ok(sinks) => sink_configs.extend(sinks),
+            Err(e) => return fail(2, &e),
         }
     }
     // The effective configuration, once (sink options may name files, never secrets: the

@@ -101,6 +101,18 @@ impl Enforced {
         }
     }
 
+    /// What turns this node's kernel events into flow records.
+    pub fn enricher(&self) -> zonewall::flows::events::Enricher {
+        let inventory =
+            zonewall::inventory::Inventory::load_file(&self.inventory).expect("inventory");
+        zonewall::flows::events::Enricher::new(
+            &self.compiled,
+            &inventory,
+            std::collections::HashMap::new(),
+            "test-node",
+        )
+    }
+
     /// The tables `config` (a firewall configuration's XML text) compiles to for this node,
     /// without applying them.
     pub fn desired_for(&self, config: &str) -> DesiredTables {

@@ -265,3 +265,47 @@ fn applying_the_same_input_twice_writes_nothing_and_changes_are_incremental() {
     assert!(fewer.written < 20, "{fewer:?}");
     assert_eq!(fewer.generation, first.generation + 1);
 }
+
+#[test]
+fn idle_flows_are_reported_and_removed_when_their_timeout_passes() {
+    if !privileged("idle_flows_are_reported_and_removed_when_their_timeout_passes") {
+        return;
+    }
+    use zonewall::datapath::Dataplane as _;
+    use zonewall::flows::{events::monotonic_now_ns, record::EndReason};
+    let mut node = Enforced::new(&PODS, Mode::Enforce);
+    let (web, app) = (node.pod(WEB), node.pod(APP));
+    assert_eq!(udp_delivered(&web, &app, false, 5353, 3), 3);
+    let tracked = || node.datapath.conntrack_entries().expect("conntrack").len();
+    assert_eq!(tracked(), 1, "one UDP flow tracked");
+    // Not idle yet: nothing to report, nothing removed.
+    let now = monotonic_now_ns();
+    assert!(
+        node.datapath
+            .sweep_conntrack(now)
+            .expect("sweep")
+            .is_empty()
+    );
+    // A minute and a second later (the UDP idle timeout is a minute).
+    let later = now + zonewall_common::timeout::UDP_NS + 1_000_000_000;
+    let events = node.datapath.sweep_conntrack(later).expect("sweep");
+    assert_eq!(events.len(), 1, "{events:?}");
+    let record = node.enricher().record(&events[0]);
+    assert_eq!(record.end_reason, Some(EndReason::IdleTimeout));
+    assert_eq!(
+        (
+            record.source_zone.as_str(),
+            record.destination_zone.as_str()
+        ),
+        ("dmz", "trusted")
+    );
+    assert_eq!(record.rule.name, "dmz-to-app");
+    assert_eq!(record.counters.packets_from_source, 3);
+    assert_eq!(
+        record.tuple.source,
+        std::net::IpAddr::V4(web.v4),
+        "the initiator is the source"
+    );
+    let after = node.datapath.conntrack_entries().expect("conntrack").len();
+    assert_eq!(after, 0, "the idle entry is removed");
+}

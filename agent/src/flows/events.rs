@@ -78,6 +78,7 @@ impl Enricher {
                 namespace: endpoint.namespace.clone().unwrap_or_default(),
                 name: endpoint.name.clone(),
                 node: endpoint.interface.as_ref().map(|_| node.to_owned()),
+                labels: endpoint.labels.clone(),
             };
             for ip in &endpoint.ips {
                 workloads.insert(*ip, workload.clone());

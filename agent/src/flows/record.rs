@@ -224,6 +224,8 @@ pub struct Workload {
     pub name: String,
     /// The node the workload runs on, when known.
     pub node: Option<String>,
+    /// The workload's labels (Kubernetes pod labels, or the inventory's).
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// Provenance of the deciding firewall rule, as carried on the ZonePolicy rule.

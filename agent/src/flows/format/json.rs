@@ -12,7 +12,7 @@
 //! `zonewall.rulebase`, `zonewall.policy.{name,tier}`, `zonewall.icmp.{type,code}`,
 //! `zonewall.observation.{node,interface,direction}`, and the workloads, in the layout
 //! of ECS's own `kubernetes`-style fields:
-//! `zonewall.{source,destination}.kubernetes.{namespace,pod.name,node.name}`.
+//! `zonewall.{source,destination}.kubernetes.{namespace,pod.name,pod.labels,node.name}`.
 //!
 //! `event.action` uses the flow verbs of the PAN-OS Elastic integration (`flow_started`,
 //! `flow_terminated`, `flow_denied`, `flow_dropped`) plus `flow_would_deny`.
@@ -225,6 +225,9 @@ fn kubernetes(workload: &Workload) -> Value {
     });
     if let Some(node) = &workload.node {
         object["node"] = json!({ "name": node });
+    }
+    if !workload.labels.is_empty() {
+        object["pod"]["labels"] = json!(workload.labels);
     }
     object
 }

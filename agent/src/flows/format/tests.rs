@@ -44,11 +44,13 @@ fn tcp_end() -> FlowRecord {
             namespace: "shop".to_owned(),
             name: "web-7d9".to_owned(),
             node: Some("node-a".to_owned()),
+            labels: Default::default(),
         }),
         destination_workload: Some(Workload {
             namespace: "payments".to_owned(),
             name: "api-0".to_owned(),
             node: Some("node-b".to_owned()),
+            labels: Default::default(),
         }),
         rule: RuleRef {
             name: "allow-web".to_owned(),
@@ -102,6 +104,7 @@ fn icmpv6_deny() -> FlowRecord {
             namespace: "vault".to_owned(),
             name: "db-0".to_owned(),
             node: None,
+            labels: Default::default(),
         }),
         rule: RuleRef {
             name: "interzone-default".to_owned(),
@@ -133,11 +136,13 @@ fn with_all_strings(text: &str) -> (FlowRecord, FormatOptions) {
         namespace: s(),
         name: s(),
         node: Some(s()),
+        labels: Default::default(),
     });
     record.destination_workload = Some(Workload {
         namespace: s(),
         name: s(),
         node: Some(s()),
+        labels: Default::default(),
     });
     record.rule = RuleRef {
         name: s(),
@@ -1192,6 +1197,7 @@ prop_compose! {
             namespace: text(offset),
             name: text(offset + 1),
             node: present[0].then(|| text(offset + 2)),
+            labels: Default::default(),
         };
         FlowRecord {
             class: EventClass::ALL[class],
@@ -1268,4 +1274,24 @@ proptest! {
         prop_assert_eq!(&header[3], &replace_unsafe(&value, &[]));
         prop_assert_eq!(pairs, owned(&[("a", clean.clone()), ("b", clean)]));
     }
+}
+
+#[test]
+fn json_carries_the_workloads_labels() {
+    let mut record = tcp_end();
+    if let Some(workload) = record.source_workload.as_mut() {
+        workload.labels = [("app".to_owned(), "web".to_owned())].into();
+    }
+    let line = Format::Json.format_with(&record, &options());
+    let parsed: Value = serde_json::from_str(&line).expect("valid JSON");
+    assert_eq!(
+        parsed["zonewall"]["source"]["kubernetes"]["pod"]["labels"]["app"], "web",
+        "{line}"
+    );
+    assert!(
+        parsed["zonewall"]["destination"]["kubernetes"]["pod"]
+            .get("labels")
+            .is_none(),
+        "no labels, no field"
+    );
 }

@@ -762,3 +762,38 @@ mod tests {
         assert!(!zones.accepts("trust", "untrust", true));
     }
 }
+
+/// Sinks from a file: one `FORMAT+TRANSPORT://ADDRESS[?options]` per line, `#` starts a
+/// comment, blank lines are skipped. An error names the file and the line.
+pub fn parse_sink_file(text: &str, origin: &str) -> Result<Vec<SinkConfig>, String> {
+    let mut sinks = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let sink = line
+            .parse::<SinkConfig>()
+            .map_err(|e| format!("{origin}:{}: {e}", index + 1))?;
+        sinks.push(sink);
+    }
+    Ok(sinks)
+}
+
+#[cfg(test)]
+mod file_tests {
+    use super::*;
+
+    #[test]
+    fn sink_files_skip_comments_and_name_the_bad_line() {
+        let sinks = parse_sink_file(
+            "# the SIEM\ncef+tcp://127.0.0.1:6514\n\njson+stdout # local copy\n",
+            "sinks.conf",
+        )
+        .expect("valid");
+        assert_eq!(sinks.len(), 2);
+        let error =
+            parse_sink_file("cef+stdout\nxml+udp://x:1\n", "sinks.conf").expect_err("invalid");
+        assert!(error.starts_with("sinks.conf:2: "), "{error}");
+    }
+}
