@@ -8,6 +8,7 @@
 
 pub mod agent;
 pub mod enforced;
+pub mod matrix;
 pub mod netns;
 pub mod packet;
 pub mod privileges;

@@ -7,16 +7,16 @@
 
 use std::{
     collections::BTreeMap,
-    net::IpAddr,
-    path::Path,
-    process::{Command, ExitCode},
+    process::ExitCode,
     sync::atomic::{AtomicBool, Ordering},
     time::Duration,
 };
 
 use zonewall_integration_tests::{
+    agent::http_get,
     agent::{Agent, Output, zonewall_binary},
-    enforced::{Connect, Host, ping, prepared_node, tcp_connect, udp_delivered, zones_fixture},
+    enforced::{prepared_node, zones_fixture},
+    matrix::{DEMO_PODS, Probe, Seen, expected, explain, named_hosts, probe},
     privileges::is_root,
 };
 
@@ -24,108 +24,6 @@ static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_interrupt(_: libc::c_int) {
     INTERRUPTED.store(true, Ordering::SeqCst);
-}
-
-#[derive(Clone, Copy)]
-enum Probe {
-    Tcp(u16),
-    Udp(u16),
-    Ping,
-}
-
-impl Probe {
-    fn label(self) -> String {
-        match self {
-            Probe::Tcp(port) => format!("tcp/{port}"),
-            Probe::Udp(port) => format!("udp/{port}"),
-            Probe::Ping => "icmp echo".to_owned(),
-        }
-    }
-}
-
-/// What the kernel did with one probe.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Seen {
-    Allowed,
-    Refused,
-    Silent,
-}
-
-struct Named {
-    name: &'static str,
-    zone: &'static str,
-    host: Host,
-}
-
-fn explain(
-    binary: &Path,
-    inventory: &Path,
-    from: IpAddr,
-    to: IpAddr,
-    probe: Probe,
-) -> (String, String) {
-    let (proto, port) = match (probe, from) {
-        (Probe::Tcp(port), _) => ("tcp", Some(port)),
-        (Probe::Udp(port), _) => ("udp", Some(port)),
-        (Probe::Ping, IpAddr::V4(_)) => ("icmp", None),
-        (Probe::Ping, IpAddr::V6(_)) => ("icmpv6", None),
-    };
-    let mut command = Command::new(binary);
-    command
-        .args(["explain", "--json", "--panos-config"])
-        .arg(zones_fixture())
-        .arg("--inventory")
-        .arg(inventory)
-        .args([
-            "--src",
-            &from.to_string(),
-            "--dst",
-            &to.to_string(),
-            "--proto",
-            proto,
-        ]);
-    if let Some(port) = port {
-        command.args(["--dport", &port.to_string()]);
-    }
-    let output = command.output().expect("run zonewall explain");
-    let json: serde_json::Value =
-        serde_json::from_slice(&output.stdout).unwrap_or(serde_json::Value::Null);
-    (
-        json["action"].as_str().unwrap_or("?").to_owned(),
-        json["rule"].as_str().unwrap_or("?").to_owned(),
-    )
-}
-
-fn probe(from: &Host, to: &Host, what: Probe) -> Seen {
-    match what {
-        Probe::Tcp(port) => match tcp_connect(from, to, false, port, Duration::from_millis(600)) {
-            Connect::Established => Seen::Allowed,
-            Connect::Refused(_) => Seen::Refused,
-            Connect::TimedOut => Seen::Silent,
-        },
-        Probe::Udp(port) => {
-            if udp_delivered(from, to, false, port, 3) > 0 {
-                Seen::Allowed
-            } else {
-                Seen::Silent
-            }
-        }
-        Probe::Ping => {
-            if ping(from, to.ip(false)) {
-                Seen::Allowed
-            } else {
-                Seen::Silent
-            }
-        }
-    }
-}
-
-fn expected(action: &str) -> Seen {
-    match action {
-        "allow" => Seen::Allowed,
-        "reset-client" | "reset-both" => Seen::Refused,
-        _ => Seen::Silent,
-    }
 }
 
 fn print_records(agent: &Agent) {
@@ -159,39 +57,8 @@ fn main() -> ExitCode {
     }
     println!("zonewall demo: building the agent ...");
     let binary = zonewall_binary();
-    let pods = [
-        ("web", "dmz"),
-        ("app", "trusted"),
-        ("app-2", "trusted"),
-        ("vault", "restricted"),
-    ];
-    let (topology, inventory) = prepared_node(&pods);
-    let mut hosts: Vec<Named> = pods
-        .iter()
-        .zip(&topology.pods)
-        .map(|((name, zone), pod)| Named {
-            name,
-            zone,
-            host: Host {
-                netns: pod.netns.clone(),
-                v4: pod.ipv4,
-                v6: pod.ipv6,
-            },
-        })
-        .collect();
-    let internet = zonewall_integration_tests::topology::EXTERNAL_V4;
-    let database = zonewall_integration_tests::enforced::DATABASE_V4;
-    for (name, v4) in [("internet", internet), ("database", database)] {
-        hosts.push(Named {
-            name,
-            zone: "untrust",
-            host: Host {
-                netns: topology.external.clone(),
-                v4,
-                v6: std::net::Ipv6Addr::UNSPECIFIED,
-            },
-        });
-    }
+    let (topology, inventory) = prepared_node(&DEMO_PODS);
+    let hosts = named_hosts(&topology, &DEMO_PODS);
     println!(
         "zonewall demo: node namespace {}, pods {}, firewall {}",
         topology.node,
@@ -247,7 +114,7 @@ fn main() -> ExitCode {
             what,
         );
         let seen = probe(&from.host, &to.host, what);
-        let agrees = seen == expected(&action);
+        let agrees = seen == expected(&action, what);
         if !agrees {
             disagreements += 1;
         }
@@ -279,6 +146,17 @@ fn main() -> ExitCode {
         // Connections end and denied windows close; their records follow.
         std::thread::sleep(Duration::from_secs(2));
         print_records(&agent);
+    }
+    // What an operator would scrape (the agent listens in the node namespace).
+    let (_, metrics) = http_get(&topology.node, "127.0.0.1:9090", "/metrics");
+    println!(
+        "\n  metrics: http://127.0.0.1:9090/metrics inside the node namespace (ip netns exec {} curl -s 127.0.0.1:9090/metrics):",
+        topology.node
+    );
+    for line in metrics.lines().filter(|l| {
+        l.starts_with("zonewall_flows_total") || l.starts_with("zonewall_policy_generation ")
+    }) {
+        println!("    {line}");
     }
     let status = agent.stop();
     println!(
