@@ -22,6 +22,7 @@ enum BenchKind {
     Translate,
     Kernel,
     Flows,
+    Dataplane,
 }
 
 #[derive(Subcommand)]
@@ -45,7 +46,9 @@ enum Command {
     /// `zonewall translate` on a generated 10,000-rule Panorama config; `kernel` (root) times
     /// the TC programs per packet with BPF_PROG_TEST_RUN on generated policies of 100 to
     /// 10,000 rules and 1,000 to 100,000 prefixes; `flows` (root) sends kernel flow events
-    /// through enrichment, CEF and the TCP sink to a loopback receiver.
+    /// through enrichment, CEF and the TCP sink to a loopback receiver; `dataplane` (root)
+    /// compares zonewall with no policy, iptables and nftables on traffic between two pods
+    /// and writes docs/benchmarks.md.
     Bench {
         #[arg(value_enum, default_value = "parse")]
         which: BenchKind,
@@ -61,6 +64,7 @@ fn main() -> anyhow::Result<()> {
             BenchKind::Translate => bench::run_translate(),
             BenchKind::Kernel => kernel_bench::run("kernel"),
             BenchKind::Flows => kernel_bench::run("flows"),
+            BenchKind::Dataplane => kernel_bench::run("dataplane"),
         },
         Command::Codegen { check: false } => crd::write(&workspace_root()),
         Command::Codegen { check: true } => crd::check(&workspace_root()),

@@ -6,6 +6,8 @@
 //! xtask with the `kernel-bench` feature; plain `cargo xtask` starts that build.
 
 #[cfg(feature = "kernel-bench")]
+mod dataplane;
+#[cfg(feature = "kernel-bench")]
 mod flows;
 #[cfg(feature = "kernel-bench")]
 mod generate;
@@ -19,6 +21,7 @@ mod traffic;
 pub fn run(which: &str) -> anyhow::Result<()> {
     match which {
         "flows" => flows::run(),
+        "dataplane" => dataplane::run(),
         _ => measure::run(),
     }
 }
