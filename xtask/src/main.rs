@@ -25,6 +25,7 @@ enum BenchKind {
     Flows,
     Agent,
     Sync,
+    Dataplane,
 }
 
 #[derive(Subcommand)]
@@ -49,8 +50,10 @@ enum Command {
     /// the TC programs per packet with BPF_PROG_TEST_RUN on generated policies of 100 to
     /// 10,000 rules and 1,000 to 100,000 prefixes; `flows` (root) sends kernel flow events
     /// through enrichment, CEF and the TCP sink to a loopback receiver; `agent` (root) measures
-    /// the agent's memory and one pod change at 10,000 endpoints and 10,000 rules; `sync` times a commit to its
-    /// objects written by `zonewall sync` (output directory and mock API server).
+    /// the agent's memory and one pod change at 10,000 endpoints and 10,000 rules; `sync` times
+    /// a commit to its objects written by `zonewall sync` (output directory and mock API
+    /// server); `dataplane` (root) compares zonewall with no policy, iptables and nftables on
+    /// traffic between two pods and writes docs/benchmarks.md.
     Bench {
         #[arg(value_enum, default_value = "parse")]
         which: BenchKind,
@@ -68,6 +71,7 @@ fn main() -> anyhow::Result<()> {
             BenchKind::Flows => kernel_bench::run("flows"),
             BenchKind::Agent => kernel_bench::run("agent"),
             BenchKind::Sync => bench_sync::run(),
+            BenchKind::Dataplane => kernel_bench::run("dataplane"),
         },
         Command::Codegen { check: false } => crd::write(&workspace_root()),
         Command::Codegen { check: true } => crd::check(&workspace_root()),

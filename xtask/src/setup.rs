@@ -19,6 +19,10 @@ const PACKAGES: &[&str] = &[
     "iputils-ping",
     "netcat-openbsd",
     "iperf3",
+    // The dataplane benchmark's competitors.
+    "iptables",
+    "ipset",
+    "nftables",
     // Real syslog receivers for the SIEM export tests (UDP, TCP and TLS).
     "rsyslog",
     "rsyslog-gnutls",

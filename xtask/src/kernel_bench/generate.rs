@@ -45,12 +45,18 @@ pub struct Generated {
     pub server: Ipv4Addr,
     /// A /32 of a blocklist feed, in the middle of the prefix list.
     pub blocked: Ipv4Addr,
+    /// The firewall rules the policies were made of, in order (the dataplane benchmark
+    /// renders them for iptables and nftables too).
+    pub rules: Vec<FirewallRule>,
 }
 
 pub const ALLOWED_PORT: u16 = 8080;
 
+/// Replicas per application.
+pub const REPLICAS_PER_APP: usize = REPLICAS;
+
 /// The address of replica `replica` of application `app` and its zone.
-fn workload_v4(app: usize, replica: usize) -> Ipv4Addr {
+pub fn workload_v4(app: usize, replica: usize) -> Ipv4Addr {
     Ipv4Addr::new(10, 244, app as u8, 10 + replica as u8)
 }
 
@@ -58,7 +64,7 @@ fn workload_v6(app: usize, replica: usize) -> Ipv6Addr {
     Ipv6Addr::new(0xfd00, 0x244, 0, app as u16, 0, 0, 0, 10 + replica as u16)
 }
 
-fn zone_of_app(app: usize) -> &'static str {
+pub fn zone_of_app(app: usize) -> &'static str {
     WORKLOAD_ZONES[app % WORKLOAD_ZONES.len()]
 }
 
@@ -138,13 +144,14 @@ fn service(protocol: Protocol, port: u16, end_port: Option<u16>) -> ServiceMatch
 }
 
 /// A firewall rule before it is split into the two zones' lists.
-struct FirewallRule {
-    from: Vec<&'static str>,
-    to: Vec<&'static str>,
-    source: AddressMatch,
-    destination: AddressMatch,
-    service: ServiceMatch,
-    action: RuleAction,
+#[derive(Clone)]
+pub struct FirewallRule {
+    pub from: Vec<&'static str>,
+    pub to: Vec<&'static str>,
+    pub source: AddressMatch,
+    pub destination: AddressMatch,
+    pub service: ServiceMatch,
+    pub action: RuleAction,
 }
 
 pub fn generate(scale: Scale) -> Generated {
@@ -283,12 +290,13 @@ pub fn generate(scale: Scale) -> Generated {
         client: workload_v4(0, 0),
         server: workload_v4(1, 0),
         blocked,
+        rules,
     }
 }
 
 /// One ZonePolicy per zone: a rule goes to the egress list of every `from` zone and the
 /// ingress list of every `to` zone, in firewall order.
-fn zone_policies(rules: &[FirewallRule]) -> Vec<ZonePolicy> {
+pub fn zone_policies(rules: &[FirewallRule]) -> Vec<ZonePolicy> {
     let mut lists: BTreeMap<&str, (Vec<ZoneRule>, Vec<ZoneRule>)> = BTreeMap::new();
     for zone in WORKLOAD_ZONES.iter().chain([&EXTERNAL_ZONE]) {
         lists.entry(zone).or_default();

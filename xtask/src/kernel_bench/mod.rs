@@ -7,6 +7,7 @@
 
 #[cfg(feature = "kernel-bench")]
 mod agent;
+mod dataplane;
 #[cfg(feature = "kernel-bench")]
 mod flows;
 #[cfg(feature = "kernel-bench")]
@@ -22,6 +23,7 @@ pub fn run(which: &str) -> anyhow::Result<()> {
     match which {
         "flows" => flows::run(),
         "agent" => agent::run(),
+        "dataplane" => dataplane::run(),
         _ => measure::run(),
     }
 }

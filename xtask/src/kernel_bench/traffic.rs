@@ -136,7 +136,7 @@ impl Drop for Namespaces {
     }
 }
 
-fn ip(args: &[&str]) -> anyhow::Result<()> {
+pub(super) fn ip(args: &[&str]) -> anyhow::Result<()> {
     let output = Command::new("ip")
         .args(args)
         .output()
@@ -151,7 +151,7 @@ fn ip(args: &[&str]) -> anyhow::Result<()> {
 }
 
 /// Runs `f` on a thread that joined the network namespace `name`.
-fn in_netns<T: Send>(
+pub(super) fn in_netns<T: Send>(
     name: &str,
     f: impl FnOnce() -> anyhow::Result<T> + Send,
 ) -> anyhow::Result<T> {
