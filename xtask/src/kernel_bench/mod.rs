@@ -7,6 +7,7 @@
 
 #[cfg(feature = "kernel-bench")]
 mod agent;
+#[cfg(feature = "kernel-bench")]
 mod dataplane;
 #[cfg(feature = "kernel-bench")]
 mod flows;
