@@ -342,14 +342,28 @@ fn iperf3(node: &str, workload: &str, client: Ipv4Addr, server: Ipv4Addr) -> any
         .stderr(Stdio::null())
         .spawn()
         .context("start the iperf3 server")?;
+    iperf3_gbits(
+        || {
+            let mut command = Command::new("ip");
+            command
+                .args(["netns", "exec", workload, "iperf3", "--client", &server])
+                .args(["--port", &port, "--bind", &client, "--format", "g"])
+                .args(["--time", &SECONDS.to_string()]);
+            command
+        },
+        &mut listener,
+    )
+}
+
+/// Runs the iperf3 client that `client` builds (again while the server's listener is not up
+/// yet, for up to 5 s), stops `listener`, and returns the receiver's Gbit/s.
+pub(super) fn iperf3_gbits(
+    client: impl Fn() -> Command,
+    listener: &mut std::process::Child,
+) -> anyhow::Result<f64> {
     let deadline = Instant::now() + Duration::from_secs(5);
     let output = loop {
-        let output = Command::new("ip")
-            .args(["netns", "exec", workload, "iperf3", "--client", &server])
-            .args(["--port", &port, "--bind", &client, "--format", "g"])
-            .args(["--time", &SECONDS.to_string()])
-            .output()
-            .context("run the iperf3 client")?;
+        let output = client().output().context("run the iperf3 client")?;
         if output.status.success() || Instant::now() > deadline {
             break output;
         }

@@ -542,38 +542,16 @@ pub fn iperf3(topology: &Topology, port: u16, seconds: u32) -> anyhow::Result<f6
         .stderr(Stdio::null())
         .spawn()
         .context("start the iperf3 server")?;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let output = loop {
-        let output = Command::new("ip")
-            .args(["netns", "exec", &topology.client_ns])
-            .args(["taskset", "-c", &client_cpu, "iperf3", "--client", &server])
-            .args(["--port", &port, "--bind", &client, "--format", "g"])
-            .args(["--time", &seconds.to_string()])
-            .output()
-            .context("run the iperf3 client")?;
-        if output.status.success() || Instant::now() > deadline {
-            break output;
-        }
-        // The listener may not be up yet.
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    let _ = listener.kill();
-    let _ = listener.wait();
-    let text = String::from_utf8_lossy(&output.stdout);
-    if !output.status.success() {
-        bail!(
-            "iperf3 failed: {}{}",
-            text.trim(),
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
-    // "[  5]   0.00-3.00   sec  10.2 GBytes  17.5 Gbits/sec                  receiver"
-    text.lines()
-        .filter(|line| line.trim_end().ends_with("receiver"))
-        .find_map(|line| {
-            let words: Vec<&str> = line.split_whitespace().collect();
-            let unit = words.iter().position(|w| *w == "Gbits/sec")?;
-            words.get(unit.checked_sub(1)?)?.parse().ok()
-        })
-        .with_context(|| format!("no receiver throughput in the iperf3 output:\n{text}"))
+    super::super::traffic::iperf3_gbits(
+        || {
+            let mut command = Command::new("ip");
+            command
+                .args(["netns", "exec", &topology.client_ns])
+                .args(["taskset", "-c", &client_cpu, "iperf3", "--client", &server])
+                .args(["--port", &port, "--bind", &client, "--format", "g"])
+                .args(["--time", &seconds.to_string()]);
+            command
+        },
+        &mut listener,
+    )
 }
