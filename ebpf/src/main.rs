@@ -260,10 +260,7 @@ fn tracked(s: &mut Scratch) -> i32 {
             entry.packets_reverse += 1;
             entry.bytes_reverse += bytes;
         }
-        count_rule(entry.egress_rule_id, bytes);
-        if entry.ingress_rule_id != entry.egress_rule_id {
-            count_rule(entry.ingress_rule_id, bytes);
-        }
+        count_flow_rules(entry.egress_rule_id, entry.ingress_rule_id, bytes);
     }
     if flags_before & CT_END_REPORTED == 0 && conntrack::ended(entry.flags) {
         entry.flags |= CT_END_REPORTED;
@@ -297,8 +294,8 @@ fn new_flow(ctx: &TcContext, s: &mut Scratch) -> i32 {
     if s.verdict.policy_flags & POLICY_FLAG_WOULD_DENY != 0 {
         count(counter::AUDIT_WOULD_DENY);
     }
-    count_rule(s.verdict.rule_id, bytes);
     if s.verdict.action != ACTION_ALLOW {
+        count_rule(s.verdict.rule_id, bytes);
         if s.meta.config_flags & CONFIG_FLAG_EVENTS != 0 {
             report_deny(s, false);
         }
@@ -313,9 +310,7 @@ fn new_flow(ctx: &TcContext, s: &mut Scratch) -> i32 {
         }
         return drop_packet(counter::DROP_POLICY);
     }
-    if s.verdict.ingress_rule_id != s.verdict.egress_rule_id {
-        count_rule(s.verdict.ingress_rule_id, bytes);
-    }
+    count_flow_rules(s.verdict.egress_rule_id, s.verdict.ingress_rule_id, bytes);
     let source_is_a = conntrack::key_of(&s.packet, &mut s.key);
     s.entry = CtValue {
         created_ns: now,
@@ -477,6 +472,16 @@ fn report_deny(s: &mut Scratch, initiator: bool) {
         ..FlowEvent::default()
     };
     emit(&s.event);
+}
+
+/// Counts a packet of an allowed flow for both rules that allowed it (once when one rule
+/// allowed it in both directions).
+#[inline(always)]
+fn count_flow_rules(egress_rule_id: u32, ingress_rule_id: u32, bytes: u64) {
+    count_rule(egress_rule_id, bytes);
+    if ingress_rule_id != egress_rule_id {
+        count_rule(ingress_rule_id, bytes);
+    }
 }
 
 #[inline(always)]

@@ -7,7 +7,7 @@ use std::{
     collections::BTreeMap,
     io::{ErrorKind, Read as _},
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::Command,
     time::{Duration, Instant},
 };
@@ -19,7 +19,7 @@ use zonewall::{
 };
 use zonewall_common::counter;
 
-use crate::{Topology, in_netns};
+use crate::{Pod, Topology, in_netns};
 
 /// The firewall every dataplane test enforces.
 pub fn zones_fixture() -> PathBuf {
@@ -141,14 +141,12 @@ impl Enforced {
 
     /// Rewrites the inventory with the first `pods.len()` pods only and applies again.
     pub fn reapply(&mut self, pods: &[(&str, &str)]) -> ApplyReport {
-        let mut yaml = String::from("external_zone: untrust\nendpoints:\n");
-        for ((name, zone), pod) in pods.iter().zip(&self.topology.pods) {
-            yaml.push_str(&format!(
-                "  - {{name: {name}, namespace: test, zone: {zone}, ips: [\"{}\", \"{}\"]}}\n",
-                pod.ipv4, pod.ipv6
-            ));
-        }
-        std::fs::write(&self.inventory, yaml).expect("write inventory");
+        let entries: Vec<(&str, &str, &Pod)> = pods
+            .iter()
+            .zip(&self.topology.pods)
+            .map(|((name, zone), pod)| (*name, *zone, pod))
+            .collect();
+        write_inventory(&self.inventory, &entries);
         let input = PolicyInput::Panos {
             config: zones_fixture(),
             device_group: None,
@@ -253,16 +251,30 @@ pub fn prepared_node(pods: &[(&str, &str)]) -> (Topology, PathBuf) {
             "nodad",
         ],
     );
+    let inventory = std::env::temp_dir().join(format!("{}-inventory.yaml", topology.node));
+    let entries: Vec<(&str, &str, &Pod)> = pods
+        .iter()
+        .zip(&topology.pods)
+        .map(|((name, zone), pod)| (*name, *zone, pod))
+        .collect();
+    write_inventory(&inventory, &entries);
+    (topology, inventory)
+}
+
+/// Writes an inventory of `(name, zone, pod)` workloads (namespace `test`, external zone
+/// `untrust`) to `path`, through a temporary name and a rename: an agent watching the file
+/// never reads half of it.
+pub fn write_inventory(path: &Path, workloads: &[(&str, &str, &Pod)]) {
     let mut yaml = String::from("external_zone: untrust\nendpoints:\n");
-    for ((name, zone), pod) in pods.iter().zip(&topology.pods) {
+    for (name, zone, pod) in workloads {
         yaml.push_str(&format!(
             "  - {{name: {name}, namespace: test, zone: {zone}, ips: [\"{}\", \"{}\"]}}\n",
             pod.ipv4, pod.ipv6
         ));
     }
-    let inventory = std::env::temp_dir().join(format!("{}-inventory.yaml", topology.node));
-    std::fs::write(&inventory, yaml).expect("write inventory");
-    (topology, inventory)
+    let temporary = path.with_extension("tmp");
+    std::fs::write(&temporary, yaml).expect("write inventory");
+    std::fs::rename(&temporary, path).expect("replace inventory");
 }
 
 impl Drop for Enforced {

@@ -19,7 +19,9 @@ use zonewall_common::counter;
 use zonewall_integration_tests::{
     Topology,
     agent::{Agent, zonewall_binary},
-    enforced::{Connect, Enforced, Host, prepared_node, tcp_connect, zones_fixture},
+    enforced::{
+        Connect, Enforced, Host, prepared_node, tcp_connect, write_inventory, zones_fixture,
+    },
     in_netns, privileged,
 };
 
@@ -447,19 +449,18 @@ fn a_restart_during_a_policy_change_ends_in_the_new_policy() {
     assert_eq!(outcome, (Connect::Established, Connect::TimedOut));
 }
 
-fn write_inventory(path: &Path, topology: &Topology, pods: &[(usize, &str)]) {
-    let mut yaml = String::from("external_zone: untrust\nendpoints:\n");
-    for (index, zone) in pods {
-        let pod = &topology.pods[*index];
-        yaml.push_str(&format!(
-            "  - {{name: pod-{index}, namespace: test, zone: {zone}, ips: [\"{}\", \"{}\"]}}\n",
-            pod.ipv4, pod.ipv6
-        ));
-    }
-    // Written to a temporary name and renamed: the agent never reads half a file.
-    let temporary = path.with_extension("tmp");
-    std::fs::write(&temporary, yaml).expect("write inventory");
-    std::fs::rename(&temporary, path).expect("replace inventory");
+/// The inventory of the bed's pods `index` with the given zones (named `pod-<index>`).
+fn write_zones(bed: &Bed, pods: &[(usize, &str)]) {
+    let names: Vec<String> = pods
+        .iter()
+        .map(|(index, _)| format!("pod-{index}"))
+        .collect();
+    let entries: Vec<(&str, &str, &zonewall_integration_tests::Pod)> = pods
+        .iter()
+        .zip(&names)
+        .map(|((index, zone), name)| (name.as_str(), *zone, &bed.topology.pods[*index]))
+        .collect();
+    write_inventory(&bed.inventory, &entries);
 }
 
 #[test]
@@ -469,17 +470,13 @@ fn workloads_added_or_moved_while_the_agent_is_down_get_their_own_zone_verdicts(
     }
     let bed = Bed::new();
     let newcomer = host(&bed.topology, 2);
-    write_inventory(&bed.inventory, &bed.topology, &[(0, "dmz"), (1, "trusted")]);
+    write_zones(&bed, &[(0, "dmz"), (1, "trusted")]);
     let agent = bed.start(&[]);
     let long_lived = LongLived::start(&bed.web, &bed.app, 8080);
     sigkill(agent);
     // While the agent is down: a new workload in dmz, and web moves to restricted with the
     // same address.
-    write_inventory(
-        &bed.inventory,
-        &bed.topology,
-        &[(0, "restricted"), (1, "trusted"), (2, "dmz")],
-    );
+    write_zones(&bed, &[(0, "restricted"), (1, "trusted"), (2, "dmz")]);
     // Unknown to the tables yet, the newcomer's address is external: not allowed into trusted.
     assert_eq!(
         tcp_connect(&newcomer, &bed.app, false, 8080, Duration::from_millis(300)),

@@ -298,6 +298,8 @@ pub struct Datapath {
     generation: u32,
     /// When the live generation was switched, for [`GRACE`].
     last_flip: Instant,
+    /// Rule ids below this are used by the applied policy (`None` before the first apply).
+    rule_slots: Option<u32>,
 }
 
 impl Datapath {
@@ -342,6 +344,7 @@ impl Datapath {
             layout: layout.clone(),
             generation: 0,
             last_flip: Instant::now(),
+            rule_slots: None,
         };
         for name in program_names::ALL {
             datapath
@@ -358,17 +361,8 @@ impl Datapath {
 
     /// The real size of map `name` (a pinned map keeps the size it was created with).
     pub fn capacity(&self, name: &'static str) -> Result<u32, DatapathError> {
-        use aya::maps::Map;
-        let data = match self.map(name)? {
-            Map::LpmTrie(data) | Map::HashMap(data) | Map::LruHashMap(data) => data,
-            _ => {
-                return Err(DatapathError::Missing {
-                    kind: "hash or LPM trie map",
-                    name,
-                });
-            }
-        };
-        Ok(data
+        Ok(self
+            .map_data(name)?
             .info()
             .map_err(|e| map_error("read the size of", name, e))?
             .max_entries())
@@ -437,21 +431,23 @@ impl Datapath {
             .ok_or(DatapathError::Missing { kind: "map", name })
     }
 
+    /// The map's data, for the calls aya's typed wrappers do not offer.
+    fn map_data(&self, name: &'static str) -> Result<&MapData, DatapathError> {
+        use aya::maps::Map;
+        match self.map(name)? {
+            Map::LpmTrie(data) | Map::HashMap(data) | Map::LruHashMap(data) => Ok(data),
+            _ => Err(DatapathError::Missing {
+                kind: "hash or LPM trie map",
+                name,
+            }),
+        }
+    }
+
     /// The map's file descriptor number, for the batch calls aya does not offer. Valid while
     /// `self` holds the map.
     fn map_fd(&self, name: &'static str) -> Result<std::os::fd::RawFd, DatapathError> {
-        use aya::maps::Map;
         use std::os::fd::{AsFd as _, AsRawFd as _};
-        let data = match self.map(name)? {
-            Map::LpmTrie(data) | Map::HashMap(data) | Map::LruHashMap(data) => data,
-            _ => {
-                return Err(DatapathError::Missing {
-                    kind: "hash or LPM trie map",
-                    name,
-                });
-            }
-        };
-        Ok(data.fd().as_fd().as_raw_fd())
+        Ok(self.map_data(name)?.fd().as_fd().as_raw_fd())
     }
 
     fn map_mut(&mut self, name: &'static str) -> Result<&mut aya::maps::Map, DatapathError> {
@@ -890,6 +886,7 @@ impl Dataplane for Datapath {
                 capacity: abi::capacity::RULES,
             });
         }
+        self.rule_slots = desired.max_rule_id.map(|max| max + 1);
         let live = self.generation;
         let (live_slot, next_slot) = ((live & 1) as usize, ((live + 1) & 1) as usize);
         let endpoints = self.read_endpoints()?;
@@ -1012,15 +1009,20 @@ impl Dataplane for Datapath {
         let array = PerCpuArray::<_, RuleStats>::try_from(self.map(name)?)
             .map_err(|source| map_error("open", name, source))?;
         let mut out = BTreeMap::new();
-        for (index, per_cpu) in array.iter().enumerate() {
-            let per_cpu = per_cpu.map_err(|source| map_error("lookup", name, source))?;
+        // Only the ids the live policy uses: the array has a slot per possible rule id, and
+        // reading all of them every second would be tens of thousands of lookups.
+        let used = self.rule_slots.unwrap_or_else(|| array.len());
+        for index in 0..used.min(array.len()) {
+            let per_cpu = array
+                .get(&index, 0)
+                .map_err(|source| map_error("lookup", name, source))?;
             let mut total = RuleStats::default();
             for stats in per_cpu.iter() {
                 total.packets += stats.packets;
                 total.bytes += stats.bytes;
             }
             if total.packets > 0 {
-                out.insert(index as u32, total);
+                out.insert(index, total);
             }
         }
         Ok(out)

@@ -18,7 +18,7 @@ use kube::runtime::{WatchStreamExt as _, reflector, watcher};
 use kube::{Api, Client};
 use tokio::sync::Notify;
 
-use super::{FlowOutput, NodeError, Snapshot, Telemetry, apply, local_workloads_of};
+use super::{FlowOutput, NodeError, Snapshot, Telemetry, local_workloads_of};
 use crate::datapath::Dataplane;
 use crate::inventory::cluster::{ClusterOptions, inventory_from_cluster};
 use crate::metrics::ReconcileErrorKind;
@@ -135,11 +135,7 @@ pub async fn run_kubernetes(
                     compiled,
                     workloads,
                 };
-                let applying = Instant::now();
-                let report = apply(dataplane, &mut attached, &snapshot, events)?;
-                telemetry
-                    .metrics
-                    .record_apply(applying.elapsed(), u64::from(report.generation));
+                let report = telemetry.timed_apply(dataplane, &mut attached, &snapshot, events)?;
                 Ok::<_, NodeError>((report, snapshot))
             })();
             match outcome {

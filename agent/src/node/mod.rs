@@ -254,6 +254,21 @@ impl Telemetry {
         }
     }
 
+    /// [`apply`], with its duration and the new generation recorded.
+    pub fn timed_apply(
+        &self,
+        dataplane: &mut dyn Dataplane,
+        attached: &mut BTreeMap<String, u32>,
+        snapshot: &Snapshot,
+        events: bool,
+    ) -> Result<datapath::ApplyReport, NodeError> {
+        let started = Instant::now();
+        let report = apply(dataplane, attached, snapshot, events)?;
+        self.metrics
+            .record_apply(started.elapsed(), u64::from(report.generation));
+        Ok(report)
+    }
+
     /// Kernel counters, rule hits and map usage, read from the dataplane.
     fn refresh(&self, dataplane: &dyn Dataplane, compiled: &Compiled) {
         match dataplane.counters() {
@@ -392,11 +407,7 @@ pub async fn run_standalone(
     let mut seen = fingerprint(&[inventory, policy_path]);
     let mut current = snapshot(inventory, input)?;
     telemetry.metrics.record_compile(started.elapsed());
-    let applying = Instant::now();
-    let report = apply(dataplane, &mut attached, &current, events)?;
-    telemetry
-        .metrics
-        .record_apply(applying.elapsed(), u64::from(report.generation));
+    let report = telemetry.timed_apply(dataplane, &mut attached, &current, events)?;
     telemetry.readiness.set_ready();
     let sizes = current.compiled.sizes();
     tracing::info!(
@@ -448,11 +459,7 @@ pub async fn run_standalone(
         let started = Instant::now();
         let applied = snapshot(inventory, input).and_then(|s| {
             telemetry.metrics.record_compile(started.elapsed());
-            let applying = Instant::now();
-            let report = apply(dataplane, &mut attached, &s, events)?;
-            telemetry
-                .metrics
-                .record_apply(applying.elapsed(), u64::from(report.generation));
+            let report = telemetry.timed_apply(dataplane, &mut attached, &s, events)?;
             Ok((s, report))
         });
         match applied {
