@@ -10,6 +10,7 @@ mod tables;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aya::{
@@ -300,6 +301,10 @@ pub struct Datapath {
     last_flip: Instant,
     /// Rule ids below this are used by the applied policy (`None` before the first apply).
     rule_slots: Option<u32>,
+    /// What each table slot holds, as last written by this process (`None`: not known, read
+    /// it from the kernel). Reading 150,000 entries back costs more than writing a small
+    /// change, and this process is the maps' only writer while it runs.
+    slots: [Option<Arc<SlotTables>>; 2],
 }
 
 impl Datapath {
@@ -345,6 +350,7 @@ impl Datapath {
             generation: 0,
             last_flip: Instant::now(),
             rule_slots: None,
+            slots: [None, None],
         };
         for name in program_names::ALL {
             datapath
@@ -572,21 +578,40 @@ impl Datapath {
         Ok(taken)
     }
 
-    /// The policy tables of one slot.
-    fn read_slot(&self, slot: usize) -> Result<SlotTables, DatapathError> {
-        Ok(SlotTables {
+    /// The policy tables of one slot: what this process last wrote there, else read back.
+    fn read_slot(&mut self, slot: usize) -> Result<Arc<SlotTables>, DatapathError> {
+        if let Some(known) = &self.slots[slot] {
+            return Ok(Arc::clone(known));
+        }
+        let tables = Arc::new(SlotTables {
             identity_v4: self.read_lpm(map_names::IDENTITY_V4_SLOTS[slot])?,
             identity_v6: self.read_lpm(map_names::IDENTITY_V6_SLOTS[slot])?,
             policy: self.read_lpm(map_names::POLICY_SLOTS[slot])?,
-        })
+        });
+        self.slots[slot] = Some(Arc::clone(&tables));
+        Ok(tables)
     }
 
-    /// Makes slot `slot` (holding `current`) hold the desired tables.
+    /// Makes slot `slot` (holding `current`) hold `desired` (the tables of `target`), and
+    /// records that it does. After a failure the slot's content is unknown and read back
+    /// next time.
     fn write_slot(
         &mut self,
         slot: usize,
         current: &SlotTables,
-        desired: &DesiredTables,
+        desired: &Arc<SlotTables>,
+    ) -> Result<TableDiff, DatapathError> {
+        self.slots[slot] = None;
+        let written = self.write_slot_tables(slot, current, desired)?;
+        self.slots[slot] = Some(Arc::clone(desired));
+        Ok(written)
+    }
+
+    fn write_slot_tables(
+        &mut self,
+        slot: usize,
+        current: &SlotTables,
+        desired: &SlotTables,
     ) -> Result<TableDiff, DatapathError> {
         let mut total = TableDiff::default();
         total.add(self.write_lpm(
@@ -906,7 +931,12 @@ impl Dataplane for Datapath {
         // looking at it time to finish, then write it completely.
         self.wait_grace();
         let next_tables = self.read_slot(next_slot)?;
-        let mut total = self.write_slot(next_slot, &next_tables, desired)?;
+        let wanted = Arc::new(SlotTables {
+            identity_v4: desired.identity_v4.clone(),
+            identity_v6: desired.identity_v6.clone(),
+            policy: desired.policy.clone(),
+        });
+        let mut total = self.write_slot(next_slot, &next_tables, &wanted)?;
         total.add(self.write_endpoints(&endpoints, &desired.endpoints, false)?);
         // One write of one 32-bit generation makes the whole new policy live.
         self.set_config(Config {
@@ -919,7 +949,7 @@ impl Dataplane for Datapath {
         // Bring the old slot up to date too, once no packet reads it, so the next change
         // writes only what changes.
         self.wait_grace();
-        let mirrored = self.write_slot(live_slot, &live_tables, desired)?;
+        let mirrored = self.write_slot(live_slot, &live_tables, &wanted)?;
         Ok(ApplyReport {
             written: total.written,
             removed: total.removed,
