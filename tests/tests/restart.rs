@@ -560,7 +560,7 @@ fn a_policy_that_does_not_fit_leaves_the_previous_one_live() {
             mode: Mode::Enforce,
         };
         let policies = zonewall::node::load_policies(&input).expect("policies");
-        zonewall::node::compile(&inventory, &policies)
+        zonewall::node::compile(&inventory, &policies, None)
             .expect("compile")
             .policy
             .len()

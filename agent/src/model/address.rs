@@ -147,7 +147,7 @@ impl fmt::Display for Wildcard {
 
 /// A fully qualified domain name. Matches nothing until it has been resolved
 /// ([`AddressSet::set_fqdn_addresses`]); resolution is done by the caller, periodically.
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Debug, PartialEq, Eq, Default, Hash)]
 pub struct Fqdn {
     pub name: String,
     pub resolved: Vec<IpAddr>,
@@ -155,7 +155,7 @@ pub struct Fqdn {
 
 /// A dynamic address group's filter, kept so that workloads whose Kubernetes labels satisfy
 /// it match the group (address objects with matching tags are already in the prefixes).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct DynamicMatch {
     /// Name of the dynamic address group.
     pub group: String,
@@ -163,7 +163,7 @@ pub struct DynamicMatch {
 }
 
 /// A resolved set of addresses. `any` short-circuits everything else.
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Debug, PartialEq, Eq, Default, Hash)]
 pub struct AddressSet {
     pub any: bool,
     /// Aggregated, sorted, non-overlapping prefixes (IPv4 first, then IPv6).

@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum TagExpr {
     Tag(String),
     Not(Box<TagExpr>),

@@ -126,7 +126,8 @@ pub async fn run_kubernetes(
                 for line in &cluster.left_out {
                     tracing::debug!("not enforced as a workload: {line}");
                 }
-                let compiled = super::compile(&cluster.inventory, &policy_list)?;
+                let previous = current.as_ref().map(|s: &Snapshot| &s.compiled);
+                let compiled = super::compile(&cluster.inventory, &policy_list, previous)?;
                 telemetry.metrics.record_compile(started.elapsed());
                 let workloads =
                     local_workloads_of(&cluster.inventory, |name| cluster.local.contains(name))?;

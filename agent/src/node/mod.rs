@@ -120,10 +120,16 @@ pub fn load_policies(input: &PolicyInput) -> Result<Vec<ZonePolicy>, NodeError> 
 }
 
 /// Compiles the policies for every endpoint of the inventory (peers on other nodes need their
-/// identities too) and the inventory's external zone.
-pub fn compile(inventory: &Inventory, policies: &[ZonePolicy]) -> Result<Compiled, NodeError> {
+/// identities too) and the inventory's external zone. `previous`: the compiled tables live
+/// now, whose identity numbers are kept (see [`datapath_compile::compile_after`]).
+pub fn compile(
+    inventory: &Inventory,
+    policies: &[ZonePolicy],
+    previous: Option<&Compiled>,
+) -> Result<Compiled, NodeError> {
     let set = PolicySet::new(policies)?;
-    Ok(datapath_compile::compile(
+    Ok(datapath_compile::compile_after(
+        previous,
         &set,
         &inventory.external_zone,
         &inventory.endpoints,
@@ -184,10 +190,15 @@ pub struct Snapshot {
     pub workloads: Vec<LocalWorkload>,
 }
 
-pub fn snapshot(inventory_path: &Path, input: &PolicyInput) -> Result<Snapshot, NodeError> {
+/// The desired state from the files; `previous` as in [`compile`].
+pub fn snapshot(
+    inventory_path: &Path,
+    input: &PolicyInput,
+    previous: Option<&Compiled>,
+) -> Result<Snapshot, NodeError> {
     let inventory = Inventory::load_file(inventory_path)?;
     let policies = load_policies(input)?;
-    let compiled = compile(&inventory, &policies)?;
+    let compiled = compile(&inventory, &policies, previous)?;
     let workloads = local_workloads(&inventory)?;
     Ok(Snapshot {
         inventory,
@@ -405,7 +416,7 @@ pub async fn run_standalone(
     };
     // Taken before the files are read: a change made while they are read is seen next.
     let mut seen = fingerprint(&[inventory, policy_path]);
-    let mut current = snapshot(inventory, input)?;
+    let mut current = snapshot(inventory, input, None)?;
     telemetry.metrics.record_compile(started.elapsed());
     let report = telemetry.timed_apply(dataplane, &mut attached, &current, events)?;
     telemetry.readiness.set_ready();
@@ -457,7 +468,7 @@ pub async fn run_standalone(
         }
         seen = now;
         let started = Instant::now();
-        let applied = snapshot(inventory, input).and_then(|s| {
+        let applied = snapshot(inventory, input, Some(&current.compiled)).and_then(|s| {
             telemetry.metrics.record_compile(started.elapsed());
             let report = telemetry.timed_apply(dataplane, &mut attached, &s, events)?;
             Ok((s, report))

@@ -4,9 +4,10 @@
 //! [`ZonePolicy::validate`] is this compilation with the result thrown away, so what the
 //! evaluator accepts and what validation accepts cannot drift apart.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ipnet::IpNet;
 
@@ -49,9 +50,10 @@ pub struct CompiledRule {
     pub rule_type: RuleType,
     /// `None`: any peer zone.
     pub peers: Option<BTreeSet<String>>,
-    pub source: AddressSet,
+    /// Shared between the rules whose column is written the same way (see [`AddressCache`]).
+    pub source: Arc<AddressSet>,
     pub negate_source: bool,
-    pub destination: AddressSet,
+    pub destination: Arc<AddressSet>,
     pub negate_destination: bool,
     pub service: ServiceSet,
     pub log_start: bool,
@@ -103,6 +105,37 @@ impl Problems<'_> {
 
 fn parse_ip(text: &str) -> Option<IpAddr> {
     text.parse().ok()
+}
+
+/// Address columns already parsed, by their text. A translated rulebase repeats its address
+/// groups in every rule that uses them (thousands of prefixes, hundreds of times); each
+/// distinct column is parsed and normalized once and shared, which is where most of the
+/// compile time and memory of a large policy went.
+#[derive(Default)]
+pub struct AddressCache<'a> {
+    parsed: HashMap<&'a AddressMatch, Arc<AddressSet>, foldhash::fast::RandomState>,
+}
+
+impl<'a> AddressCache<'a> {
+    /// The parsed column; problems are reported for every occurrence (a column with problems
+    /// is never cached).
+    fn get(
+        &mut self,
+        column: &str,
+        set: &'a AddressMatch,
+        location: &str,
+        problems: &mut Problems<'_>,
+    ) -> Arc<AddressSet> {
+        if let Some(parsed) = self.parsed.get(set) {
+            return Arc::clone(parsed);
+        }
+        let before = problems.list.len();
+        let parsed = Arc::new(compile_addresses(column, set, location, problems));
+        if problems.list.len() == before {
+            self.parsed.insert(set, Arc::clone(&parsed));
+        }
+        parsed
+    }
 }
 
 fn compile_addresses(
@@ -238,11 +271,12 @@ fn compile_services(set: &ServiceMatch, location: &str, problems: &mut Problems<
     out
 }
 
-fn compile_rule(
-    rule: &ZoneRule,
+fn compile_rule<'a>(
+    rule: &'a ZoneRule,
     direction: &str,
     index: usize,
     problems: &mut Problems<'_>,
+    addresses: &mut AddressCache<'a>,
 ) -> CompiledRule {
     let location = match &rule.provenance {
         Some(p) => format!("{direction} rule {index} ('{}')", p.rule),
@@ -300,9 +334,9 @@ fn compile_rule(
         reset: rule.reset,
         rule_type: rule.rule_type,
         peers,
-        source: compile_addresses("source", &rule.source, &location, problems),
+        source: addresses.get("source", &rule.source, &location, problems),
         negate_source: rule.source.negate,
-        destination: compile_addresses("destination", &rule.destination, &location, problems),
+        destination: addresses.get("destination", &rule.destination, &location, problems),
         negate_destination: rule.destination.negate,
         service: compile_services(&rule.service, &location, problems),
         log_start: rule.log.start,
@@ -314,6 +348,15 @@ fn compile_rule(
 
 /// Parses and checks one object.
 pub fn compile(policy: &ZonePolicy) -> Result<CompiledPolicy, Vec<ValidationError>> {
+    compile_with(policy, &mut AddressCache::default())
+}
+
+/// [`compile`], sharing parsed address columns with the other objects compiled through
+/// `addresses`.
+pub fn compile_with<'a>(
+    policy: &'a ZonePolicy,
+    addresses: &mut AddressCache<'a>,
+) -> Result<CompiledPolicy, Vec<ValidationError>> {
     let name = policy.metadata.name.clone().unwrap_or_default();
     let mut problems = Problems {
         object: if name.is_empty() { "(unnamed)" } else { &name },
@@ -353,13 +396,13 @@ pub fn compile(policy: &ZonePolicy) -> Result<CompiledPolicy, Vec<ValidationErro
         .egress
         .iter()
         .enumerate()
-        .map(|(i, r)| compile_rule(r, "egress", i + 1, &mut problems))
+        .map(|(i, r)| compile_rule(r, "egress", i + 1, &mut problems, addresses))
         .collect();
     let ingress = spec
         .ingress
         .iter()
         .enumerate()
-        .map(|(i, r)| compile_rule(r, "ingress", i + 1, &mut problems))
+        .map(|(i, r)| compile_rule(r, "ingress", i + 1, &mut problems, addresses))
         .collect();
     if !problems.list.is_empty() {
         return Err(problems.list);

@@ -247,7 +247,7 @@ impl Fidelity {
 
 /// An address column. Empty (no `any`, no entries) matches nothing; `negate` inverts the
 /// result, exactly like PAN-OS `negate-source` / `negate-destination`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Hash)]
 #[serde(rename_all = "camelCase")]
 pub struct AddressMatch {
     #[serde(default, skip_serializing_if = "is_false")]
@@ -272,7 +272,7 @@ pub struct AddressMatch {
 }
 
 /// `address` with the bits set in `mask` ignored.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Hash)]
 pub struct WildcardMatch {
     #[schemars(length(min = 2, max = 45), pattern(r"^[0-9a-fA-F:.]+$"))]
     pub address: String,
@@ -280,7 +280,7 @@ pub struct WildcardMatch {
     pub mask: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Hash)]
 pub struct FqdnMatch {
     #[schemars(length(min = 1, max = 255))]
     pub name: String,
@@ -291,7 +291,7 @@ pub struct FqdnMatch {
 /// A dynamic address group's tag filter, matched against workload labels: a tag `key=value`
 /// (or `key:value`) holds when the workload has that label; `and`, `or`, `not` and
 /// parentheses as in PAN-OS.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Hash)]
 pub struct LabelFilter {
     /// The dynamic address group, for explanations.
     pub group: String,

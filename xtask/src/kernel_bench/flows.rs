@@ -125,7 +125,7 @@ pub fn run() -> anyhow::Result<()> {
         device_group: None,
         mode: Mode::Enforce,
     })?;
-    let compiled = node::compile(&inventory, &policies)?;
+    let compiled = node::compile(&inventory, &policies, None)?;
     let pins = super::measure::Pins::named("flows");
     let mut datapath = Datapath::load(&pins.0).context("loading the eBPF programs")?;
     let desired = DesiredTables::new(&compiled, &[(1, IpAddr::V4(CLIENT))], true);

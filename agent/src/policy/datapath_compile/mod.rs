@@ -59,6 +59,7 @@ mod tests;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
+use std::rc::Rc;
 
 use ipnet::IpNet;
 use zonewall_common as abi;
@@ -116,7 +117,8 @@ pub enum CompileError {
 pub struct Compiled {
     /// Zone index (as in [`abi::IdentityValue::zone`]) -> zone name, sorted.
     pub zones: Vec<String>,
-    /// Identity `id` is at index `id - 1`.
+    /// By id. Ids are dense from 1 unless numbers were kept from a previous compile
+    /// ([`compile_after`]).
     pub identities: Vec<Identity>,
     pub identity_v4: Vec<(abi::IdentityKeyV4, abi::IdentityValue)>,
     pub identity_v6: Vec<(abi::IdentityKeyV6, abi::IdentityValue)>,
@@ -287,6 +289,21 @@ pub fn compile(
     endpoints: &[Endpoint],
     limits: &Limits,
 ) -> Result<Compiled, CompileError> {
+    compile_after(None, set, external_zone, endpoints, limits)
+}
+
+/// [`compile`], keeping the identity numbers of `previous` (the tables live now) for the
+/// classes it had, so that a change touches only the entries it changes: a pod that moves
+/// would otherwise shift the numbers of every identity after its own, and with them most
+/// of the tables. The numbers are only labels within one generation, which is switched as a
+/// whole, so any numbering is correct; this one keeps the difference small.
+pub fn compile_after(
+    previous: Option<&Compiled>,
+    set: &PolicySet,
+    external_zone: &str,
+    endpoints: &[Endpoint],
+    limits: &Limits,
+) -> Result<Compiled, CompileError> {
     let mut compiler = Compiler::new(set, limits);
     compiler.number_rules()?;
     let zones: Vec<String> = endpoints
@@ -338,22 +355,17 @@ pub fn compile(
             .or_default();
     }
     check_capacity("identities", classes.len(), limits.max_identities)?;
-    let mut identities = Vec::with_capacity(classes.len());
-    let mut identity_of: BTreeMap<(String, Vec<u32>), u32> = BTreeMap::new();
-    for (index, ((zone, class), workload_addresses)) in classes.into_iter().enumerate() {
-        let id = u32::try_from(index + 1).map_err(|_| CompileError::Capacity {
-            what: "identities",
-            needed: index + 1,
-            capacity: limits.max_identities,
-        })?;
-        identities.push(Identity {
-            id,
-            zone: zone.clone(),
-            member_of: class.clone(),
+    let identity_of = number_identities(previous, &classes);
+    let mut identities: Vec<Identity> = classes
+        .into_iter()
+        .map(|((zone, class), workload_addresses)| Identity {
+            id: identity_of[&(zone.clone(), class.clone())],
+            zone,
+            member_of: class,
             workload_addresses,
-        });
-        identity_of.insert((zone, class), id);
-    }
+        })
+        .collect();
+    identities.sort_by_key(|identity| identity.id);
     let zone_index = |zone: &str| -> u32 {
         zones
             .binary_search_by(|z| z.as_str().cmp(zone))
@@ -429,6 +441,37 @@ pub fn compile(
     })
 }
 
+/// Identity numbers for `classes`: a class `previous` had keeps its number, every other
+/// class gets the lowest number free, in class order (without `previous`: 1, 2, 3, ...).
+/// A class is (zone, predicate indexes); when a policy change renumbers the predicates, a
+/// key may match a different class than before, which costs a larger difference, never a
+/// wrong verdict.
+fn number_identities(
+    previous: Option<&Compiled>,
+    classes: &BTreeMap<(String, Vec<u32>), usize>,
+) -> BTreeMap<(String, Vec<u32>), u32> {
+    let mut numbers: BTreeMap<(String, Vec<u32>), u32> = BTreeMap::new();
+    if let Some(previous) = previous {
+        for identity in &previous.identities {
+            let key = (identity.zone.clone(), identity.member_of.clone());
+            if classes.contains_key(&key) {
+                numbers.insert(key, identity.id);
+            }
+        }
+    }
+    let taken: BTreeSet<u32> = numbers.values().copied().collect();
+    let mut free = (1u32..).filter(|id| !taken.contains(id));
+    for key in classes.keys() {
+        if !numbers.contains_key(key) {
+            let id = free
+                .next()
+                .expect("u32 ids outnumber the identity capacity");
+            numbers.insert(key.clone(), id);
+        }
+    }
+    numbers
+}
+
 struct Compiler<'a> {
     set: &'a PolicySet,
     limits: &'a Limits,
@@ -486,7 +529,12 @@ impl<'a> Compiler<'a> {
     /// Rule ids in the set's fixed order (tier, zone, order; egress before ingress), the
     /// predicate list, and the source-port checks.
     fn number_rules(&mut self) -> Result<(), CompileError> {
-        let mut predicate_index: HashMap<String, u32> = HashMap::new();
+        // Equal columns are usually one shared set (see `AddressCache`): the pointer answers
+        // first, the content only for sets parsed apart.
+        let mut by_pointer: HashMap<*const AddressSet, u32, foldhash::fast::RandomState> =
+            HashMap::default();
+        let mut by_content: HashMap<&'a AddressSet, u32, foldhash::fast::RandomState> =
+            HashMap::default();
         let mut next_id = abi::RULE_ID_FIRST;
         let set = self.set;
         for policy in set.policies() {
@@ -494,12 +542,17 @@ impl<'a> Compiler<'a> {
                 for rule in rules_of(policy, direction) {
                     let name = rule_name(policy, direction, rule);
                     let mut intern = |column: &'a AddressSet| -> u32 {
-                        let key = format!("{column:?}");
-                        *predicate_index.entry(key).or_insert_with(|| {
+                        let pointer = column as *const AddressSet;
+                        if let Some(&index) = by_pointer.get(&pointer) {
+                            return index;
+                        }
+                        let index = *by_content.entry(column).or_insert_with(|| {
                             self.predicates.push(column);
                             self.predicate_users.push(name.clone());
                             (self.predicates.len() - 1) as u32
-                        })
+                        });
+                        by_pointer.insert(pointer, index);
+                        index
                     };
                     let source = intern(&rule.source);
                     let destination = intern(&rule.destination);
@@ -696,10 +749,13 @@ impl<'a> Compiler<'a> {
             identity.member_of.binary_search(&predicate).is_ok() != negate
         };
         let mut entries: Vec<(abi::PolicyKey, abi::PolicyValue)> = Vec::new();
+        // The verdict function of a (direction, zone) depends only on which of its rules hold;
+        // most (subject, peer) pairs share their set with many others, so each is built once.
+        let mut functions: HashMap<(Direction, &str, Vec<u32>), Rc<PeerFunction>> = HashMap::new();
         for direction in DIRECTIONS {
             for subject in identities {
                 // Rules of the subject's zone whose subject column holds, in walk order.
-                let mut candidates: Vec<&CompiledRule> = Vec::new();
+                let mut candidates: Vec<(&CompiledPolicy, &CompiledRule)> = Vec::new();
                 for tier in Tier::ALL {
                     for policy in self.set.governing(tier, &subject.zone).unwrap_or(&[]) {
                         for rule in rules_of(policy, direction).iter().filter(|r| r.active) {
@@ -713,17 +769,18 @@ impl<'a> Compiler<'a> {
                                 }
                             };
                             if held {
-                                candidates.push(rule);
+                                candidates.push((policy, rule));
                             }
                         }
                     }
                 }
-                let mut per_peer: Vec<(u32, PeerFunction)> = Vec::with_capacity(identities.len());
+                let mut per_peer: Vec<(u32, Rc<PeerFunction>)> =
+                    Vec::with_capacity(identities.len());
                 for peer in identities {
-                    let matched: Vec<&CompiledRule> = candidates
+                    let matched: Vec<(&CompiledPolicy, &CompiledRule)> = candidates
                         .iter()
                         .copied()
-                        .filter(|rule| {
+                        .filter(|(_, rule)| {
                             let info = self.info(rule);
                             peer_holds(rule, &subject.zone, &peer.zone)
                                 && match direction {
@@ -736,10 +793,16 @@ impl<'a> Compiler<'a> {
                                 }
                         })
                         .collect();
-                    per_peer.push((
-                        peer.id,
-                        self.peer_function(direction, &subject.zone, &matched),
-                    ));
+                    let key = (
+                        direction,
+                        subject.zone.as_str(),
+                        matched.iter().map(|(_, rule)| self.info(rule).id).collect(),
+                    );
+                    let function = functions
+                        .entry(key)
+                        .or_insert_with(|| Rc::new(self.peer_function(&subject.zone, &matched)))
+                        .clone();
+                    per_peer.push((peer.id, function));
                 }
                 encode_subject(direction, subject.id, &per_peer, &mut entries);
                 check_capacity(
@@ -754,21 +817,37 @@ impl<'a> Compiler<'a> {
     }
 
     /// The verdict of one (direction, subject, peer) over (protocol, port), given the rules
-    /// whose zones and addresses hold.
+    /// whose zones and addresses hold (with their policies, in walk order).
     fn peer_function(
         &self,
-        direction: Direction,
         zone: &str,
-        matched: &[&CompiledRule],
+        matched: &[(&'a CompiledPolicy, &'a CompiledRule)],
     ) -> PeerFunction {
-        let ptrs: BTreeSet<*const CompiledRule> =
-            matched.iter().map(|r| *r as *const CompiledRule).collect();
-        let static_ok = |rule: &CompiledRule| ptrs.contains(&(rule as *const CompiledRule));
-        let without_port = self.set.walk(direction, zone, &mut |rule| {
-            static_ok(rule) && rule.service.any
-        });
+        // The walks below see only these rules: every other rule of the zone fails its
+        // address columns, so the walk would test and skip it each time.
+        let mut by_policy: Vec<(*const CompiledPolicy, Vec<&'a CompiledRule>)> = Vec::new();
+        for &(policy, rule) in matched {
+            let policy = policy as *const CompiledPolicy;
+            match by_policy.last_mut() {
+                Some((last, rules)) if *last == policy => rules.push(rule),
+                _ => by_policy.push((policy, vec![rule])),
+            }
+        }
+        let rules_of_policy = |policy: &'a CompiledPolicy| {
+            let policy = policy as *const CompiledPolicy;
+            by_policy
+                .iter()
+                .find(|(p, _)| *p == policy)
+                .map(|(_, rules)| rules.as_slice())
+                .unwrap_or_default()
+                .iter()
+                .copied()
+        };
+        let without_port = self
+            .set
+            .walk_over(zone, rules_of_policy, &mut |rule| rule.service.any);
         let mut boundaries: BTreeMap<u8, BTreeSet<u32>> = BTreeMap::new();
-        for rule in matched {
+        for (_, rule) in matched {
             for entry in &rule.service.entries {
                 let cuts = boundaries.entry(entry.protocol.number()).or_default();
                 cuts.insert(0);
@@ -785,8 +864,8 @@ impl<'a> Compiler<'a> {
             for (i, &first) in cuts.iter().enumerate() {
                 let last = cuts.get(i + 1).map_or(0xffff, |next| next - 1);
                 let port = first as u16;
-                let outcome = self.set.walk(direction, zone, &mut |rule| {
-                    static_ok(rule) && service_matches(rule, protocol, port)
+                let outcome = self.set.walk_over(zone, rules_of_policy, &mut |rule| {
+                    service_matches(rule, protocol, port)
                 });
                 let value = self.value(&outcome);
                 match intervals.last_mut() {
@@ -906,7 +985,7 @@ pub fn port_prefixes(first: u16, last: u16) -> Vec<(u16, u32)> {
 fn encode_subject(
     direction: Direction,
     subject: u32,
-    per_peer: &[(u32, PeerFunction)],
+    per_peer: &[(u32, Rc<PeerFunction>)],
     entries: &mut Vec<(abi::PolicyKey, abi::PolicyValue)>,
 ) {
     let Some(subject_default) = most_common(per_peer.iter().map(|(_, f)| (f.without_port, 1)))

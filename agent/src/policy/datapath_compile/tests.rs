@@ -519,6 +519,42 @@ proptest! {
         }
     }
 
+    /// Identity numbers kept from the tables of other endpoints ([`compile_after`]) give the
+    /// same verdicts as a fresh compile, and every class both compiles have keeps its number.
+    #[test]
+    fn numbers_kept_from_a_previous_compile_give_the_same_verdicts(
+        zone_policies in policies(false),
+        before in endpoints(),
+        after in endpoints(),
+        flows in prop::collection::vec(flow(), 100),
+    ) {
+        let set = PolicySet::new(&zone_policies).expect("generated policies are valid");
+        let previous = compile(&set, EXTERNAL, &before, &Limits::default()).expect("compiles");
+        let compiled = compile_after(Some(&previous), &set, EXTERNAL, &after, &Limits::default())
+            .expect("compiles");
+        for identity in &compiled.identities {
+            if let Some(old) = previous
+                .identities
+                .iter()
+                .find(|o| o.zone == identity.zone && o.member_of == identity.member_of)
+            {
+                prop_assert_eq!(old.id, identity.id, "{:?} was renumbered", identity);
+            }
+        }
+        let mut ids: Vec<u32> = compiled.identities.iter().map(|i| i.id).collect();
+        ids.dedup();
+        prop_assert_eq!(ids.len(), compiled.identities.len(), "identity numbers are unique and sorted");
+        let datapath = Datapath::new(&compiled).expect("entries load");
+        let labels = labels_of(&after);
+        for test_flow in &flows {
+            let flow = evaluator_flow(&after, test_flow);
+            let (egress, ingress) = set.evaluate_flow(&flow, &labels);
+            for verdict in [&egress, &ingress] {
+                check_equal(&compiled, &datapath, verdict, &flow).map_err(TestCaseError::fail)?;
+            }
+        }
+    }
+
     /// With source ports in services the kernel cannot match exactly: it never allows what
     /// the evaluator denies (or the compiler refuses the policy).
     #[test]
@@ -973,6 +1009,43 @@ fn compiling_twice_gives_identical_tables() {
             .iter()
             .enumerate()
             .all(|(i, identity)| identity.id as usize == i + 1)
+    );
+}
+
+#[test]
+fn a_workload_that_changes_zone_changes_only_its_own_entries() {
+    let (set, mut endpoints) = realistic();
+    let first = compile(&set, EXTERNAL, &endpoints, &Limits::default()).expect("compiles");
+    // A workload with a label set of its own moves: its class leaves one zone and appears in
+    // another, which renumbers every later identity in a fresh compile.
+    let moved = endpoints.len() - 1;
+    endpoints[moved].zone = "trust".to_string();
+    endpoints[moved]
+        .labels
+        .insert("tier".into(), "only-one".into());
+    let fresh = compile(&set, EXTERNAL, &endpoints, &Limits::default()).expect("compiles");
+    let kept = compile_after(Some(&first), &set, EXTERNAL, &endpoints, &Limits::default())
+        .expect("compiles");
+    let changed = |a: &Compiled, b: &Compiled| {
+        let old: BTreeMap<_, _> = a
+            .identity_v4
+            .iter()
+            .map(|(k, v)| ((k.prefix_len, k.addr_be), *v))
+            .collect();
+        b.identity_v4
+            .iter()
+            .filter(|(k, v)| old.get(&(k.prefix_len, k.addr_be)) != Some(v))
+            .count()
+    };
+    assert!(
+        changed(&first, &kept) <= 2,
+        "keeping numbers: {} IPv4 identity entries changed",
+        changed(&first, &kept)
+    );
+    assert!(
+        changed(&first, &fresh) > 100,
+        "the case must renumber without kept numbers (changed {})",
+        changed(&first, &fresh)
     );
 }
 
