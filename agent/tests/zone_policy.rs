@@ -300,7 +300,7 @@ fn zone_without_policy_uses_any_object_else_fails_closed() {
     assert_eq!(verdict.decision, Decision::Deny);
     assert!(matches!(verdict.decided_by, DecidedBy::NoZonePolicy { .. }));
     // No firewall tier at all: nothing to be faithful to, the default allows.
-    let empty = PolicySet::new(&[]).expect("empty set");
+    let empty = PolicySet::new::<ZonePolicy>(&[]).expect("empty set");
     assert!(
         empty
             .evaluate(&tcp("guest", "trust"), Direction::Egress, &NoLabels)

@@ -117,6 +117,9 @@ fn agent_command_enforces_and_reports_flows_until_stopped() {
             "zonewall_flows_total{",
             "verdict=\"deny\"",
             "zonewall_sink_records_delivered_total{sink=\"json+file:",
+            // Conntrack pressure, counted every 10 s from the start.
+            "zonewall_map_entries{map=\"ZW_CT\"}",
+            "zonewall_map_max_entries{map=\"ZW_CT\"}",
         ] {
             assert!(metrics.contains(expected), "no `{expected}` in:\n{metrics}");
         }

@@ -186,6 +186,10 @@ pub trait Dataplane {
     fn sweep_denies(&mut self, now_ns: u64) -> Result<Vec<abi::FlowEvent>, DatapathError>;
     /// The real size of map `name`, when the dataplane can tell.
     fn map_capacity(&self, name: &'static str) -> Option<u32>;
+    /// Flows in the conntrack table now (`None` when the dataplane cannot tell cheaply).
+    fn conntrack_count(&self) -> Option<u64> {
+        None
+    }
     /// Removes the pins of other layout versions once none of their links is left (every
     /// interface moved to this version's programs); returns how many layouts went.
     fn retire_old_layouts(&mut self) -> Result<usize, DatapathError>;
@@ -975,6 +979,19 @@ impl Dataplane for Datapath {
 
     fn map_capacity(&self, name: &'static str) -> Option<u32> {
         self.capacity(name).ok()
+    }
+
+    fn conntrack_count(&self) -> Option<u64> {
+        let name = map_names::CONNTRACK;
+        let fd = self.map_fd(name).ok()?;
+        match sys::count(fd, size_of::<abi::CtKey>(), size_of::<abi::CtValue>()) {
+            Ok(count) => Some(count),
+            Err(sys::BatchError::Unsupported { .. }) => None,
+            Err(sys::BatchError::Failed { source, .. }) => {
+                tracing::warn!(map = name, %source, "cannot count the conntrack entries");
+                None
+            }
+        }
     }
 
     fn retire_old_layouts(&mut self) -> Result<usize, DatapathError> {

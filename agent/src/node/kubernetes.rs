@@ -119,8 +119,8 @@ pub async fn run_kubernetes(
             let pod_list: Vec<Pod> = pods.state().iter().map(|p| (**p).clone()).collect();
             let namespace_list: Vec<Namespace> =
                 namespaces.state().iter().map(|n| (**n).clone()).collect();
-            let policy_list: Vec<ZonePolicy> =
-                policies.state().iter().map(|p| (**p).clone()).collect();
+            // Shared with the watch cache, not copied: a large policy is hundreds of MiB.
+            let policy_list = policies.state();
             let outcome = (|| {
                 let cluster = inventory_from_cluster(&pod_list, &namespace_list, options)?;
                 for line in &cluster.left_out {
@@ -193,6 +193,9 @@ pub async fn run_kubernetes(
             && let Some(snapshot) = &current
         {
             telemetry.refresh(dataplane, &snapshot.compiled);
+        }
+        if ticks % 100 == 1 {
+            telemetry.refresh_conntrack(dataplane);
         }
     }
     Ok(())

@@ -122,9 +122,9 @@ pub fn load_policies(input: &PolicyInput) -> Result<Vec<ZonePolicy>, NodeError> 
 /// Compiles the policies for every endpoint of the inventory (peers on other nodes need their
 /// identities too) and the inventory's external zone. `previous`: the compiled tables live
 /// now, whose identity numbers are kept (see [`datapath_compile::compile_after`]).
-pub fn compile(
+pub fn compile<P: std::borrow::Borrow<ZonePolicy>>(
     inventory: &Inventory,
-    policies: &[ZonePolicy],
+    policies: &[P],
     previous: Option<&Compiled>,
 ) -> Result<Compiled, NodeError> {
     let set = PolicySet::new(policies)?;
@@ -256,6 +256,19 @@ pub struct Telemetry {
 }
 
 impl Telemetry {
+    /// Conntrack entries against capacity, so an operator sees the table fill before the
+    /// LRU evicts live flows. Counting copies the whole table out of the kernel, so the
+    /// loops call this every 10 s, not with every refresh.
+    pub fn refresh_conntrack(&self, dataplane: &dyn Dataplane) {
+        let name = abi::map_names::CONNTRACK;
+        if let (Some(entries), Some(capacity)) =
+            (dataplane.conntrack_count(), dataplane.map_capacity(name))
+        {
+            self.metrics
+                .set_map_usage(name, entries, u64::from(capacity));
+        }
+    }
+
     /// Telemetry registered in a fresh registry (for callers that do not serve it).
     pub fn unserved() -> Telemetry {
         let mut registry = Metrics::new();
@@ -458,6 +471,9 @@ pub async fn run_standalone(
         }
         if ticks.is_multiple_of(10) {
             telemetry.refresh(dataplane, &current.compiled);
+        }
+        if ticks % 100 == 1 {
+            telemetry.refresh_conntrack(dataplane);
         }
         if !ticks.is_multiple_of(2) {
             continue;

@@ -16,6 +16,7 @@
 //!    tier must not open what the firewall closes). An empty tier has no say.
 //! 6. After the last tier: allow.
 
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
 
 use serde::Serialize;
@@ -226,12 +227,14 @@ pub struct PolicySet {
 impl PolicySet {
     /// Validates every object and the set as a whole: no two policies of one zone and tier
     /// share an order, and split zones have all their parts.
-    pub fn new(policies: &[ZonePolicy]) -> Result<PolicySet, PolicySetError> {
+    /// `policies`: owned objects or shared ones (the Kubernetes agent passes its watch
+    /// cache's `Arc`s instead of copying every object on every reconcile).
+    pub fn new<P: Borrow<ZonePolicy>>(policies: &[P]) -> Result<PolicySet, PolicySetError> {
         let mut problems = Vec::new();
         let mut by_zone: BTreeMap<ZoneKey, Vec<CompiledPolicy>> = BTreeMap::new();
         let mut addresses = AddressCache::default();
         for policy in policies {
-            match compile_with(policy, &mut addresses) {
+            match compile_with(policy.borrow(), &mut addresses) {
                 Ok(compiled) => by_zone
                     .entry((compiled.tier, compiled.zone.clone()))
                     .or_default()
