@@ -344,24 +344,27 @@ pub fn compile_after(
     // Classes of the prefix tree of everything that is not a workload (external zone).
     let external_tree = compiler.external_tree(relevant_of(external_zone))?;
 
-    // Number identities.
-    let mut classes: BTreeMap<(String, Vec<u32>), usize> = BTreeMap::new();
+    // Number identities. Classes are borrowed from the lists above: the external tree has a
+    // node per prefix but only a handful of classes.
+    let mut classes: BTreeMap<(&str, &[u32]), usize> = BTreeMap::new();
     for (_, zone, class) in &workload_classes {
-        *classes.entry((zone.clone(), class.clone())).or_default() += 1;
+        *classes
+            .entry((zone.as_str(), class.as_slice()))
+            .or_default() += 1;
     }
     for (_, class) in &external_tree {
         classes
-            .entry((external_zone.to_string(), class.clone()))
+            .entry((external_zone, class.as_slice()))
             .or_default();
     }
     check_capacity("identities", classes.len(), limits.max_identities)?;
     let identity_of = number_identities(previous, &classes);
     let mut identities: Vec<Identity> = classes
-        .into_iter()
-        .map(|((zone, class), workload_addresses)| Identity {
-            id: identity_of[&(zone.clone(), class.clone())],
-            zone,
-            member_of: class,
+        .iter()
+        .map(|(&(zone, class), &workload_addresses)| Identity {
+            id: identity_of[&(zone, class)],
+            zone: zone.to_string(),
+            member_of: class.to_vec(),
             workload_addresses,
         })
         .collect();
@@ -371,9 +374,9 @@ pub fn compile_after(
             .binary_search_by(|z| z.as_str().cmp(zone))
             .map_or(u32::MAX, |i| i as u32)
     };
-    let value_of = |zone: &str, class: &Vec<u32>| abi::IdentityValue {
+    let value_of = |zone: &str, class: &[u32]| abi::IdentityValue {
         identity: identity_of
-            .get(&(zone.to_string(), class.clone()))
+            .get(&(zone, class))
             .copied()
             .unwrap_or(abi::IDENTITY_NONE),
         zone: zone_index(zone),
@@ -446,28 +449,26 @@ pub fn compile_after(
 /// A class is (zone, predicate indexes); when a policy change renumbers the predicates, a
 /// key may match a different class than before, which costs a larger difference, never a
 /// wrong verdict.
-fn number_identities(
+fn number_identities<'k>(
     previous: Option<&Compiled>,
-    classes: &BTreeMap<(String, Vec<u32>), usize>,
-) -> BTreeMap<(String, Vec<u32>), u32> {
-    let mut numbers: BTreeMap<(String, Vec<u32>), u32> = BTreeMap::new();
-    if let Some(previous) = previous {
-        for identity in &previous.identities {
-            let key = (identity.zone.clone(), identity.member_of.clone());
-            if classes.contains_key(&key) {
-                numbers.insert(key, identity.id);
-            }
-        }
-    }
+    classes: &BTreeMap<(&'k str, &'k [u32]), usize>,
+) -> BTreeMap<(&'k str, &'k [u32]), u32> {
+    let before: HashMap<(&str, &[u32]), u32> = previous
+        .iter()
+        .flat_map(|p| &p.identities)
+        .map(|i| ((i.zone.as_str(), i.member_of.as_slice()), i.id))
+        .collect();
+    let mut numbers: BTreeMap<(&'k str, &'k [u32]), u32> = classes
+        .keys()
+        .filter_map(|&key| Some((key, *before.get(&key)?)))
+        .collect();
     let taken: BTreeSet<u32> = numbers.values().copied().collect();
     let mut free = (1u32..).filter(|id| !taken.contains(id));
-    for key in classes.keys() {
-        if !numbers.contains_key(key) {
-            let id = free
-                .next()
-                .expect("u32 ids outnumber the identity capacity");
-            numbers.insert(key.clone(), id);
-        }
+    for &key in classes.keys() {
+        numbers.entry(key).or_insert_with(|| {
+            free.next()
+                .expect("u32 ids outnumber the identity capacity")
+        });
     }
     numbers
 }
