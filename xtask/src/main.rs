@@ -8,6 +8,11 @@ mod kernel_bench;
 mod setup;
 mod test;
 
+/// Counts live heap bytes for `bench agent` (a relaxed atomic add per allocation).
+#[cfg(feature = "kernel-bench")]
+#[global_allocator]
+static HEAP: kernel_bench::heap::Counting = kernel_bench::heap::Counting;
+
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]

@@ -17,6 +17,7 @@ use zonewall::{
 };
 
 use super::generate::{self, Scale};
+use super::heap;
 
 const ENDPOINTS: usize = 10_000;
 
@@ -72,26 +73,42 @@ fn endpoints(generated: &[Endpoint]) -> Vec<Endpoint> {
     out
 }
 
+fn mib(bytes: usize) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
 pub fn run() -> anyhow::Result<()> {
     let rss_start = status_kib("VmRSS");
+    let heap_start = heap::live();
     let generated = generate::generate(Scale {
         rules: 10_000,
         prefixes: 100_000,
     });
     let mut endpoints = endpoints(&generated.endpoints);
+    // The ZonePolicy objects and endpoints as handed to the agent (the generator's own copy
+    // of the firewall rules is not part of it).
+    drop(generated.rules);
+    let policies = generated.policies;
+    let heap_input = heap::live() - heap_start;
     let inventory = |endpoints: &[Endpoint]| {
         Inventory::from_endpoints(generate::EXTERNAL_ZONE, endpoints.to_vec(), "bench")
     };
-    let started = Instant::now();
-    let compiled = node::compile(&inventory(&endpoints)?, &generated.policies)?;
-    let compile_seconds = started.elapsed().as_secs_f64();
     let pins = super::measure::Pins::named("agent");
     let mut datapath = Datapath::load(&pins.0).context("loading the eBPF programs")?;
+    heap::reset_peak();
+    let before_policy = heap::live();
+    let started = Instant::now();
+    let compiled = node::compile(&inventory(&endpoints)?, &policies, None)?;
+    let compile_seconds = started.elapsed().as_secs_f64();
     let started = Instant::now();
     let report = datapath.apply(&DesiredTables::new(&compiled, &[], false))?;
     let apply_seconds = started.elapsed().as_secs_f64();
     let sizes = compiled.sizes();
-    drop(compiled);
+    // What stays while the policy is live: the compiled tables (the agent keeps them for
+    // the next compile and for naming rules in flow records) and the datapath's record of
+    // its table slots.
+    let heap_state = heap::live() - before_policy;
+    let heap_peak = heap::peak() - before_policy;
     let rss_live = status_kib("VmRSS");
     let maps = map_memory_bytes();
 
@@ -102,7 +119,7 @@ pub fn run() -> anyhow::Result<()> {
         .context("a dmz workload")?;
     endpoints[moved].zone = "restricted".to_owned();
     let started = Instant::now();
-    let compiled = node::compile(&inventory(&endpoints)?, &generated.policies)?;
+    let compiled = node::compile(&inventory(&endpoints)?, &policies, Some(&compiled))?;
     let recompile = started.elapsed();
     let change = datapath.apply(&DesiredTables::new(&compiled, &[], false))?;
     let change_total = started.elapsed();
@@ -124,7 +141,13 @@ pub fn run() -> anyhow::Result<()> {
         report.written
     );
     println!(
-        "  resident memory: {:.0} MiB at start, {:.0} MiB with the policy live, {:.0} MiB peak",
+        "  heap: the ZonePolicy objects and endpoints handed in {:.0} MiB; kept with the policy live (compiled tables, slot record) {:.0} MiB; peak while compiling and applying {:.0} MiB above the input",
+        mib(heap_input),
+        mib(heap_state),
+        mib(heap_peak)
+    );
+    println!(
+        "  resident memory: {:.0} MiB at start, {:.0} MiB with the policy live, {:.0} MiB peak (input included)",
         rss_start as f64 / 1024.0,
         rss_live as f64 / 1024.0,
         rss_peak as f64 / 1024.0
@@ -140,18 +163,15 @@ pub fn run() -> anyhow::Result<()> {
         change.written,
         change.removed
     );
+    let verdict = |met: bool| if met { "met" } else { "NOT met" };
     println!(
-        "  targets: resident memory < 100 MiB: {}; one pod change live < 100 ms: {}",
-        if rss_peak < 100 * 1024 {
-            "met"
-        } else {
-            "NOT met"
-        },
-        if change_total.as_millis() < 100 {
-            "met"
-        } else {
-            "NOT met"
-        }
+        "  targets: resident memory < 100 MiB: {} ({:.0} MiB); the agent's own state < 100 MiB: {} ({:.0} MiB kept, {:.0} MiB peak); one pod change live < 100 ms: {}",
+        verdict(rss_peak < 100 * 1024),
+        rss_peak as f64 / 1024.0,
+        verdict(heap_state < 100 << 20 && heap_peak < 100 << 20),
+        mib(heap_state),
+        mib(heap_peak),
+        verdict(change_total.as_millis() < 100)
     );
     Ok(())
 }

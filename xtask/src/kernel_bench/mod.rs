@@ -14,6 +14,8 @@ mod flows;
 #[cfg(feature = "kernel-bench")]
 mod generate;
 #[cfg(feature = "kernel-bench")]
+pub mod heap;
+#[cfg(feature = "kernel-bench")]
 mod measure;
 pub mod test_run;
 #[cfg(feature = "kernel-bench")]
