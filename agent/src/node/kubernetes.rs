@@ -22,7 +22,7 @@ use super::{FlowOutput, NodeError, Snapshot, Telemetry, local_workloads_of};
 use crate::datapath::Dataplane;
 use crate::inventory::cluster::{ClusterOptions, inventory_from_cluster};
 use crate::metrics::ReconcileErrorKind;
-use crate::policy::ZonePolicy;
+use crate::policy::{PolicySet, ZonePolicy};
 
 /// Watches one kind of object into a store; every event wakes the reconcile loop; watch
 /// errors mark the API server unreachable until the next successful event.
@@ -108,6 +108,8 @@ pub async fn run_kubernetes(
     let events = flows.is_some();
     let node_name = options.node_name.clone();
     let mut current: Option<Snapshot> = None;
+    // The last valid set, whose compiled objects the next reconcile reuses.
+    let mut policy_set: Option<PolicySet> = None;
     let mut enricher = None;
     let mut reconcile = true;
     let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -126,8 +128,9 @@ pub async fn run_kubernetes(
                 for line in &cluster.left_out {
                     tracing::debug!("not enforced as a workload: {line}");
                 }
+                let set = PolicySet::new_shared(&policy_list, policy_set.as_ref())?;
                 let previous = current.as_ref().map(|s: &Snapshot| &s.compiled);
-                let compiled = super::compile(&cluster.inventory, &policy_list, previous)?;
+                let compiled = super::compile_set(&cluster.inventory, &set, previous)?;
                 telemetry.metrics.record_compile(started.elapsed());
                 let workloads =
                     local_workloads_of(&cluster.inventory, |name| cluster.local.contains(name))?;
@@ -137,10 +140,11 @@ pub async fn run_kubernetes(
                     workloads,
                 };
                 let report = telemetry.timed_apply(dataplane, &mut attached, &snapshot, events)?;
-                Ok::<_, NodeError>((report, snapshot))
+                Ok::<_, NodeError>((report, snapshot, set))
             })();
             match outcome {
-                Ok((report, snapshot)) => {
+                Ok((report, snapshot, set)) => {
+                    policy_set = Some(set);
                     if report.written > 0 || report.removed > 0 || current.is_none() {
                         tracing::info!(
                             generation = report.generation,

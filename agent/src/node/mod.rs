@@ -127,10 +127,18 @@ pub fn compile<P: std::borrow::Borrow<ZonePolicy>>(
     policies: &[P],
     previous: Option<&Compiled>,
 ) -> Result<Compiled, NodeError> {
-    let set = PolicySet::new(policies)?;
+    compile_set(inventory, &PolicySet::new(policies)?, previous)
+}
+
+/// [`compile`] of a validated set.
+pub fn compile_set(
+    inventory: &Inventory,
+    set: &PolicySet,
+    previous: Option<&Compiled>,
+) -> Result<Compiled, NodeError> {
     Ok(datapath_compile::compile_after(
         previous,
-        &set,
+        set,
         &inventory.external_zone,
         &inventory.endpoints,
         &datapath_compile::Limits::default(),

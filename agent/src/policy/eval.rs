@@ -17,7 +17,8 @@
 //! 6. After the last tier: allow.
 
 use std::borrow::Borrow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Weak};
 
 use serde::Serialize;
 
@@ -221,20 +222,60 @@ type ZoneKey = (Tier, Option<String>);
 #[derive(Clone, Debug, Default)]
 pub struct PolicySet {
     /// (tier, zone or `None` for `any`) -> policies by order.
-    by_zone: BTreeMap<ZoneKey, Vec<CompiledPolicy>>,
+    by_zone: BTreeMap<ZoneKey, Vec<Arc<CompiledPolicy>>>,
+    /// The shared objects compiled by [`PolicySet::new_shared`], with their compilation,
+    /// for the next set to reuse. `Weak`: this set does not keep a deleted object alive, and
+    /// its allocation stays reserved, so no other object can show up at its address.
+    sources: Vec<(Weak<ZonePolicy>, Arc<CompiledPolicy>)>,
 }
 
 impl PolicySet {
     /// Validates every object and the set as a whole: no two policies of one zone and tier
     /// share an order, and split zones have all their parts.
-    /// `policies`: owned objects or shared ones (the Kubernetes agent passes its watch
-    /// cache's `Arc`s instead of copying every object on every reconcile).
     pub fn new<P: Borrow<ZonePolicy>>(policies: &[P]) -> Result<PolicySet, PolicySetError> {
-        let mut problems = Vec::new();
-        let mut by_zone: BTreeMap<ZoneKey, Vec<CompiledPolicy>> = BTreeMap::new();
         let mut addresses = AddressCache::default();
+        let compiled = policies
+            .iter()
+            .map(|policy| compile_with(policy.borrow(), &mut addresses).map(Arc::new));
+        Self::assemble(compiled, Vec::new())
+    }
+
+    /// [`PolicySet::new`] over shared objects (the Kubernetes agent's watch cache): an object
+    /// `previous` compiled, the very same `Arc`, is not compiled again. A watch event replaces
+    /// the `Arc` of the object it changes, so one changed ZonePolicy costs one compilation.
+    pub fn new_shared(
+        policies: &[Arc<ZonePolicy>],
+        previous: Option<&PolicySet>,
+    ) -> Result<PolicySet, PolicySetError> {
+        let known: HashMap<*const ZonePolicy, &Arc<CompiledPolicy>> = previous
+            .iter()
+            .flat_map(|set| &set.sources)
+            .map(|(source, compiled)| (source.as_ptr(), compiled))
+            .collect();
+        let mut addresses = AddressCache::default();
+        let mut sources = Vec::with_capacity(policies.len());
+        let mut compiled = Vec::with_capacity(policies.len());
         for policy in policies {
-            match compile_with(policy.borrow(), &mut addresses) {
+            let result = match known.get(&Arc::as_ptr(policy)) {
+                Some(&reused) => Ok(Arc::clone(reused)),
+                None => compile_with(policy, &mut addresses).map(Arc::new),
+            };
+            if let Ok(done) = &result {
+                sources.push((Arc::downgrade(policy), Arc::clone(done)));
+            }
+            compiled.push(result);
+        }
+        Self::assemble(compiled.into_iter(), sources)
+    }
+
+    fn assemble(
+        compiled: impl Iterator<Item = Result<Arc<CompiledPolicy>, Vec<ValidationError>>>,
+        sources: Vec<(Weak<ZonePolicy>, Arc<CompiledPolicy>)>,
+    ) -> Result<PolicySet, PolicySetError> {
+        let mut problems = Vec::new();
+        let mut by_zone: BTreeMap<ZoneKey, Vec<Arc<CompiledPolicy>>> = BTreeMap::new();
+        for result in compiled {
+            match result {
                 Ok(compiled) => by_zone
                     .entry((compiled.tier, compiled.zone.clone()))
                     .or_default()
@@ -259,7 +300,7 @@ impl PolicySet {
             }
             check_parts(*tier, &zone_name, list)?;
         }
-        Ok(PolicySet { by_zone })
+        Ok(PolicySet { by_zone, sources })
     }
 
     pub fn is_empty(&self) -> bool {
@@ -380,7 +421,7 @@ impl PolicySet {
 
     /// The policies of `tier` that govern `zone`, by order: its own, else the tier's
     /// `zone: any` policies; `None` when the tier has neither.
-    pub(crate) fn governing(&self, tier: Tier, zone: &str) -> Option<&[CompiledPolicy]> {
+    pub(crate) fn governing(&self, tier: Tier, zone: &str) -> Option<&[Arc<CompiledPolicy>]> {
         self.by_zone
             .get(&(tier, Some(zone.to_string())))
             .or_else(|| self.by_zone.get(&(tier, None)))
@@ -389,7 +430,7 @@ impl PolicySet {
 
     /// Every policy, in a fixed order: by tier, then governed zone (`any` first), then order.
     pub(crate) fn policies(&self) -> impl Iterator<Item = &CompiledPolicy> {
-        self.by_zone.values().flatten()
+        self.by_zone.values().flatten().map(|policy| &**policy)
     }
 
     /// What the dataplane enforces: the egress verdict, and when it allows, the ingress one.
@@ -405,7 +446,7 @@ impl PolicySet {
     }
 }
 
-fn check_parts(tier: Tier, zone: &str, list: &[CompiledPolicy]) -> Result<(), PolicySetError> {
+fn check_parts(tier: Tier, zone: &str, list: &[Arc<CompiledPolicy>]) -> Result<(), PolicySetError> {
     let parts: Vec<(u32, u32)> = list.iter().filter_map(|p| p.part).collect();
     let Some(&(_, count)) = parts.first() else {
         return Ok(());

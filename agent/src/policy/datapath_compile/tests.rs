@@ -1,5 +1,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use proptest::prelude::*;
 use zonewall_common as abi;
@@ -553,6 +554,36 @@ proptest! {
                 check_equal(&compiled, &datapath, verdict, &flow).map_err(TestCaseError::fail)?;
             }
         }
+    }
+
+    /// A set built over the previous one's compiled objects (the Kubernetes reconcile) gives
+    /// the tables a set compiled from scratch gives, after one object's rules changed.
+    #[test]
+    fn reusing_compiled_objects_gives_the_tables_of_a_fresh_set(
+        zone_policies in policies(false),
+        replacement in policies(false),
+        endpoints in endpoints(),
+        which in any::<prop::sample::Index>(),
+    ) {
+        let first: Vec<Arc<ZonePolicy>> = zone_policies.into_iter().map(Arc::new).collect();
+        let previous = PolicySet::new_shared(&first, None).expect("generated policies are valid");
+        let mut second = first.clone();
+        let k = which.index(second.len());
+        let mut edited = (*second[k]).clone();
+        edited.spec.egress = replacement[0].spec.egress.clone();
+        edited.spec.ingress = replacement[0].spec.ingress.clone();
+        second[k] = Arc::new(edited);
+        let shared = PolicySet::new_shared(&second, Some(&previous)).expect("valid");
+        let reused = shared
+            .policies()
+            .filter(|p| previous.policies().any(|q| std::ptr::eq(*p, q)))
+            .count();
+        prop_assert_eq!(reused, second.len() - 1, "every unchanged object is reused");
+        let values: Vec<ZonePolicy> = second.iter().map(|p| (**p).clone()).collect();
+        let fresh = PolicySet::new(&values).expect("valid");
+        let a = compile(&shared, EXTERNAL, &endpoints, &Limits::default()).expect("compiles");
+        let b = compile(&fresh, EXTERNAL, &endpoints, &Limits::default()).expect("compiles");
+        prop_assert_eq!(a, b);
     }
 
     /// With source ports in services the kernel cannot match exactly: it never allows what

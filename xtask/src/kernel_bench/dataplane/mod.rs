@@ -98,8 +98,8 @@ pub struct Sample {
     pub change_apply_seconds: Option<f64>,
     /// zonewall only: loading the programs and attaching them to both interfaces.
     pub load_attach_seconds: Option<f64>,
-    /// zonewall only: `apply` of the tables already live (it reads the live slot back from
-    /// the kernel, finds nothing to change and writes nothing).
+    /// zonewall only: `apply` of the tables already live (it compares them with what it
+    /// wrote, finds nothing to change and writes nothing).
     pub unchanged_apply_seconds: Option<f64>,
 }
 
