@@ -86,7 +86,7 @@ fn lpm<const N: usize, V: Copy>(table: &BTreeMap<(u32, [u8; N]), V>, data: [u8; 
 /// The action the tables give a TCP flow at egress (source's zone) and ingress.
 fn verdict(tables: &DesiredTables, source: Ipv4Addr, destination: Ipv4Addr, port: u16) -> (u8, u8) {
     let identity = |ip: Ipv4Addr| {
-        lpm(&tables.identity_v4, ip.octets())
+        lpm(&tables.maps.identity_v4, ip.octets())
             .expect("every address has an identity")
             .identity
     };
@@ -101,7 +101,7 @@ fn verdict(tables: &DesiredTables, source: Ipv4Addr, destination: Ipv4Addr, port
             peer[3], 6, p[0], p[1],
         ]
     };
-    let action = |data| lpm(&tables.policy, data).expect("a verdict").action;
+    let action = |data| lpm(&tables.maps.policy, data).expect("a verdict").action;
     (
         action(key(abi::DIRECTION_EGRESS, s, d)),
         action(key(abi::DIRECTION_INGRESS, d, s)),

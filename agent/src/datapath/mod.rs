@@ -28,7 +28,7 @@ use zonewall_common::{
 };
 
 pub use interfaces::{InterfaceError, discover_interface, interface_index};
-pub use tables::{DesiredTables, TableDiff, endpoint_key};
+pub use tables::{DesiredTables, PolicyMaps, TableDiff, endpoint_key};
 
 use crate::policy::datapath_compile::Compiled;
 
@@ -162,6 +162,9 @@ pub struct ApplyReport {
     pub mirrored: usize,
     /// The live generation afterwards (unchanged when nothing differed).
     pub generation: u32,
+    /// When the new generation went live (the switch; the old slot is brought up to date
+    /// after it). `None` when nothing differed.
+    pub switched_at: Option<Instant>,
 }
 
 /// The kernel side of the agent.
@@ -308,7 +311,7 @@ pub struct Datapath {
     /// What each table slot holds, as last written by this process (`None`: not known, read
     /// it from the kernel). Reading 150,000 entries back costs more than writing a small
     /// change, and this process is the maps' only writer while it runs.
-    slots: [Option<Arc<SlotTables>>; 2],
+    slots: [Option<Arc<PolicyMaps>>; 2],
 }
 
 impl Datapath {
@@ -583,11 +586,11 @@ impl Datapath {
     }
 
     /// The policy tables of one slot: what this process last wrote there, else read back.
-    fn read_slot(&mut self, slot: usize) -> Result<Arc<SlotTables>, DatapathError> {
+    fn read_slot(&mut self, slot: usize) -> Result<Arc<PolicyMaps>, DatapathError> {
         if let Some(known) = &self.slots[slot] {
             return Ok(Arc::clone(known));
         }
-        let tables = Arc::new(SlotTables {
+        let tables = Arc::new(PolicyMaps {
             identity_v4: self.read_lpm(map_names::IDENTITY_V4_SLOTS[slot])?,
             identity_v6: self.read_lpm(map_names::IDENTITY_V6_SLOTS[slot])?,
             policy: self.read_lpm(map_names::POLICY_SLOTS[slot])?,
@@ -602,8 +605,8 @@ impl Datapath {
     fn write_slot(
         &mut self,
         slot: usize,
-        current: &SlotTables,
-        desired: &Arc<SlotTables>,
+        current: &PolicyMaps,
+        desired: &Arc<PolicyMaps>,
     ) -> Result<TableDiff, DatapathError> {
         self.slots[slot] = None;
         let written = self.write_slot_tables(slot, current, desired)?;
@@ -614,8 +617,8 @@ impl Datapath {
     fn write_slot_tables(
         &mut self,
         slot: usize,
-        current: &SlotTables,
-        desired: &SlotTables,
+        current: &PolicyMaps,
+        desired: &PolicyMaps,
     ) -> Result<TableDiff, DatapathError> {
         let mut total = TableDiff::default();
         total.add(self.write_lpm(
@@ -893,9 +896,9 @@ impl Dataplane for Datapath {
         // Capacities first: a table that does not fit is refused before anything is written,
         // and the live generation stays as it is.
         for (slots, needed) in [
-            (map_names::IDENTITY_V4_SLOTS, desired.identity_v4.len()),
-            (map_names::IDENTITY_V6_SLOTS, desired.identity_v6.len()),
-            (map_names::POLICY_SLOTS, desired.policy.len()),
+            (map_names::IDENTITY_V4_SLOTS, desired.maps.identity_v4.len()),
+            (map_names::IDENTITY_V6_SLOTS, desired.maps.identity_v6.len()),
+            (map_names::POLICY_SLOTS, desired.maps.policy.len()),
         ] {
             for name in slots {
                 check_capacity(name, needed, self.capacity(name)?)?;
@@ -922,7 +925,7 @@ impl Dataplane for Datapath {
         let live_tables = self.read_slot(live_slot)?;
         let flags = self.config()?.flags;
         if live != 0
-            && live_tables.matches(desired)
+            && *live_tables == *desired.maps
             && endpoints == desired.endpoints
             && flags == desired.config_flags
         {
@@ -935,12 +938,8 @@ impl Dataplane for Datapath {
         // looking at it time to finish, then write it completely.
         self.wait_grace();
         let next_tables = self.read_slot(next_slot)?;
-        let wanted = Arc::new(SlotTables {
-            identity_v4: desired.identity_v4.clone(),
-            identity_v6: desired.identity_v6.clone(),
-            policy: desired.policy.clone(),
-        });
-        let mut total = self.write_slot(next_slot, &next_tables, &wanted)?;
+        let wanted = &desired.maps;
+        let mut total = self.write_slot(next_slot, &next_tables, wanted)?;
         total.add(self.write_endpoints(&endpoints, &desired.endpoints, false)?);
         // One write of one 32-bit generation makes the whole new policy live.
         self.set_config(Config {
@@ -949,17 +948,19 @@ impl Dataplane for Datapath {
         })?;
         self.generation = live + 1;
         self.last_flip = Instant::now();
+        let switched_at = Some(self.last_flip);
         total.add(self.write_endpoints(&endpoints, &desired.endpoints, true)?);
         // Bring the old slot up to date too, once no packet reads it, so the next change
         // writes only what changes.
         self.wait_grace();
-        let mirrored = self.write_slot(live_slot, &live_tables, &wanted)?;
+        let mirrored = self.write_slot(live_slot, &live_tables, wanted)?;
         Ok(ApplyReport {
             written: total.written,
             removed: total.removed,
             batched: total.batched + mirrored.batched,
             mirrored: mirrored.written + mirrored.removed,
             generation: self.generation,
+            switched_at,
         })
     }
 
@@ -1073,21 +1074,6 @@ impl Dataplane for Datapath {
             }
         }
         Ok(out)
-    }
-}
-
-/// The policy tables of one slot, as read back from the kernel.
-struct SlotTables {
-    identity_v4: BTreeMap<(u32, [u8; 4]), abi::IdentityValue>,
-    identity_v6: BTreeMap<(u32, [u8; 16]), abi::IdentityValue>,
-    policy: BTreeMap<(u32, [u8; 12]), abi::PolicyValue>,
-}
-
-impl SlotTables {
-    fn matches(&self, desired: &DesiredTables) -> bool {
-        self.identity_v4 == desired.identity_v4
-            && self.identity_v6 == desired.identity_v6
-            && self.policy == desired.policy
     }
 }
 

@@ -18,6 +18,7 @@
 //! the later of two pods claiming one address. A left-out pod's address falls into the
 //! external zone, never into a more trusted one.
 
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use k8s_openapi::api::core::v1::{Namespace, Pod};
@@ -73,22 +74,26 @@ fn pod_ips(pod: &Pod) -> Vec<String> {
 }
 
 /// Builds the inventory from the cluster's objects. Deterministic: pods are taken in
-/// (namespace, name) order.
-pub fn inventory_from_cluster(
-    pods: &[Pod],
-    namespaces: &[Namespace],
+/// (namespace, name) order. Owned or shared objects (the watch caches' `Arc`s, not copied on
+/// every reconcile).
+pub fn inventory_from_cluster<P: Borrow<Pod>, N: Borrow<Namespace>>(
+    pods: &[P],
+    namespaces: &[N],
     options: &ClusterOptions,
 ) -> Result<ClusterInventory, InventoryError> {
     let namespace_zone: HashMap<&str, &str> = namespaces
         .iter()
-        .filter_map(|ns| {
+        .map(Borrow::borrow)
+        .filter_map(|ns: &Namespace| {
             let name = ns.metadata.name.as_deref()?;
             let zone = ns.metadata.labels.as_ref()?.get(&options.zone_label)?;
             Some((name, zone.as_str()))
         })
         .collect();
-    let mut sorted: Vec<&Pod> = pods.iter().collect();
-    sorted.sort_by_key(|p| (p.metadata.namespace.clone(), p.metadata.name.clone()));
+    let mut sorted: Vec<&Pod> = pods.iter().map(Borrow::borrow).collect();
+    sorted.sort_by(|a, b| {
+        (&a.metadata.namespace, &a.metadata.name).cmp(&(&b.metadata.namespace, &b.metadata.name))
+    });
     let mut endpoints = Vec::new();
     let mut local = BTreeSet::new();
     let mut left_out = Vec::new();

@@ -118,10 +118,9 @@ pub async fn run_kubernetes(
         if reconcile {
             reconcile = false;
             let started = Instant::now();
-            let pod_list: Vec<Pod> = pods.state().iter().map(|p| (**p).clone()).collect();
-            let namespace_list: Vec<Namespace> =
-                namespaces.state().iter().map(|n| (**n).clone()).collect();
-            // Shared with the watch cache, not copied: a large policy is hundreds of MiB.
+            // Shared with the watch caches, not copied: a large policy is hundreds of MiB.
+            let pod_list = pods.state();
+            let namespace_list = namespaces.state();
             let policy_list = policies.state();
             let outcome = (|| {
                 let cluster = inventory_from_cluster(&pod_list, &namespace_list, options)?;

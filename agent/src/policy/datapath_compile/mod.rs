@@ -60,6 +60,7 @@ mod tests;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use ipnet::IpNet;
 use zonewall_common as abi;
@@ -127,6 +128,32 @@ pub struct Compiled {
     pub rules: BTreeMap<u32, RuleEntry>,
     /// Rules represented conservatively instead of exactly, with what was done.
     pub approximations: Vec<String>,
+    /// The external zone's prefix tree, for the next compile to reuse.
+    external: Arc<ExternalTree>,
+}
+
+/// The classes of the external zone's prefix tree, and what they were computed from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct ExternalTree {
+    /// Pre-order (see [`Compiler::external_tree`]).
+    nodes: Vec<(IpNet, Vec<u32>)>,
+    /// The relevant predicates (index, set); holding them keeps their addresses unique.
+    predicates: Vec<(u32, Arc<AddressSet>)>,
+    wildcard_limit: usize,
+}
+
+impl ExternalTree {
+    /// Whether `predicates` are the same sets (not only equal ones: comparing a hundred
+    /// thousand prefixes costs what building the tree does) at the same indexes.
+    fn made_of(&self, predicates: &[(u32, Arc<AddressSet>)], wildcard_limit: usize) -> bool {
+        self.wildcard_limit == wildcard_limit
+            && self.predicates.len() == predicates.len()
+            && self
+                .predicates
+                .iter()
+                .zip(predicates)
+                .all(|((i, a), (j, b))| i == j && Arc::ptr_eq(a, b))
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -341,8 +368,24 @@ pub fn compile_after(
         }
     }
 
-    // Classes of the prefix tree of everything that is not a workload (external zone).
-    let external_tree = compiler.external_tree(relevant_of(external_zone))?;
+    // Classes of the prefix tree of everything that is not a workload (external zone): the
+    // previous compile's when it was made of the very same predicates at the same indexes
+    // (a reconcile where only workloads changed), built again otherwise.
+    let external_relevant: Vec<(u32, Arc<AddressSet>)> = relevant_of(external_zone)
+        .iter()
+        .map(|&p| (p, Arc::clone(compiler.predicates[p as usize])))
+        .collect();
+    let external = match previous.map(|p| &p.external) {
+        Some(tree) if tree.made_of(&external_relevant, limits.max_wildcard_prefixes) => {
+            Arc::clone(tree)
+        }
+        _ => Arc::new(ExternalTree {
+            nodes: compiler.external_tree(relevant_of(external_zone))?,
+            predicates: external_relevant,
+            wildcard_limit: limits.max_wildcard_prefixes,
+        }),
+    };
+    let external_tree = &external.nodes;
 
     // Number identities. Classes are borrowed from the lists above: the external tree has a
     // node per prefix but only a handful of classes.
@@ -352,7 +395,7 @@ pub fn compile_after(
             .entry((zone.as_str(), class.as_slice()))
             .or_default() += 1;
     }
-    for (_, class) in &external_tree {
+    for (_, class) in external_tree {
         classes
             .entry((external_zone, class.as_slice()))
             .or_default();
@@ -384,21 +427,35 @@ pub fn compile_after(
 
     // Address entries: tree nodes that change the identity, then workloads (which win on
     // equal keys; their host prefixes are longer than anything else otherwise).
-    let mut address_entries: BTreeMap<IpNet, abi::IdentityValue> = BTreeMap::new();
+    // Both lists are in key order (the tree in pre-order, the workloads sorted), so one merge
+    // gives the entries in key order.
+    let mut tree_entries: Vec<(IpNet, abi::IdentityValue)> = Vec::new();
     let mut stack: Vec<(IpNet, u32)> = Vec::new();
-    for (net, class) in &external_tree {
+    for (net, class) in external_tree {
         while stack.last().is_some_and(|(top, _)| !top.contains(net)) {
             stack.pop();
         }
         let value = value_of(external_zone, class);
         if stack.last().is_none_or(|(_, id)| *id != value.identity) {
-            address_entries.insert(*net, value);
+            tree_entries.push((*net, value));
         }
         stack.push((*net, value.identity));
     }
-    for (ip, zone, class) in &workload_classes {
-        address_entries.insert(host_net(*ip), value_of(zone, class));
+    let mut workload_entries: Vec<(IpNet, abi::IdentityValue)> = workload_classes
+        .iter()
+        .map(|(ip, zone, class)| (host_net(*ip), value_of(zone, class)))
+        .collect();
+    workload_entries.sort_unstable_by_key(|(net, _)| *net);
+    let mut address_entries = Vec::with_capacity(tree_entries.len() + workload_entries.len());
+    let mut tree = tree_entries.into_iter().peekable();
+    for workload in workload_entries {
+        while let Some(node) = tree.next_if(|(net, _)| *net < workload.0) {
+            address_entries.push(node);
+        }
+        tree.next_if(|(net, _)| *net == workload.0);
+        address_entries.push(workload);
     }
+    address_entries.extend(tree);
     let mut identity_v4 = Vec::new();
     let mut identity_v6 = Vec::new();
     for (net, value) in address_entries {
@@ -441,6 +498,7 @@ pub fn compile_after(
         policy,
         rules: compiler.rule_table,
         approximations: compiler.approximations,
+        external,
     })
 }
 
@@ -477,10 +535,10 @@ struct Compiler<'a> {
     set: &'a PolicySet,
     limits: &'a Limits,
     /// Distinct address columns, in first-seen order over the set's fixed policy order.
-    predicates: Vec<&'a AddressSet>,
+    predicates: Vec<&'a Arc<AddressSet>>,
     /// A rule using each predicate, for error messages.
     predicate_users: Vec<String>,
-    rules: HashMap<*const CompiledRule, RuleInfo>,
+    rules: HashMap<*const CompiledRule, RuleInfo, foldhash::fast::RandomState>,
     rule_table: BTreeMap<u32, RuleEntry>,
     approximations: Vec<String>,
 }
@@ -521,7 +579,7 @@ impl<'a> Compiler<'a> {
             limits,
             predicates: Vec::new(),
             predicate_users: Vec::new(),
-            rules: HashMap::new(),
+            rules: HashMap::default(),
             rule_table,
             approximations: Vec::new(),
         }
@@ -541,15 +599,16 @@ impl<'a> Compiler<'a> {
         for policy in set.policies() {
             for direction in DIRECTIONS {
                 for rule in rules_of(policy, direction) {
-                    let name = rule_name(policy, direction, rule);
-                    let mut intern = |column: &'a AddressSet| -> u32 {
-                        let pointer = column as *const AddressSet;
+                    // Named only when a message or a new predicate needs it.
+                    let name = || rule_name(policy, direction, rule);
+                    let mut intern = |column: &'a Arc<AddressSet>| -> u32 {
+                        let pointer = Arc::as_ptr(column);
                         if let Some(&index) = by_pointer.get(&pointer) {
                             return index;
                         }
-                        let index = *by_content.entry(column).or_insert_with(|| {
+                        let index = *by_content.entry(&**column).or_insert_with(|| {
                             self.predicates.push(column);
-                            self.predicate_users.push(name.clone());
+                            self.predicate_users.push(name());
                             (self.predicates.len() - 1) as u32
                         });
                         by_pointer.insert(pointer, index);
@@ -564,7 +623,7 @@ impl<'a> Compiler<'a> {
                             .iter()
                             .any(|e| e.source_ports.is_some())
                     {
-                        self.note_source_ports(policy, rule, &name)?;
+                        self.note_source_ports(policy, rule, &name())?;
                     }
                     let id = next_id;
                     next_id += 1;
@@ -628,8 +687,8 @@ impl<'a> Compiler<'a> {
 
     /// For each zone, the predicates that can be evaluated on one of its addresses.
     fn relevant_predicates(&self, zones: &[String]) -> BTreeMap<String, BTreeSet<u32>> {
-        let mut relevant: BTreeMap<String, BTreeSet<u32>> = BTreeMap::new();
-        for zone in zones {
+        let mut relevant: Vec<BTreeSet<u32>> = vec![BTreeSet::new(); zones.len()];
+        for (z, zone) in zones.iter().enumerate() {
             for direction in DIRECTIONS {
                 for tier in Tier::ALL {
                     let Some(policies) = self.set.governing(tier, zone) else {
@@ -642,16 +701,18 @@ impl<'a> Compiler<'a> {
                                 Direction::Egress => (info.source, info.destination),
                                 Direction::Ingress => (info.destination, info.source),
                             };
-                            relevant.entry(zone.clone()).or_default().insert(subject);
-                            for peer_zone in zones.iter().filter(|z| peer_holds(rule, zone, z)) {
-                                relevant.entry(peer_zone.clone()).or_default().insert(peer);
+                            relevant[z].insert(subject);
+                            for (p, peer_zone) in zones.iter().enumerate() {
+                                if peer_holds(rule, zone, peer_zone) {
+                                    relevant[p].insert(peer);
+                                }
                             }
                         }
                     }
                 }
             }
         }
-        relevant
+        zones.iter().cloned().zip(relevant).collect()
     }
 
     /// The prefix tree of the external zone's predicates, in pre-order (every node after its
@@ -755,53 +816,64 @@ impl<'a> Compiler<'a> {
         let mut functions: HashMap<(Direction, &str, Vec<u32>), Rc<PeerFunction>> = HashMap::new();
         for direction in DIRECTIONS {
             for subject in identities {
-                // Rules of the subject's zone whose subject column holds, in walk order.
-                let mut candidates: Vec<(&CompiledPolicy, &CompiledRule)> = Vec::new();
+                // Rules of the subject's zone whose subject column holds, in walk order, with
+                // the column the peer must be in.
+                let mut candidates: Vec<(&CompiledPolicy, &CompiledRule, u32, bool, u32)> =
+                    Vec::new();
                 for tier in Tier::ALL {
                     for policy in self.set.governing(tier, &subject.zone).unwrap_or(&[]) {
                         for rule in rules_of(policy, direction).iter().filter(|r| r.active) {
                             let info = self.info(rule);
-                            let held = match direction {
-                                Direction::Egress => {
-                                    holds(subject, info.source, rule.negate_source)
-                                }
-                                Direction::Ingress => {
-                                    holds(subject, info.destination, rule.negate_destination)
-                                }
+                            let (held, peer_column, peer_negated) = match direction {
+                                Direction::Egress => (
+                                    holds(subject, info.source, rule.negate_source),
+                                    info.destination,
+                                    rule.negate_destination,
+                                ),
+                                Direction::Ingress => (
+                                    holds(subject, info.destination, rule.negate_destination),
+                                    info.source,
+                                    rule.negate_source,
+                                ),
                             };
                             if held {
-                                candidates.push((policy, rule));
+                                candidates.push((policy, rule, peer_column, peer_negated, info.id));
                             }
                         }
                     }
                 }
+                // The peer zone test depends on the peer's zone only: once per zone.
+                let mut by_peer_zone: HashMap<&str, Vec<usize>> = HashMap::new();
                 let mut per_peer: Vec<(u32, Rc<PeerFunction>)> =
                     Vec::with_capacity(identities.len());
                 for peer in identities {
-                    let matched: Vec<(&CompiledPolicy, &CompiledRule)> = candidates
+                    let in_zone = by_peer_zone.entry(&peer.zone).or_insert_with(|| {
+                        (0..candidates.len())
+                            .filter(|&i| peer_holds(candidates[i].1, &subject.zone, &peer.zone))
+                            .collect()
+                    });
+                    let held: Vec<usize> = in_zone
                         .iter()
                         .copied()
-                        .filter(|(_, rule)| {
-                            let info = self.info(rule);
-                            peer_holds(rule, &subject.zone, &peer.zone)
-                                && match direction {
-                                    Direction::Egress => {
-                                        holds(peer, info.destination, rule.negate_destination)
-                                    }
-                                    Direction::Ingress => {
-                                        holds(peer, info.source, rule.negate_source)
-                                    }
-                                }
+                        .filter(|&i| {
+                            let (_, _, column, negated, _) = candidates[i];
+                            holds(peer, column, negated)
                         })
                         .collect();
                     let key = (
                         direction,
                         subject.zone.as_str(),
-                        matched.iter().map(|(_, rule)| self.info(rule).id).collect(),
+                        held.iter().map(|&i| candidates[i].4).collect(),
                     );
                     let function = functions
                         .entry(key)
-                        .or_insert_with(|| Rc::new(self.peer_function(&subject.zone, &matched)))
+                        .or_insert_with(|| {
+                            let matched: Vec<(&CompiledPolicy, &CompiledRule)> = held
+                                .iter()
+                                .map(|&i| (candidates[i].0, candidates[i].1))
+                                .collect();
+                            Rc::new(self.peer_function(&subject.zone, &matched))
+                        })
                         .clone();
                     per_peer.push((peer.id, function));
                 }
