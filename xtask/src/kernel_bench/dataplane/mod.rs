@@ -13,12 +13,13 @@ mod render;
 mod report;
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, ensure};
 use zonewall::datapath::{Datapath, Dataplane, DesiredTables};
 use zonewall::inventory::Endpoint;
-use zonewall::policy::datapath_compile::{self, Limits};
+use zonewall::policy::datapath_compile::{self, Compiled, Limits};
 use zonewall::policy::resource::PortRange;
 use zonewall::policy::{PolicySet, ZonePolicy};
 
@@ -105,8 +106,11 @@ pub struct Sample {
 
 /// Everything prepared once: the policy, its change, and its iptables and nftables texts.
 struct Bench {
-    policies: Vec<ZonePolicy>,
-    changed: Vec<ZonePolicy>,
+    /// Shared objects, as the Kubernetes agent's watch cache holds them.
+    policies: Vec<Arc<ZonePolicy>>,
+    /// `policies` after the one-rule change: the objects it changes are new, the others the
+    /// same `Arc`s (a watch event replaces only the objects that changed).
+    changed: Vec<Arc<ZonePolicy>>,
     endpoints: Vec<Endpoint>,
     client: std::net::Ipv4Addr,
     server: std::net::Ipv4Addr,
@@ -229,9 +233,23 @@ fn prepare() -> anyhow::Result<Bench> {
         rendered.sets.len(),
         rendered.sets.iter().map(Vec::len).sum::<usize>()
     );
+    let policies: Vec<Arc<ZonePolicy>> = generate::zone_policies(&rules)
+        .into_iter()
+        .map(Arc::new)
+        .collect();
     Ok(Bench {
-        policies: generate::zone_policies(&rules),
-        changed: generate::zone_policies(&changed_rules),
+        policies: policies.clone(),
+        changed: generate::zone_policies(&changed_rules)
+            .into_iter()
+            .zip(&policies)
+            .map(|(new, old)| {
+                if new.metadata.name == old.metadata.name && new.spec == old.spec {
+                    Arc::clone(old)
+                } else {
+                    Arc::new(new)
+                }
+            })
+            .collect(),
         endpoints: generated.endpoints,
         client: generated.client,
         server: generated.server,
@@ -323,16 +341,28 @@ fn verify(
     Ok(())
 }
 
+/// What the agent keeps from one compile for the next (see `node::kubernetes`).
+type Live = (PolicySet, Compiled);
+
+/// Compiles as the Kubernetes agent does: objects it compiled before are reused, identity
+/// numbers kept from the live tables.
 fn compile(
-    policies: &[ZonePolicy],
+    policies: &[Arc<ZonePolicy>],
     endpoints: &[Endpoint],
     local: &[(u32, IpAddr)],
-) -> anyhow::Result<DesiredTables> {
-    let set = PolicySet::new(policies).context("the generated policies are invalid")?;
-    let compiled =
-        datapath_compile::compile(&set, generate::EXTERNAL_ZONE, endpoints, &Limits::default())
-            .context("compiling the generated policy")?;
-    Ok(DesiredTables::new(&compiled, local, false))
+    live: Option<&Live>,
+) -> anyhow::Result<(DesiredTables, Live)> {
+    let set = PolicySet::new_shared(policies, live.map(|(set, _)| set))
+        .context("the generated policies are invalid")?;
+    let compiled = datapath_compile::compile_after(
+        live.map(|(_, compiled)| compiled),
+        &set,
+        generate::EXTERNAL_ZONE,
+        endpoints,
+        &Limits::default(),
+    )
+    .context("compiling the generated policy")?;
+    Ok((DesiredTables::new(&compiled, local, false), (set, compiled)))
 }
 
 fn zonewall(
@@ -354,6 +384,7 @@ fn zonewall(
         (server_if, IpAddr::V4(bench.server)),
     ];
     let mut live_tables = None;
+    let mut live: Option<Live> = None;
     for (policies, port, total, apply) in [
         (
             &bench.policies,
@@ -370,14 +401,16 @@ fn zonewall(
     ] {
         let probe = Probe::start(topology, port)?;
         let received = Instant::now();
-        let desired = compile(policies, &bench.endpoints, &local)?;
+        let (desired, kept) = compile(policies, &bench.endpoints, &local, live.as_ref())?;
         let handed_over = Instant::now();
         datapath.apply(&desired)?;
-        let live = probe.live_after(received)?;
+        let after = probe.live_after(received)?;
+        live = Some(kept);
         live_tables = Some(desired);
-        *total = Some(live.as_secs_f64());
+        *total = Some(after.as_secs_f64());
         *apply = Some(
-            live.saturating_sub(handed_over.duration_since(received))
+            after
+                .saturating_sub(handed_over.duration_since(received))
                 .as_secs_f64(),
         );
     }

@@ -206,7 +206,7 @@ fn table(results: &Results) -> String {
 fn zonewall_detail(results: &Results) -> String {
     let m = results.medians(Config::Zonewall);
     format!(
-        "zonewall's times include compiling the whole policy (the compiler recompiles everything, keeping only the identity numbers of the live tables); after compiling (DesiredTables handed to apply) the full policy was live in {} and the change in {}. apply compares with what it last wrote to each table slot and writes the difference: applying the live tables again, which writes nothing, took {}. Loading the programs and attaching them to both interfaces, before any policy, took {}.",
+        "zonewall's times include compiling, as the Kubernetes agent does (the objects the change left alone are reused as compiled, the tables compiled again with the live tables' identity numbers); after compiling (DesiredTables handed to apply) the full policy was live in {} and the change in {}. apply compares with what it last wrote to each table slot and writes the difference: applying the live tables again, which writes nothing, took {}. Loading the programs and attaching them to both interfaces, before any policy, took {}.",
         seconds(m.full_apply),
         milliseconds(m.change_apply),
         milliseconds(m.unchanged_apply),
