@@ -137,14 +137,15 @@ pub struct Compiled {
 struct ExternalTree {
     /// Pre-order (see [`Compiler::external_tree`]).
     nodes: Vec<(IpNet, Vec<u32>)>,
-    /// The relevant predicates (index, set); holding them keeps their addresses unique.
+    /// The relevant predicates (index, set).
     predicates: Vec<(u32, Arc<AddressSet>)>,
     wildcard_limit: usize,
 }
 
 impl ExternalTree {
-    /// Whether `predicates` are the same sets (not only equal ones: comparing a hundred
-    /// thousand prefixes costs what building the tree does) at the same indexes.
+    /// Whether the tree was built from `predicates`: equal sets at the same indexes (the
+    /// same shared set answers at once; comparing a hundred thousand prefixes takes well
+    /// under a millisecond, building the tree tens of them).
     fn made_of(&self, predicates: &[(u32, Arc<AddressSet>)], wildcard_limit: usize) -> bool {
         self.wildcard_limit == wildcard_limit
             && self.predicates.len() == predicates.len()
@@ -152,7 +153,7 @@ impl ExternalTree {
                 .predicates
                 .iter()
                 .zip(predicates)
-                .all(|((i, a), (j, b))| i == j && Arc::ptr_eq(a, b))
+                .all(|((i, a), (j, b))| i == j && (Arc::ptr_eq(a, b) || a == b))
     }
 }
 
@@ -369,8 +370,8 @@ pub fn compile_after(
     }
 
     // Classes of the prefix tree of everything that is not a workload (external zone): the
-    // previous compile's when it was made of the very same predicates at the same indexes
-    // (a reconcile where only workloads changed), built again otherwise.
+    // previous compile's when it was made of the same predicates at the same indexes (a
+    // reconcile where only workloads or services changed), built again otherwise.
     let external_relevant: Vec<(u32, Arc<AddressSet>)> = relevant_of(external_zone)
         .iter()
         .map(|&p| (p, Arc::clone(compiler.predicates[p as usize])))

@@ -564,6 +564,7 @@ proptest! {
         replacement in policies(false),
         endpoints in endpoints(),
         which in any::<prop::sample::Index>(),
+        flows in prop::collection::vec(flow(), 50),
     ) {
         let first: Vec<Arc<ZonePolicy>> = zone_policies.into_iter().map(Arc::new).collect();
         let previous = PolicySet::new_shared(&first, None).expect("generated policies are valid");
@@ -584,6 +585,20 @@ proptest! {
         let a = compile(&shared, EXTERNAL, &endpoints, &Limits::default()).expect("compiles");
         let b = compile(&fresh, EXTERNAL, &endpoints, &Limits::default()).expect("compiles");
         prop_assert_eq!(a, b);
+        // Compiled after the tables of the set before the change (kept identity numbers, the
+        // external tree reused when its predicates are equal): the evaluator's verdicts.
+        let before = compile(&previous, EXTERNAL, &endpoints, &Limits::default()).expect("compiles");
+        let after = compile_after(Some(&before), &shared, EXTERNAL, &endpoints, &Limits::default())
+            .expect("compiles");
+        let datapath = Datapath::new(&after).expect("entries load");
+        let labels = labels_of(&endpoints);
+        for test_flow in &flows {
+            let flow = evaluator_flow(&endpoints, test_flow);
+            let (egress, ingress) = shared.evaluate_flow(&flow, &labels);
+            for verdict in [&egress, &ingress] {
+                check_equal(&after, &datapath, verdict, &flow).map_err(TestCaseError::fail)?;
+            }
+        }
     }
 
     /// With source ports in services the kernel cannot match exactly: it never allows what
