@@ -808,15 +808,29 @@ impl<'a> Compiler<'a> {
         &self,
         identities: &[Identity],
     ) -> Result<Vec<(abi::PolicyKey, abi::PolicyValue)>, CompileError> {
-        let holds = |identity: &Identity, predicate: u32, negate: bool| {
-            identity.member_of.binary_search(&predicate).is_ok() != negate
+        // Membership as bitsets over the predicates: the pair loop below asks millions of
+        // times at the benchmark's size.
+        let words = self.predicates.len().div_ceil(64);
+        let bits: Vec<Vec<u64>> = identities
+            .iter()
+            .map(|identity| {
+                let mut set = vec![0u64; words];
+                for &p in &identity.member_of {
+                    set[p as usize / 64] |= 1 << (p % 64);
+                }
+                set
+            })
+            .collect();
+        // `identity`: the index in `identities`.
+        let holds = |identity: usize, predicate: u32, negate: bool| {
+            (bits[identity][predicate as usize / 64] >> (predicate % 64) & 1 == 1) != negate
         };
         let mut entries: Vec<(abi::PolicyKey, abi::PolicyValue)> = Vec::new();
         // The verdict function of a (direction, zone) depends only on which of its rules hold;
         // most (subject, peer) pairs share their set with many others, so each is built once.
         let mut functions: HashMap<(Direction, &str, Vec<u32>), Rc<PeerFunction>> = HashMap::new();
         for direction in DIRECTIONS {
-            for subject in identities {
+            for (s, subject) in identities.iter().enumerate() {
                 // Rules of the subject's zone whose subject column holds, in walk order, with
                 // the column the peer must be in.
                 let mut candidates: Vec<(&CompiledPolicy, &CompiledRule, u32, bool, u32)> =
@@ -827,12 +841,12 @@ impl<'a> Compiler<'a> {
                             let info = self.info(rule);
                             let (held, peer_column, peer_negated) = match direction {
                                 Direction::Egress => (
-                                    holds(subject, info.source, rule.negate_source),
+                                    holds(s, info.source, rule.negate_source),
                                     info.destination,
                                     rule.negate_destination,
                                 ),
                                 Direction::Ingress => (
-                                    holds(subject, info.destination, rule.negate_destination),
+                                    holds(s, info.destination, rule.negate_destination),
                                     info.source,
                                     rule.negate_source,
                                 ),
@@ -847,7 +861,7 @@ impl<'a> Compiler<'a> {
                 let mut by_peer_zone: HashMap<&str, Vec<usize>> = HashMap::new();
                 let mut per_peer: Vec<(u32, Rc<PeerFunction>)> =
                     Vec::with_capacity(identities.len());
-                for peer in identities {
+                for (p, peer) in identities.iter().enumerate() {
                     let in_zone = by_peer_zone.entry(&peer.zone).or_insert_with(|| {
                         (0..candidates.len())
                             .filter(|&i| peer_holds(candidates[i].1, &subject.zone, &peer.zone))
@@ -858,7 +872,7 @@ impl<'a> Compiler<'a> {
                         .copied()
                         .filter(|&i| {
                             let (_, _, column, negated, _) = candidates[i];
-                            holds(peer, column, negated)
+                            holds(p, column, negated)
                         })
                         .collect();
                     let key = (
