@@ -19,6 +19,7 @@
 //! - applying the same desired state twice performs no operation.
 
 pub mod audit;
+pub mod audit_format;
 pub mod cache;
 pub mod cli;
 pub mod desired;
@@ -42,7 +43,7 @@ use crate::policy::load::parse_documents;
 use crate::policy::resource::Mode;
 use crate::translate::{self, FIREWALL_FILE_PREFIX, TranslateOptions};
 
-pub use audit::{AuditLog, AuditRecord};
+pub use audit::{AuditLog, AuditRecord, AuditSink};
 pub use cli::{SyncArgs, run_cli};
 pub use desired::{CommitInfo, Desired};
 pub use plan::{Change, ChangeKind, plan};
