@@ -71,7 +71,7 @@ pub struct SyncArgs {
     /// Apply once and exit (for pipelines).
     #[arg(long, env = "ZONEWALL_ONCE", conflicts_with = "diff")]
     pub once: bool,
-    /// How often to look for a new commit (or file change): 2s, 500ms, 1m. Jittered by ±10 %.
+    /// How often to look for a new commit (or file change): 2s, 500ms, 1m. Each wait is shortened at random by up to 10 %, never lengthened.
     #[arg(long, env = "ZONEWALL_INTERVAL", value_name = "DUR", default_value = "2s", value_parser = parse_duration)]
     pub interval: Duration,
     /// Write the ZonePolicy YAML into this directory (published as one set) instead of the
