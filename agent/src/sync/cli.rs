@@ -229,9 +229,22 @@ fn spawn_sinks(
     Ok(sinks)
 }
 
-/// Stops the sinks and waits for them to deliver what is queued (each within its shutdown
-/// deadline; what is left is counted as dropped).
+/// Lets the sinks deliver what is queued, then stops them. Cancelling a sink in the middle
+/// of a write would cut it off and send the batch again on a new connection, so the queues
+/// are given the shutdown deadline to empty first; what is still left then is counted as
+/// dropped by the sink's own shutdown.
 async fn stop_sinks(sinks: Vec<(SinkConfig, Sink)>, shutdown: &CancellationToken) {
+    let deadline = tokio::time::Instant::now() + RuntimeOptions::default().shutdown_deadline;
+    for (_, sink) in &sinks {
+        loop {
+            let counts = sink.counters().snapshot();
+            let settled = counts.offered == counts.delivered + counts.dropped_total();
+            if settled || tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
     shutdown.cancel();
     for (_, sink) in sinks {
         let description = sink.description().to_owned();
