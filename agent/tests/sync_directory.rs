@@ -396,4 +396,33 @@ async fn only_changed_objects_are_written_and_hand_edits_are_put_back() {
     );
     assert_eq!(audit.of("restore").len(), 2);
     assert_eq!(sync.reconcile().await.operations(), 0);
+
+    // A restarted controller recognises its files by the generation's manifest: nothing to
+    // do for the same configuration, and on the next commit only the changed objects are
+    // written again (the others keep their inode), with the previous rules in the audit.
+    drop(sync);
+    let trust_before = inode(&object_file(&out, "trust"));
+    let restarted_audit = AuditBuffer::default();
+    let mut restarted = controller(&config, &out, &restarted_audit);
+    assert!(restarted.refresh().await.expect("valid config"));
+    assert_eq!(restarted.reconcile().await.operations(), 0);
+    assert_eq!(inode(&object_file(&out, "trust")), trust_before);
+    std::fs::write(&config, config_v1()).expect("write config");
+    assert!(restarted.refresh().await.expect("valid config"));
+    let report = restarted.reconcile().await;
+    assert_eq!((report.applied, report.failed), (2, 0));
+    assert_eq!(inode(&object_file(&out, "trust")), trust_before);
+    let updates = restarted_audit.of("update");
+    assert_eq!(updates.len(), 2);
+    assert!(
+        updates
+            .iter()
+            .all(|record| record["rules"].to_string().contains("allow-web")),
+        "{updates:?}"
+    );
+    assert!(
+        updates
+            .iter()
+            .all(|record| record["previous_hash"].is_string())
+    );
 }

@@ -37,6 +37,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub const CURRENT_LINK: &str = ".zonewall-current";
 /// Name prefix of the generation directories.
 pub const GENERATION_PREFIX: &str = ".zonewall-generation-";
+/// A file of the writer's own inside a generation (not YAML, so readers skip it): what the
+/// writer needs to recognise its files later without parsing them.
+pub const MANIFEST_FILE: &str = ".zonewall-manifest";
 const TEMPORARY_PREFIX: &str = ".zonewall-tmp-";
 
 /// How often [`read_set`] starts over when a generation disappears while it reads.
@@ -171,16 +174,18 @@ pub fn publish(
     files: &[ObjectFile],
     stale_prefix: &str,
 ) -> Result<Published, DirectoryError> {
-    publish_keeping(dir, files, &[], stale_prefix)
+    publish_keeping(dir, files, &[], None, stale_prefix)
 }
 
 /// [`publish`], with the files named in `keep` taken unchanged from the current generation:
 /// linked into the new one (copied where the file system cannot link) rather than written and
-/// synced again. A writer that knows which objects changed writes only those.
+/// synced again. A writer that knows which objects changed writes only those. `manifest`, if
+/// any, becomes the generation's [`MANIFEST_FILE`] (see [`read_manifest`]).
 pub fn publish_keeping(
     dir: &Path,
     files: &[ObjectFile],
     keep: &[String],
+    manifest: Option<&str>,
     stale_prefix: &str,
 ) -> Result<Published, DirectoryError> {
     let mut names = BTreeSet::new();
@@ -216,6 +221,14 @@ pub fn publish_keeping(
             let mut handle = std::fs::File::create(&path).map_err(io_error("create", &path))?;
             handle
                 .write_all(file.content.as_bytes())
+                .and_then(|()| handle.sync_all())
+                .map_err(io_error("write", &path))?;
+        }
+        if let Some(manifest) = manifest {
+            let path = generation_path.join(MANIFEST_FILE);
+            let mut handle = std::fs::File::create(&path).map_err(io_error("create", &path))?;
+            handle
+                .write_all(manifest.as_bytes())
                 .and_then(|()| handle.sync_all())
                 .map_err(io_error("write", &path))?;
         }
@@ -295,6 +308,19 @@ pub fn publish_keeping(
         files: files.len(),
         removed,
     })
+}
+
+/// The current generation's [`MANIFEST_FILE`], if the writer left one.
+pub fn read_manifest(dir: &Path) -> Result<Option<String>, DirectoryError> {
+    let Some(generation) = current_generation(dir)? else {
+        return Ok(None);
+    };
+    let path = dir.join(generation).join(MANIFEST_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok(Some(text)),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(io_error("read", &path)(error)),
+    }
 }
 
 /// One file of a set as read: where it came from (for error messages) and its text.

@@ -55,6 +55,14 @@ pub fn spec_hash(spec: &ZonePolicySpec) -> String {
     hex_digest(hasher)
 }
 
+/// `sha256:<hex>` of a file's text: what an output directory's manifest records, so a file
+/// is recognised as the one written without parsing it.
+pub fn text_hash(text: &str) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(text.as_bytes());
+    hex_digest(hasher)
+}
+
 /// `sha256:<hex>` identifying the whole object as translated (metadata, spec through its
 /// hash, status): equal fingerprints, equal output-directory files, without writing YAML.
 fn object_fingerprint(policy: &ZonePolicy, spec_hash: &str) -> String {

@@ -72,12 +72,54 @@ pub enum OnDisk {
     Written {
         from: Arc<Desired>,
         stamp: Option<FileStamp>,
+        text_hash: String,
     },
     /// Read from the directory: at start, after a failed publication, or after its stamp
-    /// changed (`edited`: someone else wrote it while the controller ran).
-    Read { text: String, edited: bool },
+    /// changed (`edited`: someone else wrote it while the controller ran). `known` when the
+    /// generation's manifest records exactly this text.
+    Read {
+        text: String,
+        edited: bool,
+        known: Option<Known>,
+    },
     /// Written by this controller and since removed by someone else.
     Missing,
+}
+
+/// What an output directory's manifest records of a file the controller wrote: the object's
+/// fingerprint and the hash of the file's text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Known {
+    fingerprint: String,
+    text_hash: String,
+}
+
+/// The manifest of a publication: `FILE<TAB>FINGERPRINT<TAB>TEXT-HASH` per line.
+fn manifest_text(entries: &BTreeMap<String, Known>) -> String {
+    let mut text = String::new();
+    for (file, known) in entries {
+        text.push_str(&format!(
+            "{file}\t{}\t{}\n",
+            known.fingerprint, known.text_hash
+        ));
+    }
+    text
+}
+
+fn parse_manifest(text: &str) -> BTreeMap<String, Known> {
+    text.lines()
+        .filter_map(|line| {
+            let mut fields = line.split('\t');
+            let (file, fingerprint, text_hash) = (fields.next()?, fields.next()?, fields.next()?);
+            Some((
+                file.to_string(),
+                Known {
+                    fingerprint: fingerprint.to_string(),
+                    text_hash: text_hash.to_string(),
+                },
+            ))
+        })
+        .collect()
 }
 
 /// What tells a file apart from the one the controller wrote: an editor's rewrite changes the
@@ -627,15 +669,27 @@ fn read_published(dir: &std::path::Path) -> Result<BTreeMap<String, OnDisk>, Str
         return Ok(BTreeMap::new());
     }
     let files = directory::read_set(dir).map_err(|e| e.to_string())?;
+    // A file whose text is the one the manifest records is known without parsing it or
+    // writing the desired object's YAML to compare. An unreadable manifest only costs that.
+    let manifest = directory::read_manifest(dir)
+        .ok()
+        .flatten()
+        .map(|text| parse_manifest(&text))
+        .unwrap_or_default();
     Ok(files
         .into_iter()
         .filter_map(|file| {
             let name = file.path.file_name()?.to_string_lossy().into_owned();
+            let known = manifest
+                .get(&name)
+                .filter(|known| known.text_hash == desired::text_hash(&file.text))
+                .cloned();
             name.starts_with(FIREWALL_FILE_PREFIX).then_some((
                 name,
                 OnDisk::Read {
                     text: file.text,
                     edited: false,
+                    known,
                 },
             ))
         })
@@ -656,7 +710,11 @@ fn notice_edits(dir: &std::path::Path, current: &mut BTreeMap<String, OnDisk>) {
         }
         warn!(file = %path.display(), "an object file of the output directory was changed by someone else; it is put back");
         *entry = match std::fs::read_to_string(&path) {
-            Ok(text) => OnDisk::Read { text, edited: true },
+            Ok(text) => OnDisk::Read {
+                text,
+                edited: true,
+                known: None,
+            },
             Err(_) => OnDisk::Missing,
         };
     }
@@ -669,6 +727,8 @@ struct DirectoryPlan {
     write: Vec<ObjectFile>,
     /// Files of the current generation that stay as they are (linked, not written again).
     keep: Vec<String>,
+    /// Every file of the new set, for its manifest.
+    manifest: BTreeMap<String, Known>,
 }
 
 /// The changes that make the directory hold `desired`. YAML is written only for objects
@@ -689,6 +749,7 @@ fn directory_plan(
         changes: Vec::new(),
         write: Vec::new(),
         keep: Vec::new(),
+        manifest: BTreeMap::new(),
     };
     let mut wanted = std::collections::BTreeSet::new();
     for (name, object) in &desired.objects {
@@ -697,8 +758,17 @@ fn directory_plan(
         let (kind, previous, document) = match current.get(&file) {
             None => (ChangeKind::Create, None, None),
             Some(OnDisk::Missing) => (ChangeKind::Restore, None, None),
-            Some(OnDisk::Written { from, .. }) => match from.objects.get(name) {
+            Some(OnDisk::Written {
+                from, text_hash, ..
+            }) => match from.objects.get(name) {
                 Some(before) if before.fingerprint == object.fingerprint => {
+                    plan.manifest.insert(
+                        file.clone(),
+                        Known {
+                            fingerprint: object.fingerprint.clone(),
+                            text_hash: text_hash.clone(),
+                        },
+                    );
                     plan.keep.push(file);
                     continue;
                 }
@@ -708,9 +778,23 @@ fn directory_plan(
                     None,
                 ),
             },
-            Some(OnDisk::Read { text, edited }) => {
+            Some(OnDisk::Read {
+                known: Some(known), ..
+            }) if known.fingerprint == object.fingerprint => {
+                plan.manifest.insert(file.clone(), known.clone());
+                plan.keep.push(file);
+                continue;
+            }
+            Some(OnDisk::Read { text, edited, .. }) => {
                 let document = object.document()?;
                 if *text == document {
+                    plan.manifest.insert(
+                        file.clone(),
+                        Known {
+                            fingerprint: object.fingerprint.clone(),
+                            text_hash: desired::text_hash(&document),
+                        },
+                    );
                     plan.write.push(ObjectFile {
                         name: file,
                         content: document,
@@ -729,6 +813,13 @@ fn directory_plan(
             Some(document) => document,
             None => object.document()?,
         };
+        plan.manifest.insert(
+            file.clone(),
+            Known {
+                fingerprint: object.fingerprint.clone(),
+                text_hash: desired::text_hash(&content),
+            },
+        );
         plan.write.push(ObjectFile {
             name: file,
             content,
@@ -773,19 +864,23 @@ fn directory_plan(
     Ok(plan)
 }
 
-/// The entries of a directory that now holds exactly `desired`, each file stamped.
-fn written(dir: &std::path::Path, desired: &Arc<Desired>) -> BTreeMap<String, OnDisk> {
-    desired
-        .objects
-        .keys()
-        .map(|name| {
-            let file = format!("{name}.yaml");
-            let stamp = FileStamp::of(&dir.join(&file));
+/// The entries of a directory that now holds exactly `desired` (the files of `manifest`),
+/// each file stamped.
+fn written(
+    dir: &std::path::Path,
+    desired: &Arc<Desired>,
+    manifest: &BTreeMap<String, Known>,
+) -> BTreeMap<String, OnDisk> {
+    manifest
+        .iter()
+        .map(|(file, known)| {
+            let stamp = FileStamp::of(&dir.join(file));
             (
-                file,
+                file.clone(),
                 OnDisk::Written {
                     from: Arc::clone(desired),
                     stamp,
+                    text_hash: known.text_hash.clone(),
                 },
             )
         })
@@ -824,13 +919,19 @@ fn reconcile_directory(
     if plan.changes.is_empty() {
         // Every file is the desired object's: remember them as written, so that the next
         // pass compares fingerprints and stamps instead of text.
-        *published = Some(written(dir, desired));
+        *published = Some(written(dir, desired, &plan.manifest));
         return report;
     }
     let changes = plan.changes;
-    let result = directory::publish_keeping(dir, &plan.write, &plan.keep, FIREWALL_FILE_PREFIX)
-        .map(|_| ())
-        .map_err(|e| e.to_string());
+    let result = directory::publish_keeping(
+        dir,
+        &plan.write,
+        &plan.keep,
+        Some(&manifest_text(&plan.manifest)),
+        FIREWALL_FILE_PREFIX,
+    )
+    .map(|_| ())
+    .map_err(|e| e.to_string());
     let target = format!("directory:{}", dir.display());
     for change in &changes {
         let written = audit.record(&AuditRecord::for_change(
@@ -862,7 +963,7 @@ fn reconcile_directory(
                     warn!(object = %change.name, "drift in the output directory remediated");
                 }
             }
-            *published = Some(written(dir, desired));
+            *published = Some(written(dir, desired, &plan.manifest));
         }
         Err(error) => {
             report.failed = changes.len();

@@ -21,7 +21,9 @@
 //!
 //! Pure: the caller reads the configuration and writes the output.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
+
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
@@ -384,13 +386,18 @@ fn rule_key(rule: &ZoneRule) -> Option<RuleKey<'_>> {
     })
 }
 
-/// Warnings about the object's rules, plus those about the configuration as a whole.
-fn object_warnings(warnings: &[Warning], egress: &[ZoneRule], ingress: &[ZoneRule]) -> Vec<String> {
+/// Warnings about the object's rules, plus those about the configuration as a whole. Each
+/// warning comes with its text, formatted once for all objects.
+fn object_warnings(
+    warnings: &[(&Warning, String)],
+    egress: &[ZoneRule],
+    ingress: &[ZoneRule],
+) -> Vec<String> {
     let rules: HashSet<RuleKey<'_>> = egress.iter().chain(ingress).filter_map(rule_key).collect();
     warnings
         .iter()
-        .filter(|w| warning_key(w).is_none_or(|key| rules.contains(&key)))
-        .map(ToString::to_string)
+        .filter(|(w, _)| warning_key(w).is_none_or(|key| rules.contains(&key)))
+        .map(|(_, text)| text.clone())
         .collect()
 }
 
@@ -399,7 +406,8 @@ struct ObjectContext<'a> {
     zone: Option<&'a str>,
     provenance: &'a PolicyProvenance,
     mode: Mode,
-    warnings: &'a [Warning],
+    /// The resolution's warnings with their text.
+    warnings: &'a [(&'a Warning, String)],
 }
 
 fn make_object(
@@ -533,10 +541,10 @@ fn split(
     let budget = limit.saturating_sub(yaml(&empty)?.len()).saturating_mul(9) / 10;
     let mut parts: Vec<(Vec<ZoneRule>, Vec<ZoneRule>)> = vec![(Vec::new(), Vec::new())];
     // Bytes each rule's own warnings add to the object it lands in.
-    let mut warning_bytes: HashMap<RuleKey<'_>, usize> = HashMap::new();
-    for warning in cx.warnings {
+    let mut warning_bytes: HashMap<RuleKey<'_>, usize> = HashMap::default();
+    for (warning, text) in cx.warnings {
         if let Some(key) = warning_key(warning) {
-            *warning_bytes.entry(key).or_default() += warning.to_string().len() + 8;
+            *warning_bytes.entry(key).or_default() += text.len() + 8;
         }
     }
     let mut used = 0;
@@ -634,6 +642,11 @@ pub fn translate(
         device_group: policy.target.clone(),
         commit: options.commit.clone(),
     };
+    let warnings: Vec<(&Warning, String)> = resolved
+        .warnings
+        .iter()
+        .map(|warning| (warning, warning.to_string()))
+        .collect();
     let mut policies = Vec::new();
     let mut documents = Vec::new();
     let targets = zones.iter().map(|z| Some(z.as_str())).chain([None]);
@@ -643,7 +656,7 @@ pub fn translate(
             zone,
             provenance: &provenance,
             mode: options.mode,
-            warnings: &resolved.warnings,
+            warnings: &warnings,
         };
         let egress = rules_for(policy, &converted, zone, true);
         let ingress = rules_for(policy, &converted, zone, false);

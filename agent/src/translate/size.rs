@@ -132,21 +132,14 @@ fn plain(text: &str) -> bool {
     {
         return false;
     }
-    let lower = text.to_ascii_lowercase();
-    !matches!(
-        lower.as_str(),
-        "y" | "n"
-            | "yes"
-            | "no"
-            | "on"
-            | "off"
-            | "true"
-            | "false"
-            | "null"
-            | "inf"
-            | "nan"
-            | "infinity"
-    ) && lower.parse::<f64>().is_err()
+    const WORDS: [&str; 12] = [
+        "y", "n", "yes", "no", "on", "off", "true", "false", "null", "inf", "nan", "infinity",
+    ];
+    if WORDS.iter().any(|word| text.eq_ignore_ascii_case(word)) {
+        return false;
+    }
+    // Starting with a letter, only the words above read as numbers.
+    !(first.is_ascii_digit() && text.parse::<f64>().is_ok())
 }
 
 /// Bound of a scalar string's width on its line, and of the extra lines a literal block
