@@ -481,20 +481,27 @@ fn rule_bytes(rule: &ZoneRule) -> Result<usize, TranslateError> {
 enum Fit {
     /// It fits: the object with its YAML (empty when documents are not kept).
     Fits(ZonePolicy, String),
-    /// Too large: the object back, and its YAML's size.
-    TooLarge(ZonePolicy, usize),
+    /// Too large: the object back.
+    TooLarge(ZonePolicy),
 }
 
-/// Checks an object against the limit. Without documents, the size bound decides when it is
-/// under the limit; otherwise (and when the bound is over it) the object is serialized, so
-/// both modes decide alike.
+/// Checks an object against the limit. Without documents, the size bounds decide when the
+/// upper one is under the limit or the lower one over it; otherwise the object is serialized,
+/// so both modes decide alike.
 fn fitting(object: ZonePolicy, limit: usize, documents: bool) -> Result<Fit, TranslateError> {
-    if !documents && size::yaml_bound(&object).is_ok_and(|bound| bound <= limit) {
-        return Ok(Fit::Fits(object, String::new()));
+    if !documents {
+        if size::yaml_bound(&object).is_ok_and(|bound| bound <= limit) {
+            return Ok(Fit::Fits(object, String::new()));
+        }
+        if let Ok(lower) = size::yaml_lower_bound(&object)
+            && lower > limit
+        {
+            return Ok(Fit::TooLarge(object));
+        }
     }
     let document = yaml(&object)?;
     if document.len() > limit {
-        return Ok(Fit::TooLarge(object, document.len()));
+        return Ok(Fit::TooLarge(object));
     }
     let document = if documents { document } else { String::new() };
     Ok(Fit::Fits(object, document))
@@ -517,7 +524,7 @@ fn zone_objects(
         let whole = make_object(cx, 1, 1, egress, ingress);
         let whole = match fitting(whole, limit, documents)? {
             Fit::Fits(object, document) => return Ok(vec![(object, document)]),
-            Fit::TooLarge(whole, _) => whole,
+            Fit::TooLarge(whole) => whole,
         };
         let ZonePolicySpec {
             egress, ingress, ..
@@ -591,7 +598,8 @@ fn split(
         let object = make_object(cx, part, count, e, i);
         match fitting(object, limit, documents)? {
             Fit::Fits(object, document) => objects.push((object, document)),
-            Fit::TooLarge(_, bytes) => {
+            Fit::TooLarge(object) => {
+                let bytes = yaml(&object)?.len();
                 return Err(TranslateError::RuleTooLarge {
                     zone: cx.zone.unwrap_or(ANY_ZONE).to_string(),
                     rule: "(part)".to_string(),
@@ -721,6 +729,8 @@ mod tests {
         for (policy, document) in translation.policies.iter().zip(&translation.documents) {
             let bound = size::yaml_bound(policy).expect("modelled");
             assert!(bound >= document.len(), "{:?}", policy.metadata.name);
+            let lower = size::yaml_lower_bound(policy).expect("modelled");
+            assert!(lower <= document.len(), "{:?}", policy.metadata.name);
             assert!(
                 bound <= document.len() + document.len() / 10 + 64,
                 "{bound} vs {}",

@@ -37,6 +37,19 @@ pub fn yaml_bound<T: Serialize + ?Sized>(value: &T) -> Result<usize, Unsupported
     value.serialize(Bound {
         bytes: &mut bytes,
         place: Place::Top,
+        lower: false,
+    })?;
+    Ok(bytes)
+}
+
+/// Lower bound of the same: every string counted as written plain (quoting and escapes
+/// only add), every float as one digit. The layout is counted exactly in both.
+pub fn yaml_lower_bound<T: Serialize + ?Sized>(value: &T) -> Result<usize, Unsupported> {
+    let mut bytes = 0;
+    value.serialize(Bound {
+        bytes: &mut bytes,
+        place: Place::Top,
+        lower: true,
     })?;
     Ok(bytes)
 }
@@ -51,6 +64,7 @@ pub fn yaml_item_bound<T: Serialize + ?Sized>(
     value.serialize(Bound {
         bytes: &mut bytes,
         place: Place::Item { indent: indent + 2 },
+        lower: false,
     })?;
     Ok(bytes)
 }
@@ -138,8 +152,12 @@ fn plain(text: &str) -> bool {
     if WORDS.iter().any(|word| text.eq_ignore_ascii_case(word)) {
         return false;
     }
-    // Starting with a letter, only the words above read as numbers.
-    !(first.is_ascii_digit() && text.parse::<f64>().is_ok())
+    // Starting with a letter, only the words above read as numbers; a digit-first string
+    // with other characters than a number's (an address prefix's `/`) cannot be one.
+    let numeric = text
+        .bytes()
+        .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'e' | b'E' | b'+' | b'-'));
+    !(first.is_ascii_digit() && numeric && text.parse::<f64>().is_ok())
 }
 
 /// Bound of a scalar string's width on its line, and of the extra lines a literal block
@@ -179,6 +197,17 @@ fn digits(mut value: u128) -> usize {
 struct Bound<'a> {
     bytes: &'a mut usize,
     place: Place,
+    /// Counting the lower bound instead of the upper one.
+    lower: bool,
+}
+
+/// A string's width on its line: bounded above (see [`string_bound`]) or below (its length).
+fn width(text: &str, indent: usize, lower: bool) -> usize {
+    if lower {
+        text.len()
+    } else {
+        string_bound(text, indent)
+    }
 }
 
 impl<'a> Bound<'a> {
@@ -191,6 +220,7 @@ impl<'a> Bound<'a> {
         Collection {
             bytes: self.bytes,
             place: self.place,
+            lower: self.lower,
             entries: 0,
             key_line: 0,
         }
@@ -202,6 +232,7 @@ impl<'a> Bound<'a> {
 struct Collection<'a> {
     bytes: &'a mut usize,
     place: Place,
+    lower: bool,
     entries: usize,
     /// For mappings with non-string keys serialized through `serialize_key`: the pending key.
     key_line: usize,
@@ -214,6 +245,7 @@ impl Collection<'_> {
         value.serialize(Bound {
             bytes: self.bytes,
             place: Place::Item { indent },
+            lower: self.lower,
         })
     }
 
@@ -230,6 +262,7 @@ impl Collection<'_> {
                 line: indent + key_width + 1,
                 indent,
             },
+            lower: self.lower,
         })
     }
 
@@ -240,7 +273,9 @@ impl Collection<'_> {
 }
 
 /// A map key: only strings (and numbers, as text) are modelled.
-struct KeyWidth;
+struct KeyWidth {
+    lower: bool,
+}
 
 impl ser::Serializer for KeyWidth {
     type Ok = usize;
@@ -258,13 +293,13 @@ impl ser::Serializer for KeyWidth {
         if value.contains('\n') {
             return Err(Unsupported);
         }
-        Ok(string_bound(value, 0))
+        Ok(width(value, 0, self.lower))
     }
-    fn serialize_bool(self, _value: bool) -> Result<usize, Unsupported> {
-        Ok(5)
+    fn serialize_bool(self, value: bool) -> Result<usize, Unsupported> {
+        Ok(if value { 4 } else { 5 })
     }
     fn serialize_i64(self, value: i64) -> Result<usize, Unsupported> {
-        Ok(digits(u128::from(value.unsigned_abs())) + 1)
+        Ok(digits(u128::from(value.unsigned_abs())) + usize::from(value < 0))
     }
     fn serialize_u64(self, value: u64) -> Result<usize, Unsupported> {
         Ok(digits(u128::from(value)))
@@ -389,8 +424,8 @@ impl<'a> ser::Serializer for Bound<'a> {
     type SerializeStruct = Collection<'a>;
     type SerializeStructVariant = ser::Impossible<(), Unsupported>;
 
-    fn serialize_bool(self, _value: bool) -> Result<(), Unsupported> {
-        self.scalar(5)
+    fn serialize_bool(self, value: bool) -> Result<(), Unsupported> {
+        self.scalar(if value { 4 } else { 5 })
     }
     fn serialize_i8(self, value: i8) -> Result<(), Unsupported> {
         self.serialize_i64(i64::from(value))
@@ -402,7 +437,7 @@ impl<'a> ser::Serializer for Bound<'a> {
         self.serialize_i64(i64::from(value))
     }
     fn serialize_i64(self, value: i64) -> Result<(), Unsupported> {
-        self.scalar(digits(u128::from(value.unsigned_abs())) + 1)
+        self.scalar(digits(u128::from(value.unsigned_abs())) + usize::from(value < 0))
     }
     fn serialize_u8(self, value: u8) -> Result<(), Unsupported> {
         self.serialize_u64(u64::from(value))
@@ -421,7 +456,8 @@ impl<'a> ser::Serializer for Bound<'a> {
     }
     fn serialize_f64(self, _value: f64) -> Result<(), Unsupported> {
         // The shortest round-trip form of any f64 (`-1.2345678901234567e-308`), or .nan/.inf.
-        self.scalar(24)
+        let width = if self.lower { 1 } else { 24 };
+        self.scalar(width)
     }
     fn serialize_char(self, value: char) -> Result<(), Unsupported> {
         self.serialize_str(value.encode_utf8(&mut [0; 4]))
@@ -432,7 +468,8 @@ impl<'a> ser::Serializer for Bound<'a> {
             Place::Value { indent, .. } => indent + 2,
             Place::Item { indent } => indent,
         };
-        self.scalar(string_bound(value, indent))
+        let lower = self.lower;
+        self.scalar(width(value, indent, lower))
     }
     fn serialize_bytes(self, _value: &[u8]) -> Result<(), Unsupported> {
         Err(Unsupported)
@@ -553,7 +590,7 @@ impl ser::SerializeMap for Collection<'_> {
     type Ok = ();
     type Error = Unsupported;
     fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> Result<(), Unsupported> {
-        self.key_line = key.serialize(KeyWidth)?;
+        self.key_line = key.serialize(KeyWidth { lower: self.lower })?;
         Ok(())
     }
     fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Unsupported> {
@@ -573,7 +610,8 @@ impl ser::SerializeStruct for Collection<'_> {
         key: &'static str,
         value: &T,
     ) -> Result<(), Unsupported> {
-        self.entry(string_bound(key, 0), value)
+        let lower = self.lower;
+        self.entry(width(key, 0, lower), value)
     }
     fn end(self) -> Result<(), Unsupported> {
         self.finish()
@@ -675,6 +713,8 @@ mod tests {
             let bound = yaml_bound(&value).expect("modelled");
             let real = real(&value);
             assert!(bound >= real, "{text:?}: bound {bound} < real {real}");
+            let lower = yaml_lower_bound(&value).expect("modelled");
+            assert!(lower <= real, "{text:?}: lower bound {lower} > real {real}");
             assert!(
                 bound <= real + 120,
                 "{text:?}: bound {bound} far above real {real}"
@@ -689,6 +729,7 @@ mod tests {
             b: vec![1, 2, 3],
         };
         assert_eq!(yaml_bound(&value).expect("modelled"), real(&value));
+        assert_eq!(yaml_lower_bound(&value).expect("modelled"), real(&value));
         let list = vec![
             Inner {
                 a: "x".into(),
