@@ -125,39 +125,39 @@ impl Place {
 /// True when serde_yaml_ng writes `text` plain: letters, digits and `-_./:@`, starting with a
 /// letter or digit, and not a word YAML reads as a boolean, null or number (`0x1f`, `0123`).
 fn plain(text: &str) -> bool {
-    let mut chars = text.chars();
-    let Some(first) = chars.next() else {
+    let bytes = text.as_bytes();
+    let Some(&first) = bytes.first() else {
         return false;
     };
     if !first.is_ascii_alphanumeric() {
         return false;
     }
-    if first.is_ascii_digit()
-        && (text.chars().all(|c| c.is_ascii_digit() || c == '_')
-            || text.len() > 1
-                && text.as_bytes()[0] == b'0'
-                && text.as_bytes()[1].is_ascii_alphabetic())
-    {
-        return false;
+    // One pass: every byte allowed, and whether the text could read as a number (digits and
+    // `_` only: an integer; digits and `._eE+-`: maybe a float).
+    let mut integer = true;
+    let mut numeric = true;
+    for &byte in bytes {
+        if byte.is_ascii_digit() {
+            continue;
+        }
+        integer &= byte == b'_';
+        numeric &= matches!(byte, b'.' | b'_' | b'e' | b'E' | b'+' | b'-');
+        if !(byte.is_ascii_alphanumeric()
+            || matches!(byte, b'-' | b'_' | b'.' | b'/' | b':' | b'@'))
+        {
+            return false;
+        }
     }
-    if !text
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/' | ':' | '@'))
-    {
-        return false;
+    if first.is_ascii_digit() {
+        // `0x1f`, `0o17`, `0b1` and plain integers read as numbers.
+        let prefixed = bytes.len() > 1 && first == b'0' && bytes[1].is_ascii_alphabetic();
+        return !(integer || prefixed || numeric && text.parse::<f64>().is_ok());
     }
+    // Starting with a letter, only these words read as booleans, null or numbers.
     const WORDS: [&str; 12] = [
         "y", "n", "yes", "no", "on", "off", "true", "false", "null", "inf", "nan", "infinity",
     ];
-    if WORDS.iter().any(|word| text.eq_ignore_ascii_case(word)) {
-        return false;
-    }
-    // Starting with a letter, only the words above read as numbers; a digit-first string
-    // with other characters than a number's (an address prefix's `/`) cannot be one.
-    let numeric = text
-        .bytes()
-        .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'e' | b'E' | b'+' | b'-'));
-    !(first.is_ascii_digit() && numeric && text.parse::<f64>().is_ok())
+    bytes.len() > 8 || !WORDS.iter().any(|word| text.eq_ignore_ascii_case(word))
 }
 
 /// Bound of a scalar string's width on its line, and of the extra lines a literal block
