@@ -426,3 +426,54 @@ async fn only_changed_objects_are_written_and_hand_edits_are_put_back() {
             .all(|record| record["previous_hash"].is_string())
     );
 }
+
+#[tokio::test]
+async fn an_unchanged_file_missing_from_the_generation_is_written_again() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let config = temp.path().join("panos.xml");
+    let out = temp.path().join("policies");
+    std::fs::write(&config, config_v1()).expect("write config");
+    let audit = AuditBuffer::default();
+    let mut sync = controller(&config, &out, &audit);
+    assert!(sync.refresh().await.expect("valid config"));
+    assert_eq!(sync.reconcile().await.applied, 4);
+    drop(sync);
+
+    // While sync is stopped, the trust file leaves the generation and comes back, same text,
+    // as a plain file: still recognised by its hash, but there is nothing to link from.
+    let visible = object_file(&out, "trust");
+    let text = std::fs::read_to_string(&visible).expect("read");
+    let generation = std::fs::read_link(out.join(".zonewall-current")).expect("current");
+    let name = visible.file_name().expect("file name").to_owned();
+    std::fs::remove_file(out.join(generation).join(&name)).expect("remove from generation");
+    std::fs::remove_file(&visible).expect("remove link");
+    std::fs::write(&visible, &text).expect("plain copy");
+
+    std::fs::write(
+        &config,
+        firewall_config(
+            &["trust", "untrust", "dmz"],
+            &[
+                ("allow-web", "untrust", "dmz", "deny"),
+                ("allow-out", "trust", "untrust", "allow"),
+            ],
+        ),
+    )
+    .expect("write config");
+    let mut restarted = controller(&config, &out, &audit);
+    assert!(restarted.refresh().await.expect("valid config"));
+    let report = restarted.reconcile().await;
+    assert_eq!((report.applied, report.failed), (2, 0));
+    assert_eq!(zones(&out), ["any", "dmz", "trust", "untrust"]);
+    assert_eq!(
+        std::fs::read_to_string(object_file(&out, "trust")).expect("read"),
+        text
+    );
+    assert!(
+        std::fs::symlink_metadata(object_file(&out, "trust"))
+            .expect("stat")
+            .file_type()
+            .is_symlink(),
+        "the visible file is the generation's again"
+    );
+}

@@ -864,6 +864,30 @@ fn directory_plan(
     Ok(plan)
 }
 
+/// Publishes `write` and, written again rather than linked, the `keep` files.
+fn write_all(
+    dir: &std::path::Path,
+    desired: &Desired,
+    mut write: Vec<ObjectFile>,
+    keep: &[String],
+    manifest: &str,
+) -> Result<(), String> {
+    for file in keep {
+        let name = file.trim_end_matches(".yaml");
+        let object = desired
+            .objects
+            .get(name)
+            .ok_or_else(|| format!("{file} is not a desired object"))?;
+        write.push(ObjectFile {
+            name: file.clone(),
+            content: object.document().map_err(|e| e.to_string())?,
+        });
+    }
+    directory::publish_keeping(dir, &write, &[], Some(manifest), FIREWALL_FILE_PREFIX)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
 /// The entries of a directory that now holds exactly `desired` (the files of `manifest`),
 /// each file stamped.
 fn written(
@@ -923,15 +947,24 @@ fn reconcile_directory(
         return report;
     }
     let changes = plan.changes;
-    let result = directory::publish_keeping(
+    let manifest = manifest_text(&plan.manifest);
+    let mut result = directory::publish_keeping(
         dir,
         &plan.write,
         &plan.keep,
-        Some(&manifest_text(&plan.manifest)),
+        Some(&manifest),
         FIREWALL_FILE_PREFIX,
     )
     .map(|_| ())
     .map_err(|e| e.to_string());
+    if let Err(error) = &result
+        && !plan.keep.is_empty()
+    {
+        // An unchanged file could not be taken from the current generation (someone removed
+        // it there): write every file instead.
+        warn!(dir = %dir.display(), %error, "cannot carry the unchanged files into the new generation; writing them all");
+        result = write_all(dir, desired, plan.write, &plan.keep, &manifest);
+    }
     let target = format!("directory:{}", dir.display());
     for change in &changes {
         let written = audit.record(&AuditRecord::for_change(
