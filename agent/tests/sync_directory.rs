@@ -336,17 +336,7 @@ async fn only_changed_objects_are_written_and_hand_edits_are_put_back() {
 
     // allow-web (untrust -> dmz) becomes a deny: the untrust and dmz objects change, trust
     // does not and is carried into the new generation without being written again.
-    std::fs::write(
-        &config,
-        firewall_config(
-            &["trust", "untrust", "dmz"],
-            &[
-                ("allow-web", "untrust", "dmz", "deny"),
-                ("allow-out", "trust", "untrust", "allow"),
-            ],
-        ),
-    )
-    .expect("write config");
+    std::fs::write(&config, config_web_denied()).expect("write config");
     assert!(sync.refresh().await.expect("valid config"));
     let report = sync.reconcile().await;
     assert_eq!((report.applied, report.failed), (2, 0));
@@ -449,17 +439,7 @@ async fn an_unchanged_file_missing_from_the_generation_is_written_again() {
     std::fs::remove_file(&visible).expect("remove link");
     std::fs::write(&visible, &text).expect("plain copy");
 
-    std::fs::write(
-        &config,
-        firewall_config(
-            &["trust", "untrust", "dmz"],
-            &[
-                ("allow-web", "untrust", "dmz", "deny"),
-                ("allow-out", "trust", "untrust", "allow"),
-            ],
-        ),
-    )
-    .expect("write config");
+    std::fs::write(&config, config_web_denied()).expect("write config");
     let mut restarted = controller(&config, &out, &audit);
     assert!(restarted.refresh().await.expect("valid config"));
     let report = restarted.reconcile().await;

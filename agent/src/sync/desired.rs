@@ -277,24 +277,7 @@ pub fn rules_involved(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::firewall::panos;
-    use crate::translate::{TranslateOptions, translate};
-
-    fn translation(documents: bool) -> Translation {
-        let text = include_str!("../../tests/fixtures/panorama.xml");
-        let config = panos::parse_config(text, "panorama.xml", panos::Limits::default())
-            .expect("fixture parses");
-        let options = panos::ResolveOptions {
-            device_group: Some("dg-prod".into()),
-            ..panos::ResolveOptions::default()
-        };
-        let resolved = panos::resolve(&config, &options).expect("fixture resolves");
-        let options = TranslateOptions {
-            documents,
-            ..TranslateOptions::default()
-        };
-        translate(&resolved, &options).expect("fixture translates")
-    }
+    use crate::translate::fixture_translation as translation;
 
     #[test]
     fn an_objects_file_is_the_translations_yaml() {

@@ -702,29 +702,36 @@ pub fn object_yaml(policy: &ZonePolicy) -> Result<String, TranslateError> {
     yaml(policy)
 }
 
+/// The Panorama test fixture's device group `dg-prod`, translated (for unit tests here and in
+/// the sync controller).
+#[cfg(test)]
+pub(crate) fn fixture_translation(documents: bool) -> Translation {
+    use crate::firewall::panos;
+    let text = include_str!("../../tests/fixtures/panorama.xml");
+    let config = panos::parse_config(text, "panorama.xml", panos::Limits::default())
+        .expect("fixture parses");
+    let options = panos::ResolveOptions {
+        device_group: Some("dg-prod".into()),
+        ..panos::ResolveOptions::default()
+    };
+    let resolved = panos::resolve(&config, &options).expect("fixture resolves");
+    let options = TranslateOptions {
+        documents,
+        ..TranslateOptions::default()
+    };
+    translate(&resolved, &options).expect("fixture translates")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::firewall::panos;
-
-    fn fixture_translation() -> Translation {
-        let text = include_str!("../../tests/fixtures/panorama.xml");
-        let config = panos::parse_config(text, "panorama.xml", panos::Limits::default())
-            .expect("fixture parses");
-        let options = panos::ResolveOptions {
-            device_group: Some("dg-prod".into()),
-            ..panos::ResolveOptions::default()
-        };
-        let resolved = panos::resolve(&config, &options).expect("fixture resolves");
-        translate(&resolved, &TranslateOptions::default()).expect("fixture translates")
-    }
 
     /// The bounds that decide splits without YAML are never below the real YAML (so no
     /// object can exceed the limit through them) and stay close to it (so objects are not
     /// split much earlier than needed).
     #[test]
     fn size_bounds_hold_for_real_rules_and_objects() {
-        let translation = fixture_translation();
+        let translation = fixture_translation(true);
         let mut rules = 0;
         for (policy, document) in translation.policies.iter().zip(&translation.documents) {
             let bound = size::yaml_bound(policy).expect("modelled");
