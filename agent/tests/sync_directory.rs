@@ -298,3 +298,162 @@ fn cli_once_writes_and_diff_reports() {
     assert!(stderr.contains("panos.xml"), "{stderr}");
     assert_eq!(zones(&out), ["any", "dmz", "trust", "untrust"]);
 }
+
+/// The object file of `zone` in an output directory.
+fn object_file(out: &Path, zone: &str) -> std::path::PathBuf {
+    let prefix = format!("firewall-{zone}");
+    std::fs::read_dir(out)
+        .expect("list the output directory")
+        .filter_map(|entry| entry.ok())
+        .map(|entry| entry.path())
+        .find(|path| {
+            path.file_name()
+                .is_some_and(|name| name.to_string_lossy().starts_with(&prefix))
+        })
+        .unwrap_or_else(|| panic!("no object file for zone {zone}"))
+}
+
+fn inode(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata(path).expect("stat").ino()
+}
+
+#[tokio::test]
+async fn only_changed_objects_are_written_and_hand_edits_are_put_back() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let config = temp.path().join("panos.xml");
+    let out = temp.path().join("policies");
+    std::fs::write(&config, config_v1()).expect("write config");
+    let audit = AuditBuffer::default();
+    let mut sync = controller(&config, &out, &audit);
+    assert!(sync.refresh().await.expect("valid config"));
+    assert_eq!(sync.reconcile().await.applied, 4);
+    let trust_text = std::fs::read_to_string(object_file(&out, "trust")).expect("read");
+    let (trust_before, dmz_before) = (
+        inode(&object_file(&out, "trust")),
+        inode(&object_file(&out, "dmz")),
+    );
+
+    // allow-web (untrust -> dmz) becomes a deny: the untrust and dmz objects change, trust
+    // does not and is carried into the new generation without being written again.
+    std::fs::write(&config, config_web_denied()).expect("write config");
+    assert!(sync.refresh().await.expect("valid config"));
+    let report = sync.reconcile().await;
+    assert_eq!((report.applied, report.failed), (2, 0));
+    let updated: Vec<String> = audit
+        .of("update")
+        .iter()
+        .filter_map(|record| record["zone"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(updated, ["dmz", "untrust"]);
+    assert_eq!(inode(&object_file(&out, "trust")), trust_before);
+    assert_ne!(inode(&object_file(&out, "dmz")), dmz_before);
+    assert!(
+        zonewall::policy::load::load_dir(&out)
+            .expect("loads")
+            .iter()
+            .any(|policy| policy.spec.zone == "dmz"
+                && policy
+                    .spec
+                    .ingress
+                    .iter()
+                    .any(|rule| rule.action == RuleAction::Deny))
+    );
+    assert_eq!(sync.reconcile().await.operations(), 0, "nothing changed");
+
+    // Someone edits the trust file in place, then deletes it: each time it is put back, as
+    // a remediation, without a new commit.
+    let trust = object_file(&out, "trust");
+    std::fs::write(&trust, trust_text.replace("Allow", "Deny")).expect("edit");
+    let report = sync.reconcile().await;
+    assert_eq!((report.applied, report.remediated), (1, 1));
+    assert_eq!(
+        std::fs::read_to_string(object_file(&out, "trust")).expect("read"),
+        trust_text
+    );
+    let restored = audit.of("restore");
+    assert_eq!(restored.len(), 1);
+    assert_eq!(restored[0]["zone"], "trust");
+    assert_eq!(restored[0]["remediation"], true);
+    assert_ne!(restored[0]["previous_hash"], restored[0]["new_hash"]);
+
+    std::fs::remove_file(object_file(&out, "trust")).expect("remove");
+    let report = sync.reconcile().await;
+    assert_eq!(report.remediated, 1);
+    assert_eq!(
+        std::fs::read_to_string(object_file(&out, "trust")).expect("read"),
+        trust_text
+    );
+    assert_eq!(audit.of("restore").len(), 2);
+    assert_eq!(sync.reconcile().await.operations(), 0);
+
+    // A restarted controller recognises its files by the generation's manifest: nothing to
+    // do for the same configuration, and on the next commit only the changed objects are
+    // written again (the others keep their inode), with the previous rules in the audit.
+    drop(sync);
+    let trust_before = inode(&object_file(&out, "trust"));
+    let restarted_audit = AuditBuffer::default();
+    let mut restarted = controller(&config, &out, &restarted_audit);
+    assert!(restarted.refresh().await.expect("valid config"));
+    assert_eq!(restarted.reconcile().await.operations(), 0);
+    assert_eq!(inode(&object_file(&out, "trust")), trust_before);
+    std::fs::write(&config, config_v1()).expect("write config");
+    assert!(restarted.refresh().await.expect("valid config"));
+    let report = restarted.reconcile().await;
+    assert_eq!((report.applied, report.failed), (2, 0));
+    assert_eq!(inode(&object_file(&out, "trust")), trust_before);
+    let updates = restarted_audit.of("update");
+    assert_eq!(updates.len(), 2);
+    assert!(
+        updates
+            .iter()
+            .all(|record| record["rules"].to_string().contains("allow-web")),
+        "{updates:?}"
+    );
+    assert!(
+        updates
+            .iter()
+            .all(|record| record["previous_hash"].is_string())
+    );
+}
+
+#[tokio::test]
+async fn an_unchanged_file_missing_from_the_generation_is_written_again() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let config = temp.path().join("panos.xml");
+    let out = temp.path().join("policies");
+    std::fs::write(&config, config_v1()).expect("write config");
+    let audit = AuditBuffer::default();
+    let mut sync = controller(&config, &out, &audit);
+    assert!(sync.refresh().await.expect("valid config"));
+    assert_eq!(sync.reconcile().await.applied, 4);
+    drop(sync);
+
+    // While sync is stopped, the trust file leaves the generation and comes back, same text,
+    // as a plain file: still recognised by its hash, but there is nothing to link from.
+    let visible = object_file(&out, "trust");
+    let text = std::fs::read_to_string(&visible).expect("read");
+    let generation = std::fs::read_link(out.join(".zonewall-current")).expect("current");
+    let name = visible.file_name().expect("file name").to_owned();
+    std::fs::remove_file(out.join(generation).join(&name)).expect("remove from generation");
+    std::fs::remove_file(&visible).expect("remove link");
+    std::fs::write(&visible, &text).expect("plain copy");
+
+    std::fs::write(&config, config_web_denied()).expect("write config");
+    let mut restarted = controller(&config, &out, &audit);
+    assert!(restarted.refresh().await.expect("valid config"));
+    let report = restarted.reconcile().await;
+    assert_eq!((report.applied, report.failed), (2, 0));
+    assert_eq!(zones(&out), ["any", "dmz", "trust", "untrust"]);
+    assert_eq!(
+        std::fs::read_to_string(object_file(&out, "trust")).expect("read"),
+        text
+    );
+    assert!(
+        std::fs::symlink_metadata(object_file(&out, "trust"))
+            .expect("stat")
+            .file_type()
+            .is_symlink(),
+        "the visible file is the generation's again"
+    );
+}

@@ -392,6 +392,8 @@ async fn bench_commit_to_applied() {
     let mut noticed_to_applied = Vec::new();
     for round in 0..rounds {
         let next = if round % 2 == 0 { &b } else { &a };
+        // Spread the commits over the poll cycle (see xtask/src/bench_sync.rs).
+        tokio::time::sleep(interval.mul_f64(round as f64 / rounds as f64)).await;
         let temporary = temp.path().join("next.tmp");
         std::fs::copy(next, &temporary).expect("copy next commit");
         let applied_before = applied();

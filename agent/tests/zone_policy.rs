@@ -592,3 +592,37 @@ fn translate_exits_2_on_an_invalid_config() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("bad.xml:"));
     std::fs::remove_dir_all(&dir).expect("clean up");
 }
+
+/// `zonewall sync` translates without keeping the YAML (sizes come from a bound of it): the
+/// objects, and where zones split into parts, must be the same as with the YAML kept.
+#[test]
+fn objects_and_splits_are_the_same_without_their_yaml() {
+    let resolved = resolve_dg("panorama.xml", "dg-prod");
+    for limit in [8_000, 12_000, 20_000, translate::DEFAULT_MAX_OBJECT_BYTES] {
+        let options = TranslateOptions {
+            max_object_bytes: limit,
+            ..TranslateOptions::default()
+        };
+        let with = translate::translate(&resolved, &options).expect("translate");
+        let without = translate::translate(
+            &resolved,
+            &TranslateOptions {
+                documents: false,
+                ..options
+            },
+        )
+        .expect("translate without YAML");
+        assert!(without.documents.is_empty());
+        assert_eq!(with.documents.len(), with.policies.len());
+        let json = |policies: &[ZonePolicy]| serde_json::to_value(policies).expect("json");
+        assert_eq!(
+            json(&with.policies),
+            json(&without.policies),
+            "limit {limit}"
+        );
+        for (policy, document) in with.policies.iter().zip(&with.documents) {
+            assert_eq!(&translate::object_yaml(policy).expect("yaml"), document);
+            assert!(document.len() <= limit, "limit {limit}");
+        }
+    }
+}

@@ -122,11 +122,20 @@ pub fn run_translate() -> anyhow::Result<()> {
             .arg(&output);
         command
     })?;
+    // The visible object files are symlinks into the current generation (see
+    // zonewall::policy::directory): count those, by the size of the file they name, and not
+    // the generation directory or its link.
     let mut objects = 0;
     let mut bytes = 0;
     for entry in std::fs::read_dir(&output).context("read translate output")? {
-        objects += 1;
-        bytes += entry?.metadata()?.len();
+        let path = entry?.path();
+        if path
+            .extension()
+            .is_some_and(|extension| extension == "yaml")
+        {
+            objects += 1;
+            bytes += std::fs::metadata(&path)?.len();
+        }
     }
     println!(
         "bench translate: {SIZE_LABEL}: translate (read + parse + resolve + translate + write YAML) min {:.3} s, median {:.3} s, max {:.3} s; peak RSS {rss:.0} MiB; {objects} ZonePolicy objects, {:.1} MiB of YAML ({RUNS} runs)",

@@ -9,7 +9,10 @@
 //!   `bench_commit_to_applied`), measured in-process.
 //!
 //! Both include the wait for the next poll (interval 2 s, jittered), as the target
-//! (p99 under interval + 500 ms) does.
+//! (p99 under interval + 500 ms) does. A commit made right after the previous one was applied
+//! would always land at the same point of the poll cycle (and measure about one interval
+//! whatever the work takes), so commit `r` first waits `r / ROUNDS` of an interval: the
+//! commits are spread over the whole cycle, the last ones just after a poll (the worst case).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -20,7 +23,13 @@ use anyhow::{Context as _, ensure};
 use crate::bench::{LARGE, generate_panorama};
 use crate::{run_command, workspace_root};
 
-const ROUNDS: usize = 10;
+const ROUNDS: usize = 20;
+const INTERVAL: Duration = Duration::from_secs(2);
+
+/// How long commit `round` waits before it is made: spread over one interval.
+fn phase_delay(round: usize) -> Duration {
+    INTERVAL.mul_f64(round as f64 / ROUNDS as f64)
+}
 
 /// The generated configuration and the same with the first allow rule turned into a deny.
 fn configs(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
@@ -98,6 +107,7 @@ fn run_output_dir(binary: &Path, a: &Path, b: &Path, bench_dir: &Path) -> anyhow
         for round in 0..ROUNDS {
             let before = generation(&output);
             let next = if round % 2 == 0 { b } else { a };
+            std::thread::sleep(phase_delay(round));
             let started = commit(next, &watched)?;
             let deadline = started + Duration::from_secs(120);
             while generation(&output) == before {

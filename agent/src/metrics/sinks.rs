@@ -1,5 +1,7 @@
 //! Per-sink export metrics, read at scrape time from the sinks' own atomic counters
-//! ([`SinkCounters`]): the flow path counts once, here nothing is counted again.
+//! ([`SinkCounters`]): the flow path (or the sync controller's audit log) counts once, here
+//! nothing is counted again. The same families serve `zonewall agent` (flow records) and
+//! `zonewall sync` (audit records).
 
 use std::sync::{Arc, PoisonError, RwLock};
 
@@ -78,17 +80,17 @@ type CounterOf = fn(&CountersSnapshot) -> u64;
 const SINK_COUNTERS: [(&str, &str, CounterOf); 5] = [
     (
         "sink_records_offered",
-        "Flow records the flow path offered to a sink (after its filter).",
+        "Records offered to a sink after its filter (flow records in the agent, audit records in sync).",
         |snapshot| snapshot.offered,
     ),
     (
         "sink_records_delivered",
-        "Flow records a sink handed to the operating system (socket, file or stdout).",
+        "Records a sink handed to the operating system (socket, file or stdout).",
         |snapshot| snapshot.delivered,
     ),
     (
         "sink_records_truncated",
-        "Flow records cut to the sink's max_message and delivered (oversize=truncate).",
+        "Records cut to the sink's max_message and delivered (oversize=truncate).",
         |snapshot| snapshot.truncated,
     ),
     (
@@ -131,7 +133,7 @@ impl Collector for SinkCollector {
 
         let mut dropped = encoder.encode_descriptor(
             "sink_records_dropped",
-            "Flow records a sink did not deliver, by reason (queue_full, oversized, write_error, shutdown).",
+            "Records a sink did not deliver, by reason (queue_full, oversized, write_error, shutdown).",
             None,
             MetricType::Counter,
         )?;
@@ -145,7 +147,7 @@ impl Collector for SinkCollector {
 
         let mut depth = encoder.encode_descriptor(
             "sink_queue_depth",
-            "Flow records waiting in a sink's queue.",
+            "Records waiting in a sink's queue.",
             None,
             MetricType::Gauge,
         )?;

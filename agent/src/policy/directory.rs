@@ -37,6 +37,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub const CURRENT_LINK: &str = ".zonewall-current";
 /// Name prefix of the generation directories.
 pub const GENERATION_PREFIX: &str = ".zonewall-generation-";
+/// A file of the writer's own inside a generation (not YAML, so readers skip it): what the
+/// writer needs to recognise its files later without parsing them.
+pub const MANIFEST_FILE: &str = ".zonewall-manifest";
 const TEMPORARY_PREFIX: &str = ".zonewall-tmp-";
 
 /// How often [`read_set`] starts over when a generation disappears while it reads.
@@ -171,19 +174,40 @@ pub fn publish(
     files: &[ObjectFile],
     stale_prefix: &str,
 ) -> Result<Published, DirectoryError> {
+    publish_keeping(dir, files, &[], None, stale_prefix)
+}
+
+/// [`publish`], with the files named in `keep` taken unchanged from the current generation:
+/// linked into the new one (copied where the file system cannot link) rather than written and
+/// synced again. A writer that knows which objects changed writes only those. `manifest`, if
+/// any, becomes the generation's [`MANIFEST_FILE`] (see [`read_manifest`]).
+pub fn publish_keeping(
+    dir: &Path,
+    files: &[ObjectFile],
+    keep: &[String],
+    manifest: Option<&str>,
+    stale_prefix: &str,
+) -> Result<Published, DirectoryError> {
     let mut names = BTreeSet::new();
-    for file in files {
-        check_name(dir, &file.name)?;
-        if !names.insert(file.name.as_str()) {
+    for name in files.iter().map(|file| &file.name).chain(keep) {
+        check_name(dir, name)?;
+        if !names.insert(name.as_str()) {
             return Err(DirectoryError::InvalidName {
                 dir: dir.to_path_buf(),
-                name: file.name.clone(),
+                name: name.clone(),
                 reason: "two objects would share this file name",
             });
         }
     }
     std::fs::create_dir_all(dir).map_err(io_error("create the directory", dir))?;
     let previous = current_generation(dir)?;
+    if !keep.is_empty() && previous.is_none() {
+        return Err(DirectoryError::InvalidName {
+            dir: dir.to_path_buf(),
+            name: keep[0].clone(),
+            reason: "there is no current generation to keep it from",
+        });
+    }
 
     let generation = format!("{GENERATION_PREFIX}{}", unique_suffix());
     let generation_path = dir.join(&generation);
@@ -199,6 +223,27 @@ pub fn publish(
                 .write_all(file.content.as_bytes())
                 .and_then(|()| handle.sync_all())
                 .map_err(io_error("write", &path))?;
+        }
+        if let Some(manifest) = manifest {
+            let path = generation_path.join(MANIFEST_FILE);
+            let mut handle = std::fs::File::create(&path).map_err(io_error("create", &path))?;
+            handle
+                .write_all(manifest.as_bytes())
+                .and_then(|()| handle.sync_all())
+                .map_err(io_error("write", &path))?;
+        }
+        if let Some(previous) = &previous {
+            for name in keep {
+                let from = dir.join(previous).join(name);
+                let to = generation_path.join(name);
+                // A published file never changes, so the new generation may share it. The
+                // data is already on disk: only the new directory entry needs syncing.
+                if std::fs::hard_link(&from, &to).is_err() {
+                    std::fs::copy(&from, &to)
+                        .and_then(|_| std::fs::File::open(&to)?.sync_all())
+                        .map_err(io_error("copy the unchanged file", &from))?;
+                }
+            }
         }
         sync_directory(&generation_path)?;
         replace_with_symlink(dir, &generation, &dir.join(CURRENT_LINK))
@@ -263,6 +308,19 @@ pub fn publish(
         files: files.len(),
         removed,
     })
+}
+
+/// The current generation's [`MANIFEST_FILE`], if the writer left one.
+pub fn read_manifest(dir: &Path) -> Result<Option<String>, DirectoryError> {
+    let Some(generation) = current_generation(dir)? else {
+        return Ok(None);
+    };
+    let path = dir.join(generation).join(MANIFEST_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok(Some(text)),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(io_error("read", &path)(error)),
+    }
 }
 
 /// One file of a set as read: where it came from (for error messages) and its text.

@@ -1,6 +1,10 @@
 //! The audit trail: one record per operation on the `firewall` tier (apply, delete, drift
-//! remediation), written as a JSON line. The record is plain data so that it can also go
-//! through the flow-record sinks (CEF/syslog) once those accept it.
+//! remediation), written as a JSON line and, through the flow-record sinks (`--sink`), as
+//! CEF, RFC 5424, LEEF or JSON for the SIEM (the formats are in [`super::audit_format`]).
+//!
+//! Nothing is lost silently: a line that cannot be written is logged with its content, and a
+//! record a sink cannot queue is counted by that sink (`zonewall_sink_records_dropped_total`)
+//! and as an audit error of the controller.
 
 use std::io::Write;
 use std::sync::Mutex;
@@ -9,6 +13,8 @@ use serde::Serialize;
 
 use super::desired::CommitInfo;
 use super::plan::{Change, ChangeKind};
+use crate::flows::format::{Format, FormatOptions, json};
+use crate::flows::sink::{Filter, Sink, SinkConfig, SinkHandle};
 
 /// Most rule names listed in one record; `rules_total` gives the full count.
 pub const MAX_RULES_LISTED: usize = 100;
@@ -24,8 +30,11 @@ pub enum Outcome {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct AuditRecord {
     /// RFC 3339, UTC.
-    pub time: String,
+    #[serde(serialize_with = "serialize_display")]
+    pub time: jiff::Timestamp,
     pub controller: String,
+    /// The host (in a cluster: the pod) the controller runs on.
+    pub host: String,
     pub operation: ChangeKind,
     /// True for drift remediation (restoring or removing what someone else wrote).
     pub remediation: bool,
@@ -55,8 +64,23 @@ pub struct AuditRecord {
     pub changed_by: Vec<String>,
 }
 
-pub fn now_rfc3339() -> String {
-    jiff::Timestamp::now().to_string()
+fn serialize_display<S: serde::Serializer>(
+    value: &jiff::Timestamp,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(value)
+}
+
+/// This host's name (the pod name in a cluster), read once.
+pub fn host_name() -> &'static str {
+    static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HOST.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|name| name.trim().to_owned())
+            .ok()
+            .filter(|name| !name.is_empty())
+            .unwrap_or_else(|| "localhost".to_owned())
+    })
 }
 
 impl AuditRecord {
@@ -73,8 +97,9 @@ impl AuditRecord {
             Err(error) => (Outcome::Failed, Some(error)),
         };
         AuditRecord {
-            time: now_rfc3339(),
+            time: jiff::Timestamp::now(),
             controller: super::desired::FIELD_MANAGER.to_string(),
+            host: host_name().to_string(),
             operation: change.kind,
             remediation: change.kind.is_remediation(),
             target: target.to_string(),
@@ -106,30 +131,93 @@ impl AuditRecord {
         }
     }
 
+    /// The record as one line of JSON without a terminator; control characters and the
+    /// Unicode line separators are escaped, so it stays one line for any input.
+    pub fn to_json(&self) -> String {
+        match serde_json::to_string(self) {
+            Ok(text) => json::escape_line_breakers(&text),
+            Err(error) => {
+                serde_json::json!({ "error": format!("cannot encode audit record: {error}") })
+                    .to_string()
+            }
+        }
+    }
+
     pub fn to_json_line(&self) -> String {
-        let mut line = serde_json::to_string(self).unwrap_or_else(|error| {
-            format!(r#"{{"error":"cannot encode audit record: {error}"}}"#)
-        });
+        let mut line = self.to_json();
         line.push('\n');
         line
     }
 }
 
-/// Where audit records go: a JSON line each, flushed per record so a crash loses none.
+/// One `--sink` of the controller: records in its format, those its filter accepts.
+#[derive(Debug, Clone)]
+pub struct AuditSink {
+    format: Format,
+    filter: Filter,
+    handle: SinkHandle,
+    /// `FORMAT+TRANSPORT://ADDRESS`, for messages.
+    description: String,
+}
+
+impl AuditSink {
+    pub fn new(config: &SinkConfig, sink: &Sink) -> Self {
+        AuditSink {
+            format: config.format,
+            filter: config.filter.clone(),
+            handle: sink.handle(),
+            description: sink.description().to_owned(),
+        }
+    }
+}
+
+/// Where audit records go: a JSON line each, flushed per record so a crash loses none, and
+/// every sink.
 pub struct AuditLog {
     out: Mutex<Box<dyn Write + Send>>,
+    sinks: Vec<AuditSink>,
+    format_options: FormatOptions,
 }
 
 impl AuditLog {
     pub fn new(out: Box<dyn Write + Send>) -> Self {
         AuditLog {
             out: Mutex::new(out),
+            sinks: Vec::new(),
+            format_options: FormatOptions::default(),
         }
     }
 
-    /// Writes one record; false when it could not be written (logged with the record, so it
-    /// is not lost: the operation already happened).
+    /// Also offers every record to these sinks.
+    pub fn with_sinks(mut self, sinks: Vec<AuditSink>) -> Self {
+        self.sinks = sinks;
+        self
+    }
+
+    /// Writes one record and offers it to every sink whose filter accepts it; false when the
+    /// line could not be written or a sink could not queue it (logged, and counted by the
+    /// sink: the operation already happened, the record must not vanish unnoticed).
     pub fn record(&self, record: &AuditRecord) -> bool {
+        let mut complete = true;
+        for sink in &self.sinks {
+            if !sink.filter.accepts_audit(&record.zone) {
+                continue;
+            }
+            let text = sink.format.render(record, &self.format_options);
+            if let Err(reason) = sink.handle.try_send(text) {
+                complete = false;
+                tracing::error!(
+                    sink = %sink.description,
+                    %reason,
+                    record = %record.to_json(),
+                    "an audit sink dropped the record"
+                );
+            }
+        }
+        self.write_line(record) && complete
+    }
+
+    fn write_line(&self, record: &AuditRecord) -> bool {
         let line = record.to_json_line();
         let Ok(mut out) = self.out.lock() else {
             tracing::error!(

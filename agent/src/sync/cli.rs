@@ -11,12 +11,13 @@ use clap::{Args, ValueEnum};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::audit::AuditLog;
+use super::audit::{AuditLog, AuditSink};
 use super::kube::KubeTarget;
 use super::source::Source;
 use super::{Controller, Options, Target, describe_changes};
 use crate::firewall::panos::client::{ApiKey, ClientConfig, PanoramaClient, TlsVerification};
-use crate::metrics::{Metrics, MetricsArgs, MetricsServer, Readiness, SyncMetrics};
+use crate::flows::sink::{Records, RuntimeOptions, Sink, SinkConfig, load_sinks};
+use crate::metrics::{Metrics, MetricsArgs, MetricsServer, Readiness, SinkMetrics, SyncMetrics};
 use crate::policy::resource::Mode;
 
 /// How long `--once` and `--diff` wait for the first complete list of ZonePolicy objects.
@@ -70,7 +71,7 @@ pub struct SyncArgs {
     /// Apply once and exit (for pipelines).
     #[arg(long, env = "ZONEWALL_ONCE", conflicts_with = "diff")]
     pub once: bool,
-    /// How often to look for a new commit (or file change): 2s, 500ms, 1m. Jittered by ±10 %.
+    /// How often to look for a new commit (or file change): 2s, 500ms, 1m. Each wait is shortened at random by up to 10 %, never lengthened.
     #[arg(long, env = "ZONEWALL_INTERVAL", value_name = "DUR", default_value = "2s", value_parser = parse_duration)]
     pub interval: Duration,
     /// Write the ZonePolicy YAML into this directory (published as one set) instead of the
@@ -92,6 +93,20 @@ pub struct SyncArgs {
         default_value = "-"
     )]
     pub audit_log: String,
+    /// Where audit records also go, formatted for a SIEM (same syntax as the agent's flow
+    /// sinks): FORMAT+TRANSPORT://ADDRESS[?options], repeatable; for example
+    /// cef+tls://siem.example:6514?ca=/etc/zonewall/ca.pem. filter=all (the default) or
+    /// zones:ZONE[,ZONE...]. Several in the environment are separated by spaces.
+    #[arg(
+        long = "sink",
+        env = "ZONEWALL_SINK",
+        value_name = "SINK",
+        value_delimiter = ' '
+    )]
+    pub sinks: Vec<String>,
+    /// A file of audit sinks, one per line (`#` comments), in addition to --sink.
+    #[arg(long, env = "ZONEWALL_SINK_FILE", value_name = "FILE")]
+    pub sink_file: Option<PathBuf>,
     /// /metrics, /healthz and /readyz (not served with --once or --diff).
     #[command(flatten)]
     pub metrics: MetricsArgs,
@@ -199,7 +214,59 @@ pub fn run_cli(args: SyncArgs) -> ExitCode {
     runtime.block_on(run(args))
 }
 
+/// Starts the audit sinks; they stop (after flushing) when `shutdown` is cancelled.
+fn spawn_sinks(
+    configs: &[SinkConfig],
+    shutdown: &CancellationToken,
+) -> Result<Vec<(SinkConfig, Sink)>, String> {
+    let mut sinks = Vec::new();
+    for config in configs {
+        let sink = Sink::spawn(config, RuntimeOptions::default(), shutdown.clone())
+            .map_err(|e| e.to_string())?;
+        info!(sink = sink.description(), "audit records go to this sink");
+        sinks.push((config.clone(), sink));
+    }
+    Ok(sinks)
+}
+
+/// Lets the sinks deliver what is queued, then stops them. Cancelling a sink in the middle
+/// of a write would cut it off and send the batch again on a new connection, so the queues
+/// are given the shutdown deadline to empty first; what is still left then is counted as
+/// dropped by the sink's own shutdown.
+async fn stop_sinks(sinks: Vec<(SinkConfig, Sink)>, shutdown: &CancellationToken) {
+    let deadline = tokio::time::Instant::now() + RuntimeOptions::default().shutdown_deadline;
+    for (_, sink) in &sinks {
+        loop {
+            let counts = sink.counters().snapshot();
+            let settled = counts.offered == counts.delivered + counts.dropped_total();
+            if settled || tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    shutdown.cancel();
+    for (_, sink) in sinks {
+        let description = sink.description().to_owned();
+        let counters = std::sync::Arc::clone(sink.counters());
+        sink.join().await;
+        let counts = counters.snapshot();
+        if counts.dropped_total() > 0 {
+            warn!(
+                sink = %description,
+                delivered = counts.delivered,
+                dropped = counts.dropped_total(),
+                "audit records were dropped by this sink"
+            );
+        }
+    }
+}
+
 async fn run(args: SyncArgs) -> ExitCode {
+    let sink_configs = match load_sinks(&args.sinks, args.sink_file.as_deref(), Records::Audit) {
+        Ok(configs) => configs,
+        Err(message) => return fail(2, &message),
+    };
     info!(
         source = %args.panos_config.as_ref().map(|p| p.display().to_string()).or_else(|| args.panorama_url.clone()).unwrap_or_default(),
         api_key_file = ?args.api_key_file,
@@ -212,6 +279,9 @@ async fn run(args: SyncArgs) -> ExitCode {
         diff = args.diff,
         mode = ?args.mode,
         audit_log = %args.audit_log,
+        // Descriptions without the options: those may name files, never secrets.
+        sinks = ?sink_configs.iter().map(|c| format!("{}+{}", c.format, c.transport.name())).collect::<Vec<_>>(),
+        sink_file = ?args.sink_file,
         metrics_addr = %args.metrics.metrics_addr,
         "zonewall sync starting"
     );
@@ -225,9 +295,27 @@ async fn run(args: SyncArgs) -> ExitCode {
         Err((code, message)) => return fail(code, &message),
     };
     let audit = match build_audit(&args.audit_log) {
-        Ok(audit) => Arc::new(audit),
+        Ok(audit) => audit,
         Err((code, message)) => return fail(code, &message),
     };
+    // --diff applies nothing and records nothing: no sinks to start.
+    let sink_shutdown = CancellationToken::new();
+    let sinks = if args.diff {
+        Vec::new()
+    } else {
+        match spawn_sinks(&sink_configs, &sink_shutdown) {
+            Ok(sinks) => sinks,
+            Err(message) => return fail(2, &message),
+        }
+    };
+    let audit = Arc::new(
+        audit.with_sinks(
+            sinks
+                .iter()
+                .map(|(config, sink)| AuditSink::new(config, sink))
+                .collect(),
+        ),
+    );
     let cancel = CancellationToken::new();
     let target = match &args.output_dir {
         Some(dir) => Target::directory(dir.clone()),
@@ -267,6 +355,7 @@ async fn run(args: SyncArgs) -> ExitCode {
     if args.once {
         let result = controller.run_once(LIST_LIMIT).await;
         cancel.cancel();
+        stop_sinks(sinks, &sink_shutdown).await;
         return match result {
             Ok(report) => {
                 eprintln!(
@@ -280,6 +369,10 @@ async fn run(args: SyncArgs) -> ExitCode {
     }
     let mut registry = Metrics::new();
     let sync_metrics = SyncMetrics::register(&mut registry);
+    let sink_metrics = SinkMetrics::register(&mut registry);
+    for (_, sink) in &sinks {
+        sink_metrics.add_sink(sink);
+    }
     let readiness = Readiness::new();
     let server = match MetricsServer::bind(
         args.metrics.metrics_addr,
@@ -307,6 +400,7 @@ async fn run(args: SyncArgs) -> ExitCode {
         shutdown.cancel();
     });
     controller.run(args.interval, cancel).await;
+    stop_sinks(sinks, &sink_shutdown).await;
     ExitCode::SUCCESS
 }
 

@@ -21,18 +21,59 @@ pub const TIER_LABEL: &str = "zonewall.io/tier";
 /// Annotation holding [`spec_hash`] of the spec the controller applied.
 pub const SPEC_HASH_ANNOTATION: &str = "zonewall.io/spec-hash";
 
-/// `sha256:<hex>` of the spec's JSON form. The struct serializes its fields in a fixed order,
-/// so equal specs hash equal whether they come from translation or from the API server.
-pub fn spec_hash(spec: &ZonePolicySpec) -> String {
-    // Serializing plain data (strings, numbers, vectors, derived structs) cannot fail.
-    let bytes = serde_json::to_vec(spec).unwrap_or_default();
-    let digest = Sha256::digest(&bytes);
+/// Feeds serialized JSON straight into the hasher: no buffer of the (megabytes of) text.
+struct HashWriter<'a>(&'a mut Sha256);
+
+impl std::io::Write for HashWriter<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.update(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn hex_digest(hasher: Sha256) -> String {
+    use std::fmt::Write as _;
+    let digest = hasher.finalize();
     let mut out = String::with_capacity(7 + 64);
     out.push_str("sha256:");
     for byte in digest {
-        out.push_str(&format!("{byte:02x}"));
+        let _ = write!(out, "{byte:02x}");
     }
     out
+}
+
+/// `sha256:<hex>` of the spec's JSON form. The struct serializes its fields in a fixed order,
+/// so equal specs hash equal whether they come from translation or from the API server.
+pub fn spec_hash(spec: &ZonePolicySpec) -> String {
+    let mut hasher = Sha256::new();
+    // Serializing plain data (strings, numbers, vectors, derived structs) cannot fail.
+    let _ = serde_json::to_writer(HashWriter(&mut hasher), spec);
+    hex_digest(hasher)
+}
+
+/// `sha256:<hex>` of a file's text: what an output directory's manifest records, so a file
+/// is recognised as the one written without parsing it.
+pub fn text_hash(text: &str) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(text.as_bytes());
+    hex_digest(hasher)
+}
+
+/// `sha256:<hex>` identifying the whole object as translated (metadata, spec through its
+/// hash, status): equal fingerprints, equal output-directory files, without writing YAML.
+fn object_fingerprint(policy: &ZonePolicy, spec_hash: &str) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(b"zonewall-object-v1\0");
+    hasher.update(spec_hash.as_bytes());
+    hasher.update(b"\0");
+    let _ = serde_json::to_writer(HashWriter(&mut hasher), &policy.metadata);
+    hasher.update(b"\0");
+    let _ = serde_json::to_writer(HashWriter(&mut hasher), &policy.status);
+    hex_digest(hasher)
 }
 
 /// The commit a desired state came from.
@@ -65,9 +106,29 @@ impl From<&CommitEntry> for CommitInfo {
 pub struct DesiredObject {
     /// Labels and annotations included; `status` is applied separately (status subresource).
     pub policy: ZonePolicy,
-    /// The object's YAML (for an output directory).
-    pub document: String,
+    /// [`spec_hash`] of the spec.
     pub hash: String,
+    /// Identifies the object as translated, so unchanged objects are recognised without
+    /// their YAML.
+    pub fingerprint: String,
+}
+
+impl DesiredObject {
+    /// The object's file for an output directory: the translation's YAML, without the
+    /// ownership label and spec hash annotation (which the API server needs, not a file).
+    pub fn document(&self) -> Result<String, crate::translate::TranslateError> {
+        let mut policy = self.policy.clone();
+        if let Some(labels) = &mut policy.metadata.labels {
+            labels.remove(OWNER_LABEL);
+        }
+        if let Some(annotations) = &mut policy.metadata.annotations {
+            annotations.remove(SPEC_HASH_ANNOTATION);
+            if annotations.is_empty() {
+                policy.metadata.annotations = None;
+            }
+        }
+        crate::translate::object_yaml(&policy)
+    }
 }
 
 /// The complete desired `firewall` tier.
@@ -83,17 +144,18 @@ pub struct Desired {
 }
 
 impl Desired {
+    /// Takes the translation's objects (their YAML, if kept, is not needed).
     pub fn from_translation(
-        translation: &Translation,
+        translation: Translation,
         origin: String,
         device_group: Option<String>,
         commit: Option<CommitInfo>,
         warnings: usize,
     ) -> Self {
         let mut objects = BTreeMap::new();
-        for (policy, document) in translation.policies.iter().zip(&translation.documents) {
-            let mut policy = policy.clone();
+        for mut policy in translation.policies {
             let hash = spec_hash(&policy.spec);
+            let fingerprint = object_fingerprint(&policy, &hash);
             let name = policy.metadata.name.clone().unwrap_or_default();
             policy
                 .metadata
@@ -109,8 +171,8 @@ impl Desired {
                 name,
                 DesiredObject {
                     policy,
-                    document: document.clone(),
                     hash,
+                    fingerprint,
                 },
             );
         }
@@ -123,14 +185,16 @@ impl Desired {
         }
     }
 
-    /// Same objects with the same specs (commit metadata aside).
+    /// Same objects with the same content (commit metadata aside).
     pub fn same_objects(&self, other: &Desired) -> bool {
         self.objects.len() == other.objects.len()
             && self
                 .objects
                 .iter()
                 .zip(&other.objects)
-                .all(|((a, x), (b, y))| a == b && x.hash == y.hash && x.document == y.document)
+                .all(|((a, x), (b, y))| {
+                    a == b && x.hash == y.hash && x.fingerprint == y.fingerprint
+                })
     }
 }
 
@@ -208,4 +272,51 @@ pub fn rules_involved(
         .filter(|name| before.get(*name) != after.get(*name))
         .cloned()
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::translate::fixture_translation as translation;
+
+    #[test]
+    fn an_objects_file_is_the_translations_yaml() {
+        let with_yaml = translation(true);
+        let desired =
+            Desired::from_translation(translation(false), "panorama.xml".into(), None, None, 0);
+        assert_eq!(desired.objects.len(), with_yaml.policies.len());
+        for (policy, document) in with_yaml.policies.iter().zip(&with_yaml.documents) {
+            let name = policy.metadata.name.clone().expect("named");
+            let object = &desired.objects[&name];
+            assert_eq!(&object.document().expect("yaml"), document, "{name}");
+            assert_eq!(object.hash, spec_hash(&policy.spec));
+        }
+    }
+
+    #[test]
+    fn fingerprints_change_with_the_object_and_only_then() {
+        let first = Desired::from_translation(translation(false), "a".into(), None, None, 0);
+        let again = Desired::from_translation(translation(false), "b".into(), None, None, 0);
+        assert!(
+            first.same_objects(&again),
+            "origin and commit are not content"
+        );
+        let mut changed = translation(false);
+        let name = changed.policies[0].metadata.name.clone().expect("named");
+        let status = changed.policies[0].status.as_mut().expect("status");
+        status.warnings.push("one more warning".into());
+        let changed = Desired::from_translation(changed, "a".into(), None, None, 0);
+        assert!(
+            !first.same_objects(&changed),
+            "a status change is a change of the file"
+        );
+        assert_eq!(
+            first.objects[&name].hash, changed.objects[&name].hash,
+            "same spec"
+        );
+        assert_ne!(
+            first.objects[&name].fingerprint,
+            changed.objects[&name].fingerprint
+        );
+    }
 }

@@ -2,7 +2,7 @@
 //! ZonePolicy objects, in the cluster or in a directory.
 //!
 //! ```text
-//! source (file | Panorama: config audit -> running config)  --poll every interval, jittered-->
+//! source (file | Panorama: config audit -> running config)  --poll every 90-100 % of interval-->
 //!   parse -> resolve -> translate = Desired (last good kept)
 //!   --> target: Kubernetes (watch -> TierCache -> plan -> apply/delete + Event + audit)
 //!            or directory  (compare -> publish one generation + audit)
@@ -19,6 +19,7 @@
 //! - applying the same desired state twice performs no operation.
 
 pub mod audit;
+pub mod audit_format;
 pub mod cache;
 pub mod cli;
 pub mod desired;
@@ -27,6 +28,7 @@ pub mod plan;
 pub mod source;
 pub mod stats;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -42,7 +44,7 @@ use crate::policy::load::parse_documents;
 use crate::policy::resource::Mode;
 use crate::translate::{self, FIREWALL_FILE_PREFIX, TranslateOptions};
 
-pub use audit::{AuditLog, AuditRecord};
+pub use audit::{AuditLog, AuditRecord, AuditSink};
 pub use cli::{SyncArgs, run_cli};
 pub use desired::{CommitInfo, Desired};
 pub use plan::{Change, ChangeKind, plan};
@@ -56,9 +58,90 @@ pub enum Target {
     Kubernetes(Box<KubeTarget>),
     Directory {
         dir: PathBuf,
-        /// What the directory holds (object file name -> text), once read or written.
-        published: Option<BTreeMap<String, String>>,
+        /// What the directory holds (object file name -> what is known of it), once read or
+        /// written.
+        published: Option<BTreeMap<String, OnDisk>>,
     },
+}
+
+/// One object file of an output directory, as the controller knows it.
+#[derive(Clone, Debug)]
+pub enum OnDisk {
+    /// Written (or verified) by this controller as `from`'s object of the same name; the
+    /// stamp taken then tells a later edit by someone else.
+    Written {
+        from: Arc<Desired>,
+        stamp: Option<FileStamp>,
+        text_hash: String,
+    },
+    /// Read from the directory: at start, after a failed publication, or after its stamp
+    /// changed (`edited`: someone else wrote it while the controller ran). `known` when the
+    /// generation's manifest records exactly this text.
+    Read {
+        text: String,
+        edited: bool,
+        known: Option<Known>,
+    },
+    /// Written by this controller and since removed by someone else.
+    Missing,
+}
+
+/// What an output directory's manifest records of a file the controller wrote: the object's
+/// fingerprint and the hash of the file's text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Known {
+    fingerprint: String,
+    text_hash: String,
+}
+
+/// The manifest of a publication: `FILE<TAB>FINGERPRINT<TAB>TEXT-HASH` per line.
+fn manifest_text(entries: &BTreeMap<String, Known>) -> String {
+    let mut text = String::new();
+    for (file, known) in entries {
+        text.push_str(&format!(
+            "{file}\t{}\t{}\n",
+            known.fingerprint, known.text_hash
+        ));
+    }
+    text
+}
+
+fn parse_manifest(text: &str) -> BTreeMap<String, Known> {
+    text.lines()
+        .filter_map(|line| {
+            let mut fields = line.split('\t');
+            let (file, fingerprint, text_hash) = (fields.next()?, fields.next()?, fields.next()?);
+            Some((
+                file.to_string(),
+                Known {
+                    fingerprint: fingerprint.to_string(),
+                    text_hash: text_hash.to_string(),
+                },
+            ))
+        })
+        .collect()
+}
+
+/// What tells a file apart from the one the controller wrote: an editor's rewrite changes the
+/// inode, an edit in place the size or modification time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileStamp {
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+    inode: u64,
+}
+
+impl FileStamp {
+    /// The stamp of the file `path` names (following the visible symlink to its generation).
+    fn of(path: &std::path::Path) -> Option<FileStamp> {
+        use std::os::unix::fs::MetadataExt as _;
+        let meta = std::fs::metadata(path).ok()?;
+        Some(FileStamp {
+            len: meta.len(),
+            modified: meta.modified().ok(),
+            inode: meta.ino(),
+        })
+    }
 }
 
 impl Target {
@@ -140,8 +223,8 @@ pub struct Controller {
     pub source: Source,
     pub target: Target,
     options: Options,
-    /// The last good desired state.
-    desired: Option<Desired>,
+    /// The last good desired state (shared with what a directory target remembers it wrote).
+    desired: Option<Arc<Desired>>,
     /// When the desired state changed and has not been fully applied yet.
     pending_since: Option<Instant>,
     audit: Arc<AuditLog>,
@@ -154,13 +237,17 @@ pub struct Controller {
 /// Parses, resolves and translates one configuration.
 pub fn translate_fetched(fetched: &Fetched, options: &Options) -> Result<Desired, SyncError> {
     let invalid = |e: panos::PanosError| SyncError::InvalidConfig(e.to_string());
+    let mut phases = Phases::start();
     let config =
         panos::parse_config(&fetched.text, &fetched.origin, Limits::default()).map_err(invalid)?;
+    phases.mark("parse");
     let resolve_options = ResolveOptions {
         device_group: options.device_group.clone(),
         ..ResolveOptions::default()
     };
     let resolved = panos::resolve(&config, &resolve_options).map_err(invalid)?;
+    drop(config);
+    phases.mark("resolve");
     // Each warning is also in the status of the object holding the rule; a large Panorama
     // has thousands, so the log gets one line per configuration and the details at debug.
     if !resolved.warnings.is_empty() {
@@ -175,6 +262,8 @@ pub fn translate_fetched(fetched: &Fetched, options: &Options) -> Result<Desired
     }
     let translate_options = TranslateOptions {
         mode: options.mode,
+        // YAML only for what changes in an output directory, and never for the API server.
+        documents: false,
         commit: fetched
             .commit
             .as_ref()
@@ -184,18 +273,55 @@ pub fn translate_fetched(fetched: &Fetched, options: &Options) -> Result<Desired
     };
     let translation = translate::translate(&resolved, &translate_options)
         .map_err(|e| SyncError::Untranslatable(e.to_string()))?;
-    Ok(Desired::from_translation(
-        &translation,
+    phases.mark("translate");
+    let desired = Desired::from_translation(
+        translation,
         fetched.origin.clone(),
         options.device_group.clone(),
         fetched.commit.clone(),
         resolved.warnings.len(),
-    ))
+    );
+    phases.mark("hash");
+    phases.log(&fetched.origin);
+    Ok(desired)
 }
 
-/// Interval with ±10 % jitter, so that several controllers do not poll Panorama in step.
+/// Wall time of the phases of one pass, logged at debug level: where a commit's latency goes.
+struct Phases {
+    last: Instant,
+    done: Vec<(&'static str, Duration)>,
+}
+
+impl Phases {
+    fn start() -> Self {
+        Phases {
+            last: Instant::now(),
+            done: Vec::new(),
+        }
+    }
+
+    fn mark(&mut self, phase: &'static str) {
+        let now = Instant::now();
+        self.done.push((phase, now - self.last));
+        self.last = now;
+    }
+
+    fn log(&self, what: &str) {
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let text: Vec<String> = self
+                .done
+                .iter()
+                .map(|(phase, took)| format!("{phase} {} ms", took.as_millis()))
+                .collect();
+            tracing::debug!(%what, phases = %text.join(", "), "sync phase timings");
+        }
+    }
+}
+
+/// The interval shortened by up to 10 %, so that several controllers do not poll Panorama in
+/// step. Only ever shorter: a commit is noticed at most `interval` after it appears.
 fn jittered(interval: Duration) -> Duration {
-    interval.mul_f64(0.9 + 0.2 * fastrand::f64())
+    interval.mul_f64(0.9 + 0.1 * fastrand::f64())
 }
 
 impl Controller {
@@ -236,12 +362,13 @@ impl Controller {
 
     /// The last good desired state, if any.
     pub fn desired(&self) -> Option<&Desired> {
-        self.desired.as_ref()
+        self.desired.as_deref()
     }
 
     /// Polls the source; a new valid configuration becomes the desired state. Returns whether
     /// the desired state changed. Errors leave the desired state as it was.
     pub async fn refresh(&mut self) -> Result<bool, SyncError> {
+        let mut phases = Phases::start();
         let fetched = match self.source.poll().await {
             Ok(None) => return Ok(false),
             Ok(Some(fetched)) => fetched,
@@ -255,6 +382,8 @@ impl Controller {
             }
         };
         let noticed = Instant::now();
+        phases.mark("read");
+        phases.log(&fetched.origin);
         SyncStats::add(&self.stats.commits_seen, 1);
         // Whatever the outcome, this version has been handled: an invalid configuration is
         // not fetched and reported again until the source changes.
@@ -281,7 +410,7 @@ impl Controller {
             .desired
             .as_ref()
             .is_none_or(|current| !current.same_objects(&desired));
-        self.desired = Some(desired);
+        self.desired = Some(Arc::new(desired));
         if changed && self.pending_since.is_none() {
             self.pending_since = Some(noticed);
         }
@@ -290,17 +419,22 @@ impl Controller {
 
     /// Makes the target equal to the desired state (nothing when there is none yet).
     pub async fn reconcile(&mut self) -> Reconciled {
-        let Some(desired) = self.desired.clone() else {
+        let Some(desired) = self.desired.as_ref() else {
             return Reconciled::default();
         };
+        let mut phases = Phases::start();
         let report = match &mut self.target {
             Target::Kubernetes(kube) => {
-                reconcile_kube(kube.as_ref(), &desired, &self.audit, &self.stats).await
+                reconcile_kube(kube.as_ref(), desired, &self.audit, &self.stats).await
             }
             Target::Directory { dir, published } => {
-                reconcile_directory(dir, published, &desired, &self.audit, &self.stats)
+                reconcile_directory(dir, published, desired, &self.audit, &self.stats)
             }
         };
+        if report.operations() > 0 || report.failed > 0 {
+            phases.mark("plan and apply");
+            phases.log(&self.target.describe());
+        }
         if let Some(metrics) = &self.metrics {
             metrics.record_objects(report.applied as u64, report.deleted as u64);
             for _ in 0..report.restored {
@@ -395,11 +529,14 @@ impl Controller {
                 }
             }
             Target::Directory { dir, published } => {
-                let current = match published {
+                let mut current = match published {
                     Some(current) => current.clone(),
                     None => read_published(dir).map_err(SyncError::Apply)?,
                 };
-                Ok(directory_changes(&current, &desired))
+                notice_edits(dir, &mut current);
+                directory_plan(&current, &desired)
+                    .map(|plan| plan.changes)
+                    .map_err(|e| SyncError::Apply(e.to_string()))
             }
         }
     }
@@ -527,85 +664,263 @@ async fn reconcile_kube(
 }
 
 /// The object files a directory holds now (only this controller's, by name prefix).
-fn read_published(dir: &std::path::Path) -> Result<BTreeMap<String, String>, String> {
+fn read_published(dir: &std::path::Path) -> Result<BTreeMap<String, OnDisk>, String> {
     if !dir.exists() {
         return Ok(BTreeMap::new());
     }
     let files = directory::read_set(dir).map_err(|e| e.to_string())?;
+    // A file whose text is the one the manifest records is known without parsing it or
+    // writing the desired object's YAML to compare. An unreadable manifest only costs that.
+    let manifest = directory::read_manifest(dir)
+        .ok()
+        .flatten()
+        .map(|text| parse_manifest(&text))
+        .unwrap_or_default();
     Ok(files
         .into_iter()
         .filter_map(|file| {
             let name = file.path.file_name()?.to_string_lossy().into_owned();
-            name.starts_with(FIREWALL_FILE_PREFIX)
-                .then_some((name, file.text))
+            let known = manifest
+                .get(&name)
+                .filter(|known| known.text_hash == desired::text_hash(&file.text))
+                .cloned();
+            name.starts_with(FIREWALL_FILE_PREFIX).then_some((
+                name,
+                OnDisk::Read {
+                    text: file.text,
+                    edited: false,
+                    known,
+                },
+            ))
         })
         .collect())
 }
 
-fn directory_changes(current: &BTreeMap<String, String>, desired: &Desired) -> Vec<Change> {
+/// Turns every file the controller wrote whose stamp changed into what is there now: edited
+/// (its text) or missing. A few `stat` calls; a file is read only when its stamp differs.
+fn notice_edits(dir: &std::path::Path, current: &mut BTreeMap<String, OnDisk>) {
+    for (file, entry) in current.iter_mut() {
+        let OnDisk::Written { stamp, .. } = entry else {
+            continue;
+        };
+        let path = dir.join(file);
+        let now = FileStamp::of(&path);
+        if now.is_some() && now == *stamp {
+            continue;
+        }
+        warn!(file = %path.display(), "an object file of the output directory was changed by someone else; it is put back");
+        *entry = match std::fs::read_to_string(&path) {
+            Ok(text) => OnDisk::Read {
+                text,
+                edited: true,
+                known: None,
+            },
+            Err(_) => OnDisk::Missing,
+        };
+    }
+}
+
+/// What publishing the desired state into a directory takes.
+struct DirectoryPlan {
+    changes: Vec<Change>,
+    /// Files to write: changed objects, and unchanged ones found by reading the directory.
+    write: Vec<ObjectFile>,
+    /// Files of the current generation that stay as they are (linked, not written again).
+    keep: Vec<String>,
+    /// Every file of the new set, for its manifest.
+    manifest: BTreeMap<String, Known>,
+}
+
+/// The changes that make the directory hold `desired`. YAML is written only for objects
+/// whose fingerprint differs from what the controller wrote (or, for files it did not write
+/// in this run, to compare with their text); a previous file is parsed only when it changed,
+/// for the audit record.
+fn directory_plan(
+    current: &BTreeMap<String, OnDisk>,
+    desired: &Desired,
+) -> Result<DirectoryPlan, translate::TranslateError> {
     let old_spec = |text: &str| {
         parse_documents(text, "output directory")
             .ok()
             .and_then(|mut policies| policies.pop())
+            .map(|policy| policy.spec)
     };
-    let mut changes = Vec::new();
+    let mut plan = DirectoryPlan {
+        changes: Vec::new(),
+        write: Vec::new(),
+        keep: Vec::new(),
+        manifest: BTreeMap::new(),
+    };
     let mut wanted = std::collections::BTreeSet::new();
     for (name, object) in &desired.objects {
         let file = format!("{name}.yaml");
         wanted.insert(file.clone());
-        let before = current.get(&file);
-        if before == Some(&object.document) {
-            continue;
-        }
-        let previous = before.and_then(|text| old_spec(text));
-        changes.push(Change {
-            kind: if before.is_some() {
-                ChangeKind::Update
-            } else {
-                ChangeKind::Create
+        let (kind, previous, document) = match current.get(&file) {
+            None => (ChangeKind::Create, None, None),
+            Some(OnDisk::Missing) => (ChangeKind::Restore, None, None),
+            Some(OnDisk::Written {
+                from, text_hash, ..
+            }) => match from.objects.get(name) {
+                Some(before) if before.fingerprint == object.fingerprint => {
+                    plan.manifest.insert(
+                        file.clone(),
+                        Known {
+                            fingerprint: object.fingerprint.clone(),
+                            text_hash: text_hash.clone(),
+                        },
+                    );
+                    plan.keep.push(file);
+                    continue;
+                }
+                before => (
+                    ChangeKind::Update,
+                    before.map(|before| Cow::Borrowed(&before.policy.spec)),
+                    None,
+                ),
             },
+            Some(OnDisk::Read {
+                known: Some(known), ..
+            }) if known.fingerprint == object.fingerprint => {
+                plan.manifest.insert(file.clone(), known.clone());
+                plan.keep.push(file);
+                continue;
+            }
+            Some(OnDisk::Read { text, edited, .. }) => {
+                let document = object.document()?;
+                if *text == document {
+                    plan.manifest.insert(
+                        file.clone(),
+                        Known {
+                            fingerprint: object.fingerprint.clone(),
+                            text_hash: desired::text_hash(&document),
+                        },
+                    );
+                    plan.write.push(ObjectFile {
+                        name: file,
+                        content: document,
+                    });
+                    continue;
+                }
+                let kind = if *edited {
+                    ChangeKind::Restore
+                } else {
+                    ChangeKind::Update
+                };
+                (kind, old_spec(text).map(Cow::Owned), Some(document))
+            }
+        };
+        let content = match document {
+            Some(document) => document,
+            None => object.document()?,
+        };
+        plan.manifest.insert(
+            file.clone(),
+            Known {
+                fingerprint: object.fingerprint.clone(),
+                text_hash: desired::text_hash(&content),
+            },
+        );
+        plan.write.push(ObjectFile {
+            name: file,
+            content,
+        });
+        plan.changes.push(Change {
+            kind,
             name: name.clone(),
             zone: object.policy.spec.zone.clone(),
-            rules: desired::rules_involved(
-                previous.as_ref().map(|p| &p.spec),
-                Some(&object.policy.spec),
-            ),
-            live_hash: previous.as_ref().map(|p| desired::spec_hash(&p.spec)),
+            rules: desired::rules_involved(previous.as_deref(), Some(&object.policy.spec)),
+            live_hash: previous.as_deref().map(desired::spec_hash),
             desired_hash: Some(object.hash.clone()),
             live: None,
         });
     }
-    for (file, text) in current {
+    for (file, entry) in current {
         if wanted.contains(file) {
             continue;
         }
-        let previous = old_spec(text);
-        changes.push(Change {
+        let name = file.trim_end_matches(".yaml").to_string();
+        let previous = match entry {
+            OnDisk::Written { from, .. } => from
+                .objects
+                .get(&name)
+                .map(|object| Cow::Borrowed(&object.policy.spec)),
+            OnDisk::Read { text, .. } => old_spec(text).map(Cow::Owned),
+            // Removed by someone else and no longer wanted: nothing to do.
+            OnDisk::Missing => continue,
+        };
+        plan.changes.push(Change {
             kind: ChangeKind::DeleteStale,
-            name: file.trim_end_matches(".yaml").to_string(),
             zone: previous
                 .as_ref()
-                .map(|p| p.spec.zone.clone())
+                .map(|spec| spec.zone.clone())
                 .unwrap_or_default(),
-            rules: desired::rules_involved(previous.as_ref().map(|p| &p.spec), None),
-            live_hash: previous.as_ref().map(|p| desired::spec_hash(&p.spec)),
+            rules: desired::rules_involved(previous.as_deref(), None),
+            live_hash: previous.as_deref().map(desired::spec_hash),
+            name,
             desired_hash: None,
             live: None,
         });
     }
-    changes
+    Ok(plan)
+}
+
+/// Publishes `write` and, written again rather than linked, the `keep` files.
+fn write_all(
+    dir: &std::path::Path,
+    desired: &Desired,
+    mut write: Vec<ObjectFile>,
+    keep: &[String],
+    manifest: &str,
+) -> Result<(), String> {
+    for file in keep {
+        let name = file.trim_end_matches(".yaml");
+        let object = desired
+            .objects
+            .get(name)
+            .ok_or_else(|| format!("{file} is not a desired object"))?;
+        write.push(ObjectFile {
+            name: file.clone(),
+            content: object.document().map_err(|e| e.to_string())?,
+        });
+    }
+    directory::publish_keeping(dir, &write, &[], Some(manifest), FIREWALL_FILE_PREFIX)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// The entries of a directory that now holds exactly `desired` (the files of `manifest`),
+/// each file stamped.
+fn written(
+    dir: &std::path::Path,
+    desired: &Arc<Desired>,
+    manifest: &BTreeMap<String, Known>,
+) -> BTreeMap<String, OnDisk> {
+    manifest
+        .iter()
+        .map(|(file, known)| {
+            let stamp = FileStamp::of(&dir.join(file));
+            (
+                file.clone(),
+                OnDisk::Written {
+                    from: Arc::clone(desired),
+                    stamp,
+                    text_hash: known.text_hash.clone(),
+                },
+            )
+        })
+        .collect()
 }
 
 fn reconcile_directory(
     dir: &std::path::Path,
-    published: &mut Option<BTreeMap<String, String>>,
-    desired: &Desired,
+    published: &mut Option<BTreeMap<String, OnDisk>>,
+    desired: &Arc<Desired>,
     audit: &AuditLog,
     stats: &SyncStats,
 ) -> Reconciled {
     let mut report = Reconciled::default();
-    let current = match published {
-        Some(current) => current.clone(),
+    let mut current = match published.take() {
+        Some(current) => current,
         None => match read_published(dir) {
             Ok(current) => current,
             Err(error) => {
@@ -615,22 +930,41 @@ fn reconcile_directory(
             }
         },
     };
-    let changes = directory_changes(&current, desired);
-    if changes.is_empty() {
-        *published = Some(current);
+    notice_edits(dir, &mut current);
+    let plan = match directory_plan(&current, desired) {
+        Ok(plan) => plan,
+        Err(error) => {
+            report.failed = 1;
+            SyncStats::add(&stats.errors_apply, 1);
+            error!(dir = %dir.display(), %error, "cannot write the firewall tier as YAML; retried next interval");
+            return report;
+        }
+    };
+    if plan.changes.is_empty() {
+        // Every file is the desired object's: remember them as written, so that the next
+        // pass compares fingerprints and stamps instead of text.
+        *published = Some(written(dir, desired, &plan.manifest));
         return report;
     }
-    let files: Vec<ObjectFile> = desired
-        .objects
-        .iter()
-        .map(|(name, object)| ObjectFile {
-            name: format!("{name}.yaml"),
-            content: object.document.clone(),
-        })
-        .collect();
-    let result = directory::publish(dir, &files, FIREWALL_FILE_PREFIX)
-        .map(|_| ())
-        .map_err(|e| e.to_string());
+    let changes = plan.changes;
+    let manifest = manifest_text(&plan.manifest);
+    let mut result = directory::publish_keeping(
+        dir,
+        &plan.write,
+        &plan.keep,
+        Some(&manifest),
+        FIREWALL_FILE_PREFIX,
+    )
+    .map(|_| ())
+    .map_err(|e| e.to_string());
+    if let Err(error) = &result
+        && !plan.keep.is_empty()
+    {
+        // An unchanged file could not be taken from the current generation (someone removed
+        // it there): write every file instead.
+        warn!(dir = %dir.display(), %error, "cannot carry the unchanged files into the new generation; writing them all");
+        result = write_all(dir, desired, plan.write, &plan.keep, &manifest);
+    }
     let target = format!("directory:{}", dir.display());
     for change in &changes {
         let written = audit.record(&AuditRecord::for_change(
@@ -655,13 +989,14 @@ fn reconcile_directory(
                     report.applied += 1;
                     SyncStats::add(&stats.objects_applied, 1);
                 }
+                if change.kind.is_remediation() {
+                    report.remediated += 1;
+                    report.restored += 1;
+                    SyncStats::add(&stats.drift_remediations, 1);
+                    warn!(object = %change.name, "drift in the output directory remediated");
+                }
             }
-            *published = Some(
-                files
-                    .into_iter()
-                    .map(|file| (file.name, file.content))
-                    .collect(),
-            );
+            *published = Some(written(dir, desired, &plan.manifest));
         }
         Err(error) => {
             report.failed = changes.len();

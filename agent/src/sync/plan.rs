@@ -177,7 +177,7 @@ mod tests {
         let config = panos::parse_config(CONFIG, "test.xml", panos::Limits::default()).unwrap();
         let resolved = panos::resolve(&config, &panos::ResolveOptions::default()).unwrap();
         let translation = translate(&resolved, &TranslateOptions::default()).unwrap();
-        Desired::from_translation(&translation, "test.xml".into(), None, None, 0)
+        Desired::from_translation(translation, "test.xml".into(), None, None, 0)
     }
 
     /// The cluster after applying `desired` exactly.

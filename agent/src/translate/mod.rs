@@ -21,7 +21,9 @@
 //!
 //! Pure: the caller reads the configuration and writes the output.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
+
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
@@ -35,6 +37,8 @@ use crate::policy::resource::{
 };
 use crate::policy::valid_zone_name;
 
+mod size;
+
 /// The API server refuses objects over about 1.5 MiB (etcd's request limit); staying under
 /// 1 MB leaves room for metadata the server adds (managed fields, annotations).
 pub const DEFAULT_MAX_OBJECT_BYTES: usize = 1_000_000;
@@ -46,6 +50,11 @@ pub struct TranslateOptions {
     pub commit: Option<String>,
     /// Serialized YAML size over which a zone's rules are split into ordered parts.
     pub max_object_bytes: usize,
+    /// Whether to keep each object's YAML ([`Translation::documents`]). Without, the objects
+    /// are the same (sizes are checked against a bound of their YAML, and serialized only
+    /// when the bound is inconclusive): the sync controller writes YAML only for objects that
+    /// changed, and none for the API server.
+    pub documents: bool,
 }
 
 impl Default for TranslateOptions {
@@ -54,6 +63,7 @@ impl Default for TranslateOptions {
             mode: Mode::Enforce,
             commit: None,
             max_object_bytes: DEFAULT_MAX_OBJECT_BYTES,
+            documents: true,
         }
     }
 }
@@ -90,7 +100,8 @@ pub enum TranslateError {
 pub struct Translation {
     pub policies: Vec<ZonePolicy>,
     /// Each object's YAML, in the same order: serialized once, when its size was checked,
-    /// and reused for output (tens of MiB for a large Panorama).
+    /// and reused for output (tens of MiB for a large Panorama). Empty when
+    /// [`TranslateOptions::documents`] is false.
     pub documents: Vec<String>,
 }
 
@@ -375,13 +386,18 @@ fn rule_key(rule: &ZoneRule) -> Option<RuleKey<'_>> {
     })
 }
 
-/// Warnings about the object's rules, plus those about the configuration as a whole.
-fn object_warnings(warnings: &[Warning], egress: &[ZoneRule], ingress: &[ZoneRule]) -> Vec<String> {
+/// Warnings about the object's rules, plus those about the configuration as a whole. Each
+/// warning comes with its text, formatted once for all objects.
+fn object_warnings(
+    warnings: &[(&Warning, String)],
+    egress: &[ZoneRule],
+    ingress: &[ZoneRule],
+) -> Vec<String> {
     let rules: HashSet<RuleKey<'_>> = egress.iter().chain(ingress).filter_map(rule_key).collect();
     warnings
         .iter()
-        .filter(|w| warning_key(w).is_none_or(|key| rules.contains(&key)))
-        .map(ToString::to_string)
+        .filter(|(w, _)| warning_key(w).is_none_or(|key| rules.contains(&key)))
+        .map(|(_, text)| text.clone())
         .collect()
 }
 
@@ -390,7 +406,8 @@ struct ObjectContext<'a> {
     zone: Option<&'a str>,
     provenance: &'a PolicyProvenance,
     mode: Mode,
-    warnings: &'a [Warning],
+    /// The resolution's warnings with their text.
+    warnings: &'a [(&'a Warning, String)],
 }
 
 fn make_object(
@@ -444,8 +461,12 @@ fn yaml(policy: &ZonePolicy) -> Result<String, TranslateError> {
     })
 }
 
-/// Estimated bytes a rule adds to an object: its own YAML, indented one list level deeper.
+/// Bytes a rule adds to an object: a bound of its YAML as an item of `spec.egress` or
+/// `spec.ingress` (computed without writing YAML; see [`size`]).
 fn rule_bytes(rule: &ZoneRule) -> Result<usize, TranslateError> {
+    if let Ok(bytes) = size::yaml_item_bound(rule, 2) {
+        return Ok(bytes);
+    }
     let text = serde_yaml_ng::to_string(rule).map_err(|source| TranslateError::Yaml {
         name: rule
             .provenance
@@ -456,6 +477,36 @@ fn rule_bytes(rule: &ZoneRule) -> Result<usize, TranslateError> {
     Ok(text.len() + 4 * text.lines().count())
 }
 
+/// Whether an object's YAML fits the limit.
+enum Fit {
+    /// It fits: the object with its YAML (empty when documents are not kept).
+    Fits(ZonePolicy, String),
+    /// Too large: the object back.
+    TooLarge(ZonePolicy),
+}
+
+/// Checks an object against the limit. Without documents, the size bounds decide when the
+/// upper one is under the limit or the lower one over it; otherwise the object is serialized,
+/// so both modes decide alike.
+fn fitting(object: ZonePolicy, limit: usize, documents: bool) -> Result<Fit, TranslateError> {
+    if !documents {
+        if size::yaml_bound(&object).is_ok_and(|bound| bound <= limit) {
+            return Ok(Fit::Fits(object, String::new()));
+        }
+        if let Ok(lower) = size::yaml_lower_bound(&object)
+            && lower > limit
+        {
+            return Ok(Fit::TooLarge(object));
+        }
+    }
+    let document = yaml(&object)?;
+    if document.len() > limit {
+        return Ok(Fit::TooLarge(object));
+    }
+    let document = if documents { document } else { String::new() };
+    Ok(Fit::Fits(object, document))
+}
+
 /// One zone's objects with their YAML: a single one when it fits, else ordered parts, each
 /// under the limit.
 fn zone_objects(
@@ -463,6 +514,7 @@ fn zone_objects(
     egress: Vec<ZoneRule>,
     ingress: Vec<ZoneRule>,
     limit: usize,
+    documents: bool,
 ) -> Result<Vec<(ZonePolicy, String)>, TranslateError> {
     // Every rule serializes to well over this many bytes (action, rule type, peer zones and
     // the three columns), so more rules than fit at this size cannot fit in one object and
@@ -470,16 +522,16 @@ fn zone_objects(
     const MIN_RULE_BYTES: usize = 120;
     if (egress.len() + ingress.len()).saturating_mul(MIN_RULE_BYTES) <= limit {
         let whole = make_object(cx, 1, 1, egress, ingress);
-        let document = yaml(&whole)?;
-        if document.len() <= limit {
-            return Ok(vec![(whole, document)]);
-        }
+        let whole = match fitting(whole, limit, documents)? {
+            Fit::Fits(object, document) => return Ok(vec![(object, document)]),
+            Fit::TooLarge(whole) => whole,
+        };
         let ZonePolicySpec {
             egress, ingress, ..
         } = whole.spec;
-        return split(cx, egress, ingress, limit);
+        return split(cx, egress, ingress, limit, documents);
     }
-    split(cx, egress, ingress, limit)
+    split(cx, egress, ingress, limit, documents)
 }
 
 /// Ordered parts, each under `limit`, with their YAML.
@@ -488,6 +540,7 @@ fn split(
     egress: Vec<ZoneRule>,
     ingress: Vec<ZoneRule>,
     limit: usize,
+    documents: bool,
 ) -> Result<Vec<(ZonePolicy, String)>, TranslateError> {
     let empty = make_object(cx, 1, 1, Vec::new(), Vec::new());
     // Room for rules: the limit minus the fixed part (configuration-wide warnings included),
@@ -495,10 +548,10 @@ fn split(
     let budget = limit.saturating_sub(yaml(&empty)?.len()).saturating_mul(9) / 10;
     let mut parts: Vec<(Vec<ZoneRule>, Vec<ZoneRule>)> = vec![(Vec::new(), Vec::new())];
     // Bytes each rule's own warnings add to the object it lands in.
-    let mut warning_bytes: HashMap<RuleKey<'_>, usize> = HashMap::new();
-    for warning in cx.warnings {
+    let mut warning_bytes: HashMap<RuleKey<'_>, usize> = HashMap::default();
+    for (warning, text) in cx.warnings {
         if let Some(key) = warning_key(warning) {
-            *warning_bytes.entry(key).or_default() += warning.to_string().len() + 8;
+            *warning_bytes.entry(key).or_default() += text.len() + 8;
         }
     }
     let mut used = 0;
@@ -543,16 +596,18 @@ fn split(
     let mut objects = Vec::with_capacity(parts.len());
     for ((e, i), part) in parts.into_iter().zip(1..) {
         let object = make_object(cx, part, count, e, i);
-        let document = yaml(&object)?;
-        if document.len() > limit {
-            return Err(TranslateError::RuleTooLarge {
-                zone: cx.zone.unwrap_or(ANY_ZONE).to_string(),
-                rule: "(part)".to_string(),
-                bytes: document.len(),
-                limit,
-            });
+        match fitting(object, limit, documents)? {
+            Fit::Fits(object, document) => objects.push((object, document)),
+            Fit::TooLarge(object) => {
+                let bytes = yaml(&object)?.len();
+                return Err(TranslateError::RuleTooLarge {
+                    zone: cx.zone.unwrap_or(ANY_ZONE).to_string(),
+                    rule: "(part)".to_string(),
+                    bytes,
+                    limit,
+                });
+            }
         }
-        objects.push((object, document));
     }
     Ok(objects)
 }
@@ -595,6 +650,11 @@ pub fn translate(
         device_group: policy.target.clone(),
         commit: options.commit.clone(),
     };
+    let warnings: Vec<(&Warning, String)> = resolved
+        .warnings
+        .iter()
+        .map(|warning| (warning, warning.to_string()))
+        .collect();
     let mut policies = Vec::new();
     let mut documents = Vec::new();
     let targets = zones.iter().map(|z| Some(z.as_str())).chain([None]);
@@ -604,13 +664,21 @@ pub fn translate(
             zone,
             provenance: &provenance,
             mode: options.mode,
-            warnings: &resolved.warnings,
+            warnings: &warnings,
         };
         let egress = rules_for(policy, &converted, zone, true);
         let ingress = rules_for(policy, &converted, zone, false);
-        for (policy, document) in zone_objects(&cx, egress, ingress, options.max_object_bytes)? {
+        for (policy, document) in zone_objects(
+            &cx,
+            egress,
+            ingress,
+            options.max_object_bytes,
+            options.documents,
+        )? {
             policies.push(policy);
-            documents.push(document);
+            if options.documents {
+                documents.push(document);
+            }
         }
     }
     Ok(Translation {
@@ -632,4 +700,65 @@ pub fn to_yaml(policies: &[ZonePolicy]) -> Result<String, TranslateError> {
 /// One object's file content (for `-o DIR`).
 pub fn object_yaml(policy: &ZonePolicy) -> Result<String, TranslateError> {
     yaml(policy)
+}
+
+/// The Panorama test fixture's device group `dg-prod`, translated (for unit tests here and in
+/// the sync controller).
+#[cfg(test)]
+pub(crate) fn fixture_translation(documents: bool) -> Translation {
+    use crate::firewall::panos;
+    let text = include_str!("../../tests/fixtures/panorama.xml");
+    let config = panos::parse_config(text, "panorama.xml", panos::Limits::default())
+        .expect("fixture parses");
+    let options = panos::ResolveOptions {
+        device_group: Some("dg-prod".into()),
+        ..panos::ResolveOptions::default()
+    };
+    let resolved = panos::resolve(&config, &options).expect("fixture resolves");
+    let options = TranslateOptions {
+        documents,
+        ..TranslateOptions::default()
+    };
+    translate(&resolved, &options).expect("fixture translates")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The bounds that decide splits without YAML are never below the real YAML (so no
+    /// object can exceed the limit through them) and stay close to it (so objects are not
+    /// split much earlier than needed).
+    #[test]
+    fn size_bounds_hold_for_real_rules_and_objects() {
+        let translation = fixture_translation(true);
+        let mut rules = 0;
+        for (policy, document) in translation.policies.iter().zip(&translation.documents) {
+            let bound = size::yaml_bound(policy).expect("modelled");
+            assert!(bound >= document.len(), "{:?}", policy.metadata.name);
+            let lower = size::yaml_lower_bound(policy).expect("modelled");
+            assert!(lower <= document.len(), "{:?}", policy.metadata.name);
+            assert!(
+                bound <= document.len() + document.len() / 10 + 64,
+                "{bound} vs {}",
+                document.len()
+            );
+            for rule in policy.spec.egress.iter().chain(&policy.spec.ingress) {
+                rules += 1;
+                let wrapped: BTreeMap<&str, BTreeMap<&str, Vec<&ZoneRule>>> =
+                    [("spec", [("egress", vec![rule])].into_iter().collect())]
+                        .into_iter()
+                        .collect();
+                let real = serde_yaml_ng::to_string(&wrapped).expect("yaml").len()
+                    - "spec:\n  egress:\n".len();
+                let bound = rule_bytes(rule).expect("bound");
+                assert!(bound >= real, "{rule:?}: bound {bound} < real {real}");
+                assert!(
+                    bound <= real + real / 8 + 16,
+                    "{rule:?}: bound {bound}, real {real}"
+                );
+            }
+        }
+        assert!(rules > 10, "the fixture has rules");
+    }
 }

@@ -48,6 +48,18 @@ pub fn config_v1() -> String {
     )
 }
 
+/// A commit of `config_v1` with allow-web (untrust -> dmz) turned into a deny: the untrust
+/// and dmz objects change, trust does not.
+pub fn config_web_denied() -> String {
+    firewall_config(
+        &["trust", "untrust", "dmz"],
+        &[
+            ("allow-web", "untrust", "dmz", "deny"),
+            ("allow-out", "trust", "untrust", "allow"),
+        ],
+    )
+}
+
 /// The next commit: zone dmz and its rule are gone.
 pub fn config_v2() -> String {
     firewall_config(

@@ -13,11 +13,12 @@
 //! nothing, and widens a deny-family rule's affected column to `any`. An allow is never
 //! widened except under the operator's explicit [`ApplicationMapping::DefaultPorts`].
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::rc::Rc;
 
 use ipnet::IpNet;
+use rustc_hash::FxHashMap as HashMap;
 
 use super::config::{
     AddressGroup, AddressGroupKind, AddressObject, AddressValue, ConfigKind, DefaultRuleOverride,
@@ -137,6 +138,15 @@ enum View {
     Shared,
 }
 
+impl View {
+    fn slot(self) -> usize {
+        match self {
+            View::Target => 0,
+            View::Shared => 1,
+        }
+    }
+}
+
 /// One name table: each entity with the view its own members resolve in.
 #[derive(Default)]
 struct Names<'c> {
@@ -206,8 +216,9 @@ impl<'c> Names<'c> {
 struct Namespace<'c> {
     target: Names<'c>,
     shared: Names<'c>,
-    address_cache: HashMap<(View, String), Result<Rc<AddressSet>, Problem>>,
-    service_cache: HashMap<(View, String), Result<Rc<ServiceSet>, Problem>>,
+    /// Resolved names, one map per view (indexed by [`View::slot`]), looked up by `&str`.
+    address_cache: [HashMap<String, Result<Rc<AddressSet>, Problem>>; 2],
+    service_cache: [HashMap<String, Result<Rc<ServiceSet>, Problem>>; 2],
 }
 
 impl<'c> Namespace<'c> {
@@ -216,8 +227,8 @@ impl<'c> Namespace<'c> {
         Namespace {
             target: Names::new(scopes),
             shared: Names::new(&scopes[..1.min(scopes.len())]),
-            address_cache: HashMap::new(),
-            service_cache: HashMap::new(),
+            address_cache: Default::default(),
+            service_cache: Default::default(),
         }
     }
 
@@ -237,8 +248,7 @@ impl<'c> Namespace<'c> {
         if name == "any" {
             return Ok(Rc::new(AddressSet::any()));
         }
-        let key = (view, name.to_string());
-        if let Some(cached) = self.address_cache.get(&key) {
+        if let Some(cached) = self.address_cache[view.slot()].get(name) {
             return cached.clone();
         }
         let result = match self.names(view).addresses.get(name).copied() {
@@ -256,7 +266,7 @@ impl<'c> Namespace<'c> {
         // A failure computed while a group cycle was open may depend on the open stack;
         // only cache results that are final for any caller.
         if stack.is_empty() || result.is_ok() {
-            self.address_cache.insert(key, result.clone());
+            self.address_cache[view.slot()].insert(name.to_string(), result.clone());
         }
         result.map_err(|p| match p {
             Problem::Unknown { name, in_group } => Problem::Unknown {
@@ -332,8 +342,7 @@ impl<'c> Namespace<'c> {
         if name == "any" {
             return Ok(Rc::new(ServiceSet::any()));
         }
-        let key = (view, name.to_string());
-        if let Some(cached) = self.service_cache.get(&key) {
+        if let Some(cached) = self.service_cache[view.slot()].get(name) {
             return cached.clone();
         }
         let result = match self.names(view).services.get(name).copied() {
@@ -349,7 +358,7 @@ impl<'c> Namespace<'c> {
                 }),
         };
         if stack.is_empty() || result.is_ok() {
-            self.service_cache.insert(key, result.clone());
+            self.service_cache[view.slot()].insert(name.to_string(), result.clone());
         }
         result
     }

@@ -40,7 +40,7 @@ pub fn format(record: &FlowRecord, options: &FormatOptions) -> String {
 /// serde_json escapes only the C0 controls; DEL, the C1 controls (NEL among them) and
 /// U+2028/9 stay raw, and some log tools break lines on them. They can only occur inside
 /// JSON strings here, where a `\uXXXX` escape means the same character.
-fn escape_line_breakers(serialized: &str) -> String {
+pub fn escape_line_breakers(serialized: &str) -> String {
     if !serialized.chars().any(is_unsafe_char) {
         return serialized.to_owned();
     }

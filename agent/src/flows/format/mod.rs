@@ -1,5 +1,9 @@
 //! Formatters: [`FlowRecord`] to one line of text for a SIEM. Pure code, no I/O.
 //!
+//! The sync controller's audit records go through the same sinks; they implement [`Render`]
+//! with the building blocks each format module exposes (`cef::line`, `rfc5424::message`,
+//! `leef::line`), so escaping and header rules live in one place.
+//!
 //! Every output is exactly one line with no line terminator: framing (newline, RFC 6587
 //! octet counting, one datagram) is the sink's job. Escaping follows each format's own
 //! rules; where a format has no escape for a character that could end a line or confuse a
@@ -10,7 +14,7 @@ pub mod cef;
 pub mod json;
 pub mod leef;
 pub mod rfc5424;
-mod time;
+pub mod time;
 
 use std::fmt;
 use std::str::FromStr;
@@ -73,12 +77,44 @@ impl Format {
 
     /// Formats one record. No trailing newline.
     pub fn format_with(&self, record: &FlowRecord, options: &FormatOptions) -> String {
+        self.render(record, options)
+    }
+
+    /// Formats any record the formatters know how to render. No trailing newline.
+    pub fn render<R: Render + ?Sized>(&self, record: &R, options: &FormatOptions) -> String {
         match self {
-            Format::Cef => cef::format(record, options),
-            Format::Rfc5424 => rfc5424::format(record, options),
-            Format::Leef => leef::format(record, options),
-            Format::Json => json::format(record, options),
+            Format::Cef => record.cef(options),
+            Format::Rfc5424 => record.rfc5424(options),
+            Format::Leef => record.leef(options),
+            Format::Json => record.json(options),
         }
+    }
+}
+
+/// A record that every sink format can carry: one line each, no terminator, escaped by the
+/// format's own rules.
+pub trait Render {
+    fn cef(&self, options: &FormatOptions) -> String;
+    fn rfc5424(&self, options: &FormatOptions) -> String;
+    fn leef(&self, options: &FormatOptions) -> String;
+    fn json(&self, options: &FormatOptions) -> String;
+}
+
+impl Render for FlowRecord {
+    fn cef(&self, options: &FormatOptions) -> String {
+        cef::format(self, options)
+    }
+
+    fn rfc5424(&self, options: &FormatOptions) -> String {
+        rfc5424::format(self, options)
+    }
+
+    fn leef(&self, options: &FormatOptions) -> String {
+        leef::format(self, options)
+    }
+
+    fn json(&self, options: &FormatOptions) -> String {
+        json::format(self, options)
     }
 }
 

@@ -137,6 +137,29 @@ impl Filter {
     }
 }
 
+impl Filter {
+    /// Whether an audit record about an object of `zone` goes to the sink. Only `all` and
+    /// `zones:` are accepted for audit sinks ([`SinkConfig::parse_for`] refuses the others).
+    pub fn accepts_audit(&self, zone: &str) -> bool {
+        match self {
+            Filter::All => true,
+            Filter::Zones(zones) => zones.contains(zone),
+            Filter::CrossZone | Filter::Denies => false,
+        }
+    }
+}
+
+/// What a sink carries, which decides the filters that make sense.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Records {
+    /// Flow records (`zonewall agent`): every filter, `cross-zone` by default.
+    Flows,
+    /// Audit records of the sync controller (`zonewall sync`): `all` (the default) or
+    /// `zones:` (the zone of the changed object); `cross-zone` and `denies` describe flows
+    /// and are refused rather than silently matching nothing.
+    Audit,
+}
+
 impl FromStr for Filter {
     type Err = String;
 
@@ -228,6 +251,9 @@ pub enum ConfigError {
     Missing { input: String, reason: String },
 }
 
+/// The filters an audit sink accepts.
+const AUDIT_FILTER_SYNTAX: &str = "all (the default) or zones:ZONE[,ZONE...]";
+
 const COMMON_OPTIONS: &str = "queue, filter, max_message, oversize";
 const NETWORK_OPTIONS: &str = "queue, filter, max_message, oversize";
 const TLS_OPTIONS: &str = "ca, cert, key, server_name, queue, filter, max_message, oversize";
@@ -236,7 +262,15 @@ const FILE_OPTIONS: &str = "max_bytes, keep, queue, filter, max_message, oversiz
 impl FromStr for SinkConfig {
     type Err = ConfigError;
 
+    /// A sink of flow records.
     fn from_str(input: &str) -> Result<Self, Self::Err> {
+        SinkConfig::parse_for(input, Records::Flows)
+    }
+}
+
+impl SinkConfig {
+    /// Parses a `--sink` value for the records it will carry.
+    pub fn parse_for(input: &str, records: Records) -> Result<Self, ConfigError> {
         let shape = || ConfigError::Shape {
             input: input.to_owned(),
         };
@@ -349,14 +383,30 @@ impl FromStr for SinkConfig {
             ));
         }
         let filter = match options.take("filter") {
-            Some(value) => value.parse::<Filter>().map_err(|reason| {
-                options.value_error(
-                    "filter",
-                    &value,
-                    &format!("{reason}; valid: {}", Filter::SYNTAX),
-                )
-            })?,
-            None => Filter::default(),
+            Some(value) => {
+                let filter = value.parse::<Filter>().map_err(|reason| {
+                    let valid = match records {
+                        Records::Flows => Filter::SYNTAX,
+                        Records::Audit => AUDIT_FILTER_SYNTAX,
+                    };
+                    options.value_error("filter", &value, &format!("{reason}; valid: {valid}"))
+                })?;
+                if records == Records::Audit && matches!(filter, Filter::CrossZone | Filter::Denies)
+                {
+                    return Err(options.value_error(
+                        "filter",
+                        &value,
+                        &format!(
+                            "selects flow records; audit records of zonewall sync take {AUDIT_FILTER_SYNTAX}"
+                        ),
+                    ));
+                }
+                filter
+            }
+            None => match records {
+                Records::Flows => Filter::default(),
+                Records::Audit => Filter::All,
+            },
         };
         let is_udp = matches!(transport, TransportConfig::Udp(_));
         let max_message = options
@@ -766,16 +816,44 @@ mod tests {
 /// Sinks from a file: one `FORMAT+TRANSPORT://ADDRESS[?options]` per line, `#` starts a
 /// comment, blank lines are skipped. An error names the file and the line.
 pub fn parse_sink_file(text: &str, origin: &str) -> Result<Vec<SinkConfig>, String> {
+    parse_sink_file_for(text, origin, Records::Flows)
+}
+
+/// [`parse_sink_file`] for the records the sinks will carry.
+pub fn parse_sink_file_for(
+    text: &str,
+    origin: &str,
+    records: Records,
+) -> Result<Vec<SinkConfig>, String> {
     let mut sinks = Vec::new();
     for (index, line) in text.lines().enumerate() {
         let line = line.split('#').next().unwrap_or("").trim();
         if line.is_empty() {
             continue;
         }
-        let sink = line
-            .parse::<SinkConfig>()
+        let sink = SinkConfig::parse_for(line, records)
             .map_err(|e| format!("{origin}:{}: {e}", index + 1))?;
         sinks.push(sink);
+    }
+    Ok(sinks)
+}
+
+/// The sinks of `--sink` values (empty ones skipped) and of a `--sink-file`, in that order.
+/// Errors name the value, or the file and line, and what is valid.
+pub fn load_sinks(
+    flags: &[String],
+    file: Option<&std::path::Path>,
+    records: Records,
+) -> Result<Vec<SinkConfig>, String> {
+    let mut sinks = Vec::new();
+    for text in flags.iter().filter(|text| !text.is_empty()) {
+        sinks.push(SinkConfig::parse_for(text, records).map_err(|e| e.to_string())?);
+    }
+    if let Some(path) = file {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read the sink file {origin}: {e}"))?;
+        sinks.extend(parse_sink_file_for(&text, &origin, records)?);
     }
     Ok(sinks)
 }
@@ -795,5 +873,53 @@ mod file_tests {
         let error =
             parse_sink_file("cef+stdout\nxml+udp://x:1\n", "sinks.conf").expect_err("invalid");
         assert!(error.starts_with("sinks.conf:2: "), "{error}");
+    }
+
+    #[test]
+    fn audit_sinks_take_all_or_zones_and_refuse_flow_filters() {
+        let audit = |input: &str| SinkConfig::parse_for(input, Records::Audit);
+        let default = audit("cef+tcp://127.0.0.1:6514").expect("valid");
+        assert_eq!(default.filter, Filter::All, "audit sinks see every record");
+        assert!(default.filter.accepts_audit("dmz"));
+        let zones = audit("cef+stdout?filter=zones:dmz,trust").expect("valid");
+        assert!(zones.filter.accepts_audit("dmz"));
+        assert!(!zones.filter.accepts_audit("untrust"));
+        for flow_only in ["cross-zone", "denies"] {
+            let error = audit(&format!("cef+stdout?filter={flow_only}"))
+                .expect_err("a flow filter")
+                .to_string();
+            assert!(
+                error.contains("selects flow records") && error.contains("zones:ZONE"),
+                "{error}"
+            );
+        }
+        // The agent's sinks keep their default.
+        let flows = SinkConfig::parse_for("cef+stdout", Records::Flows).expect("valid");
+        assert_eq!(flows.filter, Filter::CrossZone);
+    }
+
+    #[test]
+    fn load_sinks_reads_flags_then_the_file() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("sinks.conf");
+        std::fs::write(&file, "# SIEM\njson+stdout\ncef+stdout?filter=denies\n").expect("write");
+        let error = load_sinks(&["cef+stdout".into()], Some(&file), Records::Audit)
+            .expect_err("denies is a flow filter");
+        assert!(
+            error.starts_with(&format!("{}:3: ", file.display())),
+            "{error}"
+        );
+        std::fs::write(&file, "json+stdout\n").expect("write");
+        let sinks = load_sinks(
+            &["cef+tcp://127.0.0.1:601".into(), String::new()],
+            Some(&file),
+            Records::Audit,
+        )
+        .expect("valid");
+        let formats: Vec<Format> = sinks.iter().map(|sink| sink.format).collect();
+        assert_eq!(formats, [Format::Cef, Format::Json]);
+        let missing = load_sinks(&[], Some(&dir.path().join("none")), Records::Audit)
+            .expect_err("missing file");
+        assert!(missing.contains("cannot read the sink file"), "{missing}");
     }
 }

@@ -1,7 +1,9 @@
-//! Flow record sinks: where formatted records leave the agent for the SIEM (DESIGN section 7).
+//! Record sinks: where formatted records leave for the SIEM (DESIGN section 7): flow records
+//! from the agent, and the sync controller's audit records (`zonewall sync --sink`).
 //!
 //! A sink takes already-formatted records (one per `String`, no newline) from the flow path
-//! through [`SinkHandle::try_send`], which never blocks: the record is queued in the sink's
+//! or the audit log through [`SinkHandle::try_send`], which never blocks: the record is
+//! queued in the sink's
 //! bounded queue or counted as dropped. One tokio task per sink drains the queue to its
 //! transport, reconnecting with capped, jittered exponential backoff. Every offered record
 //! ends up either delivered or counted as dropped with a [`DropReason`].
@@ -24,8 +26,8 @@ pub mod tls;
 mod transport;
 
 pub use config::{
-    ClientIdentity, ConfigError, Endpoint, Filter, Format, OversizePolicy, Rotation, SinkConfig,
-    TlsFiles, TransportConfig,
+    ClientIdentity, ConfigError, Endpoint, Filter, Format, OversizePolicy, Records, Rotation,
+    SinkConfig, TlsFiles, TransportConfig, load_sinks,
 };
 pub use counters::{CountersSnapshot, DropReason, SinkCounters};
 pub use runtime::{BackoffPolicy, RuntimeOptions, Sink, SinkError, SinkHandle};
