@@ -111,6 +111,8 @@ pub fn load_policies(input: &PolicyInput) -> Result<Vec<ZonePolicy>, NodeError> 
             }
             let options = TranslateOptions {
                 mode: *mode,
+                // The objects are compiled, never written out.
+                documents: false,
                 ..TranslateOptions::default()
             };
             Ok(translate::translate(&resolved, &options)?.policies)

@@ -17,8 +17,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::rc::Rc;
 
+use foldhash::HashMap;
 use ipnet::IpNet;
-use rustc_hash::FxHashMap as HashMap;
 
 use super::config::{
     AddressGroup, AddressGroupKind, AddressObject, AddressValue, ConfigKind, DefaultRuleOverride,
