@@ -430,7 +430,12 @@ impl PolicySet {
 
     /// Every policy, in a fixed order: by tier, then governed zone (`any` first), then order.
     pub(crate) fn policies(&self) -> impl Iterator<Item = &CompiledPolicy> {
-        self.by_zone.values().flatten().map(|policy| &**policy)
+        self.shared_policies().map(|policy| &**policy)
+    }
+
+    /// [`PolicySet::policies`], shared.
+    pub(crate) fn shared_policies(&self) -> impl Iterator<Item = &Arc<CompiledPolicy>> {
+        self.by_zone.values().flatten()
     }
 
     /// What the dataplane enforces: the egress verdict, and when it allows, the ingress one.

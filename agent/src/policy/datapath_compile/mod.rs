@@ -114,7 +114,7 @@ pub enum CompileError {
 }
 
 /// What the compiler produced: map entries in key order plus the tables userspace keeps.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Compiled {
     /// Zone index (as in [`abi::IdentityValue::zone`]) -> zone name, sorted.
     pub zones: Vec<String>,
@@ -123,17 +123,67 @@ pub struct Compiled {
     pub identities: Vec<Identity>,
     pub identity_v4: Vec<(abi::IdentityKeyV4, abi::IdentityValue)>,
     pub identity_v6: Vec<(abi::IdentityKeyV6, abi::IdentityValue)>,
-    pub policy: Vec<(abi::PolicyKey, abi::PolicyValue)>,
+    /// Shared with the next compile when it needs the same entries.
+    pub policy: Arc<Vec<(abi::PolicyKey, abi::PolicyValue)>>,
     /// Rule id -> what it is; includes the fixed `RULE_ID_*` implicit decisions.
     pub rules: BTreeMap<u32, RuleEntry>,
     /// Rules represented conservatively instead of exactly, with what was done.
     pub approximations: Vec<String>,
     /// The external zone's prefix tree, for the next compile to reuse.
     external: Arc<ExternalTree>,
+    /// What `policy` was computed from, for the next compile to reuse it.
+    policy_basis: PolicyBasis,
 }
 
+/// The inputs of the policy entries: the compiled policies (the same objects; holding them
+/// keeps their addresses from being reused by others) and every identity's number, zone and
+/// class.
+#[derive(Clone)]
+struct PolicyBasis {
+    policies: Vec<Arc<CompiledPolicy>>,
+    identities: Vec<(u32, String, Vec<u32>)>,
+}
+
+impl PolicyBasis {
+    fn same(&self, other: &Self) -> bool {
+        self.policies.len() == other.policies.len()
+            && self
+                .policies
+                .iter()
+                .zip(&other.policies)
+                .all(|(a, b)| Arc::ptr_eq(a, b))
+            && self.identities == other.identities
+    }
+}
+
+impl std::fmt::Debug for PolicyBasis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "PolicyBasis({} policies, {} identities)",
+            self.policies.len(),
+            self.identities.len()
+        )
+    }
+}
+
+/// Equal when the tables are: what is kept only for the next compile is left out.
+impl PartialEq for Compiled {
+    fn eq(&self, other: &Self) -> bool {
+        self.zones == other.zones
+            && self.identities == other.identities
+            && self.identity_v4 == other.identity_v4
+            && self.identity_v6 == other.identity_v6
+            && self.policy == other.policy
+            && self.rules == other.rules
+            && self.approximations == other.approximations
+    }
+}
+
+impl Eq for Compiled {}
+
 /// The classes of the external zone's prefix tree, and what they were computed from.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 struct ExternalTree {
     /// Pre-order (see [`Compiler::external_tree`]).
     nodes: Vec<(IpNet, Vec<u32>)>,
@@ -488,7 +538,19 @@ pub fn compile_after(
         limits.max_identity_entries_v6,
     )?;
 
-    let policy = compiler.policy_entries(&identities)?;
+    // The policy entries are a function of the policies and the identities alone: a pod
+    // that joins or leaves a class that exists anyway changes none of them.
+    let basis = PolicyBasis {
+        policies: set.shared_policies().cloned().collect(),
+        identities: identities
+            .iter()
+            .map(|i| (i.id, i.zone.clone(), i.member_of.clone()))
+            .collect(),
+    };
+    let policy = match previous {
+        Some(previous) if previous.policy_basis.same(&basis) => Arc::clone(&previous.policy),
+        _ => Arc::new(compiler.policy_entries(&identities)?),
+    };
     check_capacity("policy entries", policy.len(), limits.max_policy_entries)?;
 
     Ok(Compiled {
@@ -500,6 +562,7 @@ pub fn compile_after(
         rules: compiler.rule_table,
         approximations: compiler.approximations,
         external,
+        policy_basis: basis,
     })
 }
 

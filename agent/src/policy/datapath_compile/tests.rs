@@ -1095,6 +1095,62 @@ fn a_workload_that_changes_zone_changes_only_its_own_entries() {
     );
 }
 
+#[test]
+fn a_workload_leaving_a_class_that_stays_reuses_the_policy_entries() {
+    let (set, mut endpoints) = realistic();
+    let first = compile(&set, EXTERNAL, &endpoints, &Limits::default()).expect("compiles");
+    // Every label set has many workloads: one fewer changes no class.
+    endpoints.pop();
+    let second = compile_after(Some(&first), &set, EXTERNAL, &endpoints, &Limits::default())
+        .expect("compiles");
+    assert!(
+        Arc::ptr_eq(&first.policy, &second.policy),
+        "policy entries reused"
+    );
+    // And the reused entries still give the evaluator's verdicts.
+    let datapath = Datapath::new(&second).expect("entries load");
+    let labels = labels_of(&endpoints);
+    let addresses: Vec<IpAddr> = endpoints
+        .iter()
+        .step_by(37)
+        .flat_map(|e| e.ips.clone())
+        .chain([ip("100.0.0.1"), ip("8.8.8.8")])
+        .collect();
+    for &source in &addresses {
+        for &destination in &addresses {
+            for (protocol, port) in [(6, 443), (17, 53), (6, 22)] {
+                let flow = evaluator_flow(
+                    &endpoints,
+                    &TestFlow {
+                        source,
+                        destination,
+                        protocol,
+                        source_port: 40_000,
+                        destination_port: port,
+                        fragment: false,
+                    },
+                );
+                let (egress, ingress) = set.evaluate_flow(&flow, &labels);
+                for verdict in [&egress, &ingress] {
+                    check_equal(&second, &datapath, verdict, &flow).expect("same verdict");
+                }
+            }
+        }
+    }
+    // A new rule set is compiled again, even with the same identities.
+    let fresh_set = realistic().0;
+    let third = compile_after(
+        Some(&second),
+        &fresh_set,
+        EXTERNAL,
+        &endpoints,
+        &Limits::default(),
+    )
+    .expect("compiles");
+    assert!(!Arc::ptr_eq(&second.policy, &third.policy));
+    assert_eq!(second.policy, third.policy);
+}
+
 /// A configuration shaped like a mid-size cluster: 4 zones, 400 workloads in 8 label sets,
 /// 1,000 external prefixes in 10 address groups, 50 rules per zone and direction.
 fn realistic() -> (PolicySet, Vec<Endpoint>) {
