@@ -33,7 +33,11 @@
 //!   relevant predicate (prefixes, wildcards, resolved FQDNs, label selectors, `any`) gives
 //!   the same answer. Negation is applied to the answer, so it does not split classes.
 //!   Identities are numbered from 1 in the order (zone name, class), so the same input gives
-//!   the same numbers.
+//!   the same numbers; [`compile_after`] keeps the numbers of the live tables for the classes
+//!   they share, so a change rewrites only what it changes.
+//! - Reuse between compiles ([`compile_after`]): the external prefix tree when its predicates
+//!   are equal, and the policy entries when the compiled policies are the same objects and
+//!   the identities the same (number, zone, class). Both are pure functions of those inputs.
 //! - Address entries: the prefixes of the external zone's relevant predicates (FQDN answers
 //!   as host prefixes, non-contiguous wildcards expanded exactly) plus the two /0 roots form
 //!   a prefix tree; the class of a tree node is the union of what its ancestors and itself
