@@ -162,17 +162,8 @@ pub fn run() -> anyhow::Result<()> {
         port: 50_001,
         end_port: None,
     });
-    let changed: Vec<Arc<ZonePolicy>> = generate::zone_policies(&rules)
-        .into_iter()
-        .zip(&policies)
-        .map(|(new, old)| {
-            if new.metadata.name == old.metadata.name && new.spec == old.spec {
-                Arc::clone(old)
-            } else {
-                Arc::new(new)
-            }
-        })
-        .collect();
+    let changed: Vec<Arc<ZonePolicy>> =
+        generate::as_watch_delivers(generate::zone_policies(&rules), &policies);
     drop(rules);
     let objects_changed = changed
         .iter()

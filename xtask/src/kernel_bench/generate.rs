@@ -11,6 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 use zonewall::inventory::Endpoint;
 use zonewall::policy::resource::{
@@ -292,6 +293,25 @@ pub fn generate(scale: Scale) -> Generated {
         blocked,
         rules,
     }
+}
+
+/// `changed` as a watch delivers it to an agent that holds `live`: objects the change left
+/// alone are the same shared objects, the others new.
+pub fn as_watch_delivers(
+    changed: Vec<ZonePolicy>,
+    live: &[Arc<ZonePolicy>],
+) -> Vec<Arc<ZonePolicy>> {
+    changed
+        .into_iter()
+        .zip(live)
+        .map(|(new, old)| {
+            if new.metadata.name == old.metadata.name && new.spec == old.spec {
+                Arc::clone(old)
+            } else {
+                Arc::new(new)
+            }
+        })
+        .collect()
 }
 
 /// One ZonePolicy per zone: a rule goes to the egress list of every `from` zone and the

@@ -486,6 +486,26 @@ fn labels_of(endpoints: &[Endpoint]) -> TestLabels {
     )
 }
 
+/// Every flow gets, from the emulated lookup over `compiled`, the verdicts (egress and
+/// ingress) the evaluator gives on `set`.
+fn agrees_with_the_evaluator(
+    set: &PolicySet,
+    compiled: &Compiled,
+    endpoints: &[Endpoint],
+    flows: &[TestFlow],
+) -> Result<(), String> {
+    let datapath = Datapath::new(compiled).expect("entries load");
+    let labels = labels_of(endpoints);
+    for test_flow in flows {
+        let flow = evaluator_flow(endpoints, test_flow);
+        let (egress, ingress) = set.evaluate_flow(&flow, &labels);
+        for verdict in [&egress, &ingress] {
+            check_equal(compiled, &datapath, verdict, &flow)?;
+        }
+    }
+    Ok(())
+}
+
 const CONFIGS: u32 = 200;
 const FLOWS_PER_CONFIG: usize = 250;
 
@@ -507,17 +527,8 @@ proptest! {
         let compiled = compile(&set, EXTERNAL, &endpoints, &Limits::default())
             .expect("compiles");
         prop_assert!(compiled.approximations.is_empty());
-        let datapath = Datapath::new(&compiled).expect("entries load");
-        let labels = labels_of(&endpoints);
-        for test_flow in &flows {
-            let flow = evaluator_flow(&endpoints, test_flow);
-            let (egress, ingress) = set.evaluate_flow(&flow, &labels);
-            for verdict in [&egress, &ingress] {
-                if let Err(problem) = check_equal(&compiled, &datapath, verdict, &flow) {
-                    return Err(TestCaseError::fail(problem));
-                }
-            }
-        }
+        agrees_with_the_evaluator(&set, &compiled, &endpoints, &flows)
+            .map_err(TestCaseError::fail)?;
     }
 
     /// Identity numbers kept from the tables of other endpoints ([`compile_after`]) give the
@@ -545,15 +556,7 @@ proptest! {
         let mut ids: Vec<u32> = compiled.identities.iter().map(|i| i.id).collect();
         ids.dedup();
         prop_assert_eq!(ids.len(), compiled.identities.len(), "identity numbers are unique and sorted");
-        let datapath = Datapath::new(&compiled).expect("entries load");
-        let labels = labels_of(&after);
-        for test_flow in &flows {
-            let flow = evaluator_flow(&after, test_flow);
-            let (egress, ingress) = set.evaluate_flow(&flow, &labels);
-            for verdict in [&egress, &ingress] {
-                check_equal(&compiled, &datapath, verdict, &flow).map_err(TestCaseError::fail)?;
-            }
-        }
+        agrees_with_the_evaluator(&set, &compiled, &after, &flows).map_err(TestCaseError::fail)?;
     }
 
     /// A set built over the previous one's compiled objects (the Kubernetes reconcile) gives
@@ -590,15 +593,8 @@ proptest! {
         let before = compile(&previous, EXTERNAL, &endpoints, &Limits::default()).expect("compiles");
         let after = compile_after(Some(&before), &shared, EXTERNAL, &endpoints, &Limits::default())
             .expect("compiles");
-        let datapath = Datapath::new(&after).expect("entries load");
-        let labels = labels_of(&endpoints);
-        for test_flow in &flows {
-            let flow = evaluator_flow(&endpoints, test_flow);
-            let (egress, ingress) = shared.evaluate_flow(&flow, &labels);
-            for verdict in [&egress, &ingress] {
-                check_equal(&after, &datapath, verdict, &flow).map_err(TestCaseError::fail)?;
-            }
-        }
+        agrees_with_the_evaluator(&shared, &after, &endpoints, &flows)
+            .map_err(TestCaseError::fail)?;
     }
 
     /// With source ports in services the kernel cannot match exactly: it never allows what
@@ -1108,35 +1104,28 @@ fn a_workload_leaving_a_class_that_stays_reuses_the_policy_entries() {
         "policy entries reused"
     );
     // And the reused entries still give the evaluator's verdicts.
-    let datapath = Datapath::new(&second).expect("entries load");
-    let labels = labels_of(&endpoints);
     let addresses: Vec<IpAddr> = endpoints
         .iter()
         .step_by(37)
         .flat_map(|e| e.ips.clone())
         .chain([ip("100.0.0.1"), ip("8.8.8.8")])
         .collect();
+    let mut flows = Vec::new();
     for &source in &addresses {
         for &destination in &addresses {
             for (protocol, port) in [(6, 443), (17, 53), (6, 22)] {
-                let flow = evaluator_flow(
-                    &endpoints,
-                    &TestFlow {
-                        source,
-                        destination,
-                        protocol,
-                        source_port: 40_000,
-                        destination_port: port,
-                        fragment: false,
-                    },
-                );
-                let (egress, ingress) = set.evaluate_flow(&flow, &labels);
-                for verdict in [&egress, &ingress] {
-                    check_equal(&second, &datapath, verdict, &flow).expect("same verdict");
-                }
+                flows.push(TestFlow {
+                    source,
+                    destination,
+                    protocol,
+                    source_port: 40_000,
+                    destination_port: port,
+                    fragment: false,
+                });
             }
         }
     }
+    agrees_with_the_evaluator(&set, &second, &endpoints, &flows).expect("same verdicts");
     // A new rule set is compiled again, even with the same identities.
     let fresh_set = realistic().0;
     let third = compile_after(

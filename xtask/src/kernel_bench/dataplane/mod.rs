@@ -239,17 +239,7 @@ fn prepare() -> anyhow::Result<Bench> {
         .collect();
     Ok(Bench {
         policies: policies.clone(),
-        changed: generate::zone_policies(&changed_rules)
-            .into_iter()
-            .zip(&policies)
-            .map(|(new, old)| {
-                if new.metadata.name == old.metadata.name && new.spec == old.spec {
-                    Arc::clone(old)
-                } else {
-                    Arc::new(new)
-                }
-            })
-            .collect(),
+        changed: generate::as_watch_delivers(generate::zone_policies(&changed_rules), &policies),
         endpoints: generated.endpoints,
         client: generated.client,
         server: generated.server,
