@@ -35,6 +35,38 @@ pub enum BatchError {
     Failed { done: usize, source: std::io::Error },
 }
 
+/// One batch system call.
+///
+/// # Safety
+/// `attr` must be a valid `bpf_attr.batch` for `command`: every buffer it points at holds
+/// `attr.count` entries (and the position tokens) and outlives the call.
+unsafe fn batch_call(command: libc::c_long, attr: &mut BatchAttr) -> std::io::Result<()> {
+    // SAFETY: the caller's promise above.
+    let result = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            command,
+            std::ptr::from_mut(attr),
+            size_of::<BatchAttr>(),
+        )
+    };
+    if result < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// A batch failure: unsupported (the caller falls back to one call per entry) or real.
+fn batch_error(error: std::io::Error, done: usize) -> BatchError {
+    match error.raw_os_error() {
+        Some(libc::EINVAL | libc::EOPNOTSUPP | ENOTSUPP) => BatchError::Unsupported { done },
+        _ => BatchError::Failed {
+            done,
+            source: error,
+        },
+    }
+}
+
 /// Runs one batch command over `count` entries; `keys` (and `values`) are the entries' bytes,
 /// back to back.
 fn batch(
@@ -56,28 +88,10 @@ fn batch(
             map_fd: map as u32,
             ..BatchAttr::default()
         };
-        // SAFETY: `attr` is a valid `bpf_attr.batch`; the key and value buffers hold `chunk`
-        // entries from `done` on and outlive the call.
-        let result = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                command,
-                std::ptr::from_mut(&mut attr),
-                size_of::<BatchAttr>(),
-            )
-        };
-        if result < 0 {
-            let error = std::io::Error::last_os_error();
-            done += attr.count as usize;
-            return Err(match error.raw_os_error() {
-                Some(libc::EINVAL | libc::EOPNOTSUPP | ENOTSUPP) => {
-                    BatchError::Unsupported { done }
-                }
-                _ => BatchError::Failed {
-                    done,
-                    source: error,
-                },
-            });
+        // SAFETY: the key and value buffers hold `chunk` entries from `done` on and outlive
+        // the call.
+        if let Err(error) = unsafe { batch_call(command, &mut attr) } {
+            return Err(batch_error(error, done + attr.count as usize));
         }
         done += chunk;
     }
@@ -112,30 +126,15 @@ pub fn count(map: RawFd, key_size: usize, value_size: usize) -> Result<u64, Batc
             map_fd: map as u32,
             ..BatchAttr::default()
         };
-        // SAFETY: `attr` is a valid `bpf_attr.batch`; the buffers hold `CHUNK` keys and
-        // values and the tokens 8 bytes, all outliving the call.
-        let result = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_MAP_LOOKUP_BATCH,
-                std::ptr::from_mut(&mut attr),
-                size_of::<BatchAttr>(),
-            )
-        };
+        // SAFETY: the buffers hold `CHUNK` keys and values and the tokens 8 bytes, all
+        // outliving the call.
+        let result = unsafe { batch_call(BPF_MAP_LOOKUP_BATCH, &mut attr) };
         total += u64::from(attr.count);
-        if result < 0 {
-            let error = std::io::Error::last_os_error();
-            return match error.raw_os_error() {
-                // The end of the map.
-                Some(libc::ENOENT) => Ok(total),
-                Some(libc::EINVAL | libc::EOPNOTSUPP | ENOTSUPP) => {
-                    Err(BatchError::Unsupported { done: 0 })
-                }
-                _ => Err(BatchError::Failed {
-                    done: 0,
-                    source: error,
-                }),
-            };
+        match result {
+            Ok(()) => {}
+            // The end of the map.
+            Err(error) if error.raw_os_error() == Some(libc::ENOENT) => return Ok(total),
+            Err(error) => return Err(batch_error(error, 0)),
         }
         position = next;
         first = false;
