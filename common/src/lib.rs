@@ -9,7 +9,9 @@ use core::mem::size_of;
 
 /// Part of every pin path; bump it whenever a pinned map layout changes so that an agent never
 /// reuses a pinned map whose layout it does not understand.
-pub const MAP_ABI_VERSION: u32 = 1;
+/// 2: `CtValue` records the anti-spoofing checks already made for a flow, and keeps its
+/// forward and reverse counters on separate cache lines.
+pub const MAP_ABI_VERSION: u32 = 2;
 
 /// Map names (the kernel keeps at most 15 characters).
 ///
@@ -342,16 +344,16 @@ pub const fn idle_timeout_ns(protocol: u8, flags: u8) -> u64 {
 }
 
 /// Conntrack value. Only allowed flows have entries; a denied packet never creates one.
-/// "Forward" counts packets from the initiator.
+/// "Forward" counts packets from the initiator. The forward and reverse counters are 56 bytes
+/// apart, so never on one cache line: the two directions of a flow are often counted on two
+/// CPUs, and a shared line would move between them on every packet.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct CtValue {
-    pub created_ns: u64,
-    pub last_seen_ns: u64,
     pub packets_forward: u64,
     pub bytes_forward: u64,
-    pub packets_reverse: u64,
-    pub bytes_reverse: u64,
+    pub created_ns: u64,
+    pub last_seen_ns: u64,
     /// Policy generation the verdict was computed with.
     pub generation: u32,
     /// The rules that allowed the flow at egress (source zone) and ingress (destination
@@ -367,6 +369,13 @@ pub struct CtValue {
     /// created the entry. A flow between two local workloads passes two interfaces; counting
     /// at one of them keeps the figures exact.
     pub ifindex: u32,
+    /// Anti-spoofing already done for this flow in `generation`: the workload interface the
+    /// initiator's (and the responder's) packets were checked against `ZW_ENDPOINTS` to be
+    /// sent from, 0 while unchecked. A packet from that interface skips the lookup. The agent
+    /// changes `ZW_ENDPOINTS` only before switching to a new generation, so a check is never
+    /// older than the endpoints in force.
+    pub initiator_sender: u32,
+    pub responder_sender: u32,
     /// `CT_*` bits.
     pub flags: u8,
     /// `POLICY_FLAG_*` of the verdict.
@@ -374,8 +383,11 @@ pub struct CtValue {
     /// `OBSERVED_*`: the hook (at `ifindex`) that created the entry.
     pub observed: u8,
     pub _pad: u8,
+    pub packets_reverse: u64,
+    pub bytes_reverse: u64,
 }
-const _: () = assert!(size_of::<CtValue>() == 80);
+const _: () = assert!(size_of::<CtValue>() == 88);
+const _: () = assert!(core::mem::offset_of!(CtValue, packets_reverse) == 72);
 
 /// Key of `ZW_ENDPOINTS`: one address a local workload interface may send from.
 #[repr(C)]

@@ -22,7 +22,7 @@ mod policy;
 mod reset;
 
 use aya_ebpf::{
-    helpers::bpf_ktime_get_ns,
+    helpers::bpf_ktime_get_coarse_ns,
     macros::{classifier, map},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::TcContext,
@@ -102,6 +102,8 @@ struct Scratch {
     event: FlowEvent,
     deny_key: DenyKey,
     deny_value: DenyValue,
+    /// The anti-spoofing key; its padding is never written, so stays zero.
+    endpoint: EndpointKey,
 }
 
 #[map(name = "ZW_SCRATCH")]
@@ -134,8 +136,8 @@ fn decide(ctx: &TcContext, observed: u8) -> i32 {
     };
     // SAFETY: per-CPU slot owned by this CPU while the program runs.
     let s = unsafe { &mut *s };
-    s.packet = Packet::default();
-    s.related = CtKey::default();
+    // `parse` fills every field of `s.packet`, and `s.related` when the packet is an ICMP
+    // error.
     let kind = match parse::outcome(parse::parse(ctx, &mut s.packet, &mut s.related)) {
         Ok(kind) => kind,
         Err(ParseError::Malformed) => return drop_packet(counter::DROP_MALFORMED),
@@ -143,9 +145,6 @@ fn decide(ctx: &TcContext, observed: u8) -> i32 {
     };
     if kind == Kind::NotIp || kind == Kind::LinkControl {
         return pass_packet(counter::PASS_NOT_IP);
-    }
-    if observed == OBSERVED_FROM_WORKLOAD && !sent_by_owner(ifindex, &s.packet) {
-        return drop_packet(counter::DROP_SPOOFED);
     }
     let (generation, config_flags) = match CONFIG.get(0) {
         Some(config) if config.generation != 0 => (config.generation, config.flags),
@@ -156,11 +155,15 @@ fn decide(ctx: &TcContext, observed: u8) -> i32 {
         ifindex,
         generation,
         config_flags,
+        // The coarse clock (the monotonic clock as of the last tick, a few ms behind at
+        // most): enough for idle timeouts and flow times, and a fraction of the cost of
+        // reading the clock source on every packet.
         // SAFETY: helper without arguments.
-        now: unsafe { bpf_ktime_get_ns() },
+        now: unsafe { bpf_ktime_get_coarse_ns() },
         bytes: u64::from(len),
     };
     match kind {
+        Kind::Fragment | Kind::IcmpError if spoofed(s) => drop_packet(counter::DROP_SPOOFED),
         Kind::Fragment => {
             // No ports in this packet: only a rule without ports can allow it.
             if !policy::evaluate(&s.packet, s.meta.generation, false, &mut s.verdict) {
@@ -186,26 +189,34 @@ fn decide(ctx: &TcContext, observed: u8) -> i32 {
             new_flow(ctx, s)
         }
         _ => match tracked(s) {
+            NEW_FLOW if spoofed(s) => drop_packet(counter::DROP_SPOOFED),
             NEW_FLOW => new_flow(ctx, s),
             action => action,
         },
     }
 }
 
-/// Whether `ifindex` (a workload interface) may send from the packet's source address.
+/// Whether the packet comes out of a workload with a source address that is not that
+/// workload's.
 #[inline(always)]
-fn sent_by_owner(ifindex: u32, packet: &Packet) -> bool {
-    let key = EndpointKey {
-        ifindex,
-        family: packet.family,
-        _pad: [0; 3],
-        addr_be: packet.src,
-    };
-    ENDPOINTS.get_ptr(&key).is_some()
+fn spoofed(s: &mut Scratch) -> bool {
+    s.meta.observed == OBSERVED_FROM_WORKLOAD
+        && !sent_by_owner(s.meta.ifindex, &s.packet, &mut s.endpoint)
 }
 
-/// A packet of a tracked flow: passes (after a new evaluation when the policy generation
-/// changed), or `NEW_FLOW` when there is no live entry.
+/// Whether `ifindex` (a workload interface) may send from the packet's source address.
+#[inline(always)]
+fn sent_by_owner(ifindex: u32, packet: &Packet, key: &mut EndpointKey) -> bool {
+    // Field by field: building a fresh key zeroes its padding with a `memset` call.
+    key.ifindex = ifindex;
+    key.family = packet.family;
+    key.addr_be = packet.src;
+    ENDPOINTS.get_ptr(key).is_some()
+}
+
+/// A packet of a tracked flow: passes (after the anti-spoofing check unless it was made for
+/// this side of the flow and interface in this generation, and after a new evaluation when
+/// the policy generation changed), or `NEW_FLOW` when there is no live entry.
 #[inline(never)]
 fn tracked(s: &mut Scratch) -> i32 {
     let (now, bytes) = (s.meta.now, s.meta.bytes);
@@ -221,7 +232,18 @@ fn tracked(s: &mut Scratch) -> i32 {
         return NEW_FLOW;
     }
     let forward = (entry.flags & CT_INITIATOR_A != 0) == source_is_a;
-    if entry.generation != s.meta.generation {
+    let current = entry.generation == s.meta.generation;
+    let checked_sender = if forward {
+        entry.initiator_sender
+    } else {
+        entry.responder_sender
+    };
+    let check_sender =
+        s.meta.observed == OBSERVED_FROM_WORKLOAD && !(current && checked_sender == s.meta.ifindex);
+    if check_sender && !sent_by_owner(s.meta.ifindex, &s.packet, &mut s.endpoint) {
+        return drop_packet(counter::DROP_SPOOFED);
+    }
+    if !current {
         // The policy changed since this flow was allowed: ask again, in the flow's own
         // direction.
         s.initiator = s.packet;
@@ -248,10 +270,26 @@ fn tracked(s: &mut Scratch) -> i32 {
         entry.ingress_rule_id = s.verdict.ingress_rule_id;
         entry.audit_rule_id = s.verdict.audit_rule_id;
         entry.policy_flags = s.verdict.policy_flags;
+        entry.initiator_sender = 0;
+        entry.responder_sender = 0;
     }
-    entry.last_seen_ns = now;
+    if check_sender {
+        if forward {
+            entry.initiator_sender = s.meta.ifindex;
+        } else {
+            entry.responder_sender = s.meta.ifindex;
+        }
+    }
+    // Written only when they change: both directions of a flow meet in this entry, often
+    // on two CPUs, and every write takes its cache line away from the other.
+    if entry.last_seen_ns != now {
+        entry.last_seen_ns = now;
+    }
     let flags_before = entry.flags;
-    entry.flags |= conntrack::flags_seen(&s.packet, forward);
+    let flags = flags_before | conntrack::flags_seen(&s.packet, forward);
+    if flags != flags_before {
+        entry.flags = flags;
+    }
     if entry.ifindex == s.meta.ifindex && s.meta.observed == counting_hook(entry, forward) {
         if forward {
             entry.packets_forward += 1;
@@ -312,25 +350,35 @@ fn new_flow(ctx: &TcContext, s: &mut Scratch) -> i32 {
     }
     count_flow_rules(s.verdict.egress_rule_id, s.verdict.ingress_rule_id, bytes);
     let source_is_a = conntrack::key_of(&s.packet, &mut s.key);
-    s.entry = CtValue {
-        created_ns: now,
-        last_seen_ns: now,
-        packets_forward: 1,
-        bytes_forward: bytes,
-        packets_reverse: 0,
-        bytes_reverse: 0,
-        generation: s.meta.generation,
-        egress_rule_id: s.verdict.egress_rule_id,
-        ingress_rule_id: s.verdict.ingress_rule_id,
-        audit_rule_id: s.verdict.audit_rule_id,
-        initiator_zone: s.verdict.src_zone,
-        responder_zone: s.verdict.dst_zone,
-        ifindex: s.meta.ifindex,
-        flags: if source_is_a { CT_INITIATOR_A } else { 0 },
-        policy_flags: s.verdict.policy_flags,
-        observed: s.meta.observed,
-        _pad: 0,
+    let entry = &mut s.entry;
+    entry.created_ns = now;
+    entry.last_seen_ns = now;
+    entry.packets_forward = 1;
+    entry.bytes_forward = bytes;
+    // Volatile: two adjacent zero stores otherwise become a byte-at-a-time `memset` call.
+    // SAFETY: plain writes through valid references.
+    unsafe {
+        core::ptr::write_volatile(&mut entry.packets_reverse, 0);
+        core::ptr::write_volatile(&mut entry.bytes_reverse, 0);
+    }
+    entry.generation = s.meta.generation;
+    entry.egress_rule_id = s.verdict.egress_rule_id;
+    entry.ingress_rule_id = s.verdict.ingress_rule_id;
+    entry.audit_rule_id = s.verdict.audit_rule_id;
+    entry.initiator_zone = s.verdict.src_zone;
+    entry.responder_zone = s.verdict.dst_zone;
+    entry.ifindex = s.meta.ifindex;
+    // The caller made the anti-spoofing check of a packet out of a workload.
+    entry.initiator_sender = if s.meta.observed == OBSERVED_FROM_WORKLOAD {
+        s.meta.ifindex
+    } else {
+        0
     };
+    entry.responder_sender = 0;
+    entry.flags = if source_is_a { CT_INITIATOR_A } else { 0 };
+    entry.policy_flags = s.verdict.policy_flags;
+    entry.observed = s.meta.observed;
+    entry._pad = 0;
     // A full table evicts the least recently used entry; the insert itself cannot fail for
     // lack of room. Should it fail anyway, the packet still passes (the policy allowed it)
     // and the next packet is evaluated again.

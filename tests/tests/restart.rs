@@ -510,7 +510,7 @@ fn sigterm_leaves_enforcement_running_and_cleanup_removes_everything() {
     assert!(bed.start(&[]).stop().success(), "SIGTERM is a clean exit");
     let root: PathBuf = bed.topology.pin_root.join("zonewall");
     assert!(
-        root.join("v1/links")
+        root.join(format!("v{}/links", zonewall_common::MAP_ABI_VERSION))
             .read_dir()
             .map(|d| d.count())
             .unwrap_or(0)

@@ -665,44 +665,35 @@ impl Datapath {
         Ok(current)
     }
 
-    /// Writes the anti-spoofing entries that are new or changed (`removals: false`), or
-    /// removes the ones no longer wanted (`removals: true`). New addresses go in before the
-    /// generation that uses them goes live, old ones after.
+    /// Brings the anti-spoofing entries to `desired`: new and changed ones first, then the
+    /// removals.
     fn write_endpoints(
         &mut self,
         current: &BTreeMap<EndpointKey, EndpointValue>,
         desired: &BTreeMap<EndpointKey, EndpointValue>,
-        removals: bool,
     ) -> Result<TableDiff, DatapathError> {
         let name = map_names::ENDPOINTS;
         let fd = self.map_fd(name)?;
         let mut map: HashMap<&mut MapData, EndpointKey, EndpointValue> =
             HashMap::try_from(self.map_mut(name)?).map_err(|e| map_error("open", name, e))?;
         let diff = tables::diff(current, desired);
-        if !removals {
-            let values: Vec<EndpointValue> = diff.upserts.iter().map(|k| desired[k]).collect();
-            let batched = batched_upserts(name, fd, &diff.upserts, &values)?;
-            for (key, value) in diff.upserts.iter().zip(&values).skip(batched) {
-                map.insert(key, value, 0)
-                    .map_err(|e| map_error("insert", name, e))?;
-            }
-            return Ok(TableDiff {
-                written: diff.upserts.len(),
-                removed: 0,
-                batched,
-            });
+        let values: Vec<EndpointValue> = diff.upserts.iter().map(|k| desired[k]).collect();
+        let upserts_batched = batched_upserts(name, fd, &diff.upserts, &values)?;
+        for (key, value) in diff.upserts.iter().zip(&values).skip(upserts_batched) {
+            map.insert(key, value, 0)
+                .map_err(|e| map_error("insert", name, e))?;
         }
-        let batched = batched_removals(name, fd, &diff.removals)?;
-        for key in diff.removals.iter().skip(batched) {
+        let removals_batched = batched_removals(name, fd, &diff.removals)?;
+        for key in diff.removals.iter().skip(removals_batched) {
             match map.remove(key) {
                 Ok(()) | Err(MapError::KeyNotFound) => {}
                 Err(e) => return Err(map_error("remove", name, e)),
             }
         }
         Ok(TableDiff {
-            written: 0,
+            written: diff.upserts.len(),
             removed: diff.removals.len(),
-            batched,
+            batched: upserts_batched + removals_batched,
         })
     }
 
@@ -940,7 +931,10 @@ impl Dataplane for Datapath {
         let next_tables = self.read_slot(next_slot)?;
         let wanted = &desired.maps;
         let mut total = self.write_slot(next_slot, &next_tables, wanted)?;
-        total.add(self.write_endpoints(&endpoints, &desired.endpoints, false)?);
+        // The anti-spoofing entries change completely before the switch: the programs keep
+        // the checks they made in a flow's conntrack entry for as long as its generation is
+        // live.
+        total.add(self.write_endpoints(&endpoints, &desired.endpoints)?);
         // One write of one 32-bit generation makes the whole new policy live.
         self.set_config(Config {
             generation: live + 1,
@@ -949,7 +943,6 @@ impl Dataplane for Datapath {
         self.generation = live + 1;
         self.last_flip = Instant::now();
         let switched_at = Some(self.last_flip);
-        total.add(self.write_endpoints(&endpoints, &desired.endpoints, true)?);
         // Bring the old slot up to date too, once no packet reads it, so the next change
         // writes only what changes.
         self.wait_grace();
