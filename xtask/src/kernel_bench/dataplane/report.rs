@@ -350,8 +350,9 @@ pub fn write_docs(results: &Results) -> anyhow::Result<()> {
          new flows go through one verdict-map lookup on (input interface, output interface) to the chain of \
          their zone pair, which holds that pair's rules in order. Loaded with `nft -f` in one transaction.\n\
          - Only IPv4 is rendered for iptables and nftables (every measured packet is IPv4).\n\
-         - Throughput: one iperf3 TCP stream for {} s. Latency: {} round trips of 64 bytes on one TCP connection \
-         (after 10% warm-up). New connections: connect, one 64-byte request and its echo, close (with a reset), one after the other for {} s.\n\
+         - Every configuration is measured 1 s after it was installed (the steady state, not the aftermath of \
+         loading it). Throughput: one iperf3 TCP stream for {} s. Latency: {} round trips of 64 bytes on one TCP \
+         connection (after 10% warm-up). New connections: connect, one 64-byte request and its echo, close (with a reset), one after the other for {} s.\n\
          - Time to live: a probe in the client pod opens a new connection every millisecond, from before the \
          change until one is accepted; the figure is from handing the change over (zonewall: to the compiler; \
          iptables and nftables: starting the restore commands) to the sending of the first SYN that got \
