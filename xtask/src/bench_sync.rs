@@ -24,11 +24,11 @@ use crate::bench::{LARGE, generate_panorama};
 use crate::{run_command, workspace_root};
 
 const ROUNDS: usize = 20;
-const INTERVAL: Duration = Duration::from_secs(2);
+pub(crate) const INTERVAL: Duration = Duration::from_secs(2);
 
 /// How long commit `round` waits before it is made: spread over one interval.
-fn phase_delay(round: usize) -> Duration {
-    INTERVAL.mul_f64(round as f64 / ROUNDS as f64)
+pub(crate) fn phase_delay(round: usize, rounds: usize) -> Duration {
+    INTERVAL.mul_f64(round as f64 / rounds as f64)
 }
 
 /// The generated configuration and the same with the first allow rule turned into a deny.
@@ -47,7 +47,7 @@ fn configs(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
 }
 
 /// Replaces `watched` with a copy of `from` in one rename, as a deploy tool would.
-fn commit(from: &Path, watched: &Path) -> anyhow::Result<Instant> {
+pub(crate) fn commit(from: &Path, watched: &Path) -> anyhow::Result<Instant> {
     let temporary = watched.with_extension("tmp");
     std::fs::copy(from, &temporary).context("copy the next commit")?;
     let started = Instant::now();
@@ -68,7 +68,7 @@ fn summary(label: &str, mut millis: Vec<f64>) -> String {
     )
 }
 
-fn generation(dir: &Path) -> Option<PathBuf> {
+pub(crate) fn generation(dir: &Path) -> Option<PathBuf> {
     std::fs::read_link(dir.join(".zonewall-current")).ok()
 }
 
@@ -107,7 +107,7 @@ fn run_output_dir(binary: &Path, a: &Path, b: &Path, bench_dir: &Path) -> anyhow
         for round in 0..ROUNDS {
             let before = generation(&output);
             let next = if round % 2 == 0 { b } else { a };
-            std::thread::sleep(phase_delay(round));
+            std::thread::sleep(phase_delay(round, ROUNDS));
             let started = commit(next, &watched)?;
             let deadline = started + Duration::from_secs(120);
             while generation(&output) == before {

@@ -31,6 +31,7 @@ enum BenchKind {
     Agent,
     Sync,
     Dataplane,
+    E2e,
 }
 
 #[derive(Subcommand)]
@@ -58,7 +59,9 @@ enum Command {
     /// the agent's memory and one pod change at 10,000 endpoints and 10,000 rules; `sync` times
     /// a commit to its objects written by `zonewall sync` (output directory and mock API
     /// server); `dataplane` (root) compares zonewall with no policy, iptables and nftables on
-    /// traffic between two pods and writes docs/benchmarks.md.
+    /// traffic between two pods and writes docs/benchmarks.md; `e2e` (root) times a firewall
+    /// commit to the first packet with its verdict through `zonewall sync --output-dir` and a
+    /// standalone agent.
     Bench {
         #[arg(value_enum, default_value = "parse")]
         which: BenchKind,
@@ -77,6 +80,7 @@ fn main() -> anyhow::Result<()> {
             BenchKind::Agent => kernel_bench::run("agent"),
             BenchKind::Sync => bench_sync::run(),
             BenchKind::Dataplane => kernel_bench::run("dataplane"),
+            BenchKind::E2e => kernel_bench::run("e2e"),
         },
         Command::Codegen { check: false } => crd::write(&workspace_root()),
         Command::Codegen { check: true } => crd::check(&workspace_root()),

@@ -11,6 +11,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use std::collections::HashMap;
+use std::sync::Arc;
+
+use sha2::{Digest as _, Sha256};
 
 use crate::datapath::{self, DatapathError, Dataplane, DesiredTables, EventReader, InterfaceError};
 use crate::firewall::panos::{self, Limits, PanosError, ResolveOptions};
@@ -24,7 +27,7 @@ use crate::policy::ZonePolicy;
 use crate::policy::datapath_compile::RuleOrigin;
 use crate::policy::datapath_compile::{self, CompileError, Compiled};
 use crate::policy::eval::{PolicySet, PolicySetError};
-use crate::policy::load::{LoadError, load_dir};
+use crate::policy::load::{LoadError, load_dir, parse_documents, read_dir_texts};
 use crate::policy::resource::Mode;
 use crate::translate::{self, TranslateError, TranslateOptions};
 use zonewall_common as abi;
@@ -200,15 +203,58 @@ pub struct Snapshot {
     pub workloads: Vec<LocalWorkload>,
 }
 
-/// The desired state from the files; `previous` as in [`compile`].
+/// What the last snapshot read, so the next one parses and compiles only what changed: the
+/// objects of each policy file by the SHA-256 of its text (a directory input), and the set
+/// they were compiled into, whose compiled objects [`PolicySet::new_shared`] takes over for
+/// the very same objects.
+#[derive(Default)]
+pub struct LoadedPolicies {
+    files: HashMap<[u8; 32], Vec<Arc<ZonePolicy>>>,
+    set: Option<PolicySet>,
+}
+
+impl LoadedPolicies {
+    /// The input's policy set. A directory's files whose text did not change keep the objects
+    /// parsed last time; nothing is kept unless the whole set is valid.
+    fn load(&mut self, input: &PolicyInput) -> Result<PolicySet, NodeError> {
+        let mut files = HashMap::new();
+        let objects: Vec<Arc<ZonePolicy>> = match input {
+            PolicyInput::Policies(dir) => {
+                let mut objects = Vec::new();
+                for file in read_dir_texts(dir)? {
+                    let digest: [u8; 32] = Sha256::digest(file.text.as_bytes()).into();
+                    let parsed = match self.files.get(&digest) {
+                        Some(parsed) => parsed.clone(),
+                        None => parse_documents(&file.text, &file.path.display().to_string())?
+                            .into_iter()
+                            .map(Arc::new)
+                            .collect(),
+                    };
+                    objects.extend(parsed.iter().cloned());
+                    files.insert(digest, parsed);
+                }
+                objects
+            }
+            PolicyInput::Panos { .. } => load_policies(input)?.into_iter().map(Arc::new).collect(),
+        };
+        let set = PolicySet::new_shared(&objects, self.set.as_ref())?;
+        self.files = files;
+        self.set = Some(set.clone());
+        Ok(set)
+    }
+}
+
+/// The desired state from the files; `previous` as in [`compile`], `loaded` what the last
+/// snapshot read (see [`LoadedPolicies`]).
 pub fn snapshot(
     inventory_path: &Path,
     input: &PolicyInput,
     previous: Option<&Compiled>,
+    loaded: &mut LoadedPolicies,
 ) -> Result<Snapshot, NodeError> {
     let inventory = Inventory::load_file(inventory_path)?;
-    let policies = load_policies(input)?;
-    let compiled = compile(&inventory, &policies, previous)?;
+    let set = loaded.load(input)?;
+    let compiled = compile_set(&inventory, &set, previous)?;
     let workloads = local_workloads(&inventory)?;
     Ok(Snapshot {
         inventory,
@@ -439,7 +485,8 @@ pub async fn run_standalone(
     };
     // Taken before the files are read: a change made while they are read is seen next.
     let mut seen = fingerprint(&[inventory, policy_path]);
-    let mut current = snapshot(inventory, input, None)?;
+    let mut loaded = LoadedPolicies::default();
+    let mut current = snapshot(inventory, input, None, &mut loaded)?;
     telemetry.metrics.record_compile(started.elapsed());
     let report = telemetry.timed_apply(dataplane, &mut attached, &current, events)?;
     telemetry.readiness.set_ready();
@@ -494,11 +541,12 @@ pub async fn run_standalone(
         }
         seen = now;
         let started = Instant::now();
-        let applied = snapshot(inventory, input, Some(&current.compiled)).and_then(|s| {
-            telemetry.metrics.record_compile(started.elapsed());
-            let report = telemetry.timed_apply(dataplane, &mut attached, &s, events)?;
-            Ok((s, report))
-        });
+        let applied =
+            snapshot(inventory, input, Some(&current.compiled), &mut loaded).and_then(|s| {
+                telemetry.metrics.record_compile(started.elapsed());
+                let report = telemetry.timed_apply(dataplane, &mut attached, &s, events)?;
+                Ok((s, report))
+            });
         match applied {
             Ok((snapshot, report)) => {
                 tracing::info!(
@@ -534,4 +582,71 @@ pub async fn run_standalone(
         Err(e) => tracing::warn!("stopping; cannot read the packet counters: {e}"),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::resource::RuleAction;
+    use crate::translate::{fixture_translation, object_yaml};
+
+    const INVENTORY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/inventory.yaml");
+
+    fn write(dir: &Path, index: usize, policy: &ZonePolicy) {
+        let text = object_yaml(policy).expect("serializes");
+        std::fs::write(dir.join(format!("policy-{index}.yaml")), text).expect("write");
+    }
+
+    #[test]
+    fn a_directory_reload_parses_and_compiles_only_the_changed_files() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let mut policies = fixture_translation(false).policies;
+        assert!(policies.len() >= 3, "the fixture has several zones");
+        for (index, policy) in policies.iter().enumerate() {
+            write(dir.path(), index, policy);
+        }
+        let input = PolicyInput::Policies(dir.path().to_path_buf());
+        let inventory = Inventory::load_file(Path::new(INVENTORY)).expect("inventory");
+        let mut loaded = LoadedPolicies::default();
+        let first = loaded.load(&input).expect("first load");
+        let compiled_first = compile_set(&inventory, &first, None).expect("compiles");
+
+        // One object changes: its first rule flips between allow and deny.
+        let spec = &mut policies[0].spec;
+        let rule = spec
+            .egress
+            .iter_mut()
+            .chain(spec.ingress.iter_mut())
+            .next()
+            .expect("the first object has a rule");
+        rule.action = match rule.action {
+            RuleAction::Allow => RuleAction::Deny,
+            _ => RuleAction::Allow,
+        };
+        write(dir.path(), 0, &policies[0]);
+        let second = loaded.load(&input).expect("second load");
+
+        let reused = second
+            .shared_policies()
+            .filter(|p| first.shared_policies().any(|q| Arc::ptr_eq(p, q)))
+            .count();
+        assert_eq!(
+            reused,
+            policies.len() - 1,
+            "every object but the changed one is taken over as compiled"
+        );
+        // What the reused objects compile to is what a fresh read of the files compiles to.
+        let fresh =
+            compile(&inventory, &load_dir(dir.path()).expect("load"), None).expect("compiles");
+        let incremental =
+            compile_set(&inventory, &second, Some(&compiled_first)).expect("compiles");
+        assert!(
+            incremental == fresh,
+            "the reload gives the tables of a fresh read"
+        );
+        assert!(
+            incremental != compiled_first,
+            "the changed rule changes the tables"
+        );
+    }
 }

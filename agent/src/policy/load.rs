@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::directory::{DirectoryError, read_set};
+use super::directory::{DirectoryError, ReadFile, read_set};
 use super::resource::ZonePolicy;
 
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +36,20 @@ pub enum LoadError {
     Empty { path: PathBuf },
     #[error(transparent)]
     Directory(DirectoryError),
+}
+
+/// The texts [`load_dir`] parses: every YAML file of `dir` as one consistent set, never none.
+pub fn read_dir_texts(dir: &Path) -> Result<Vec<ReadFile>, LoadError> {
+    let files = read_set(dir).map_err(|error| match error {
+        DirectoryError::Io { op, path, source } => LoadError::Io { op, path, source },
+        other => LoadError::Directory(other),
+    })?;
+    if files.is_empty() {
+        return Err(LoadError::Empty {
+            path: dir.to_path_buf(),
+        });
+    }
+    Ok(files)
 }
 
 /// Every ZonePolicy in a multi-document YAML text. `origin` names the text in errors.
@@ -85,17 +99,8 @@ pub fn parse_documents(text: &str, origin: &str) -> Result<Vec<ZonePolicy>, Load
 
 /// Reads every `*.yaml` / `*.yml` file of `dir`, in file name order, as one consistent set.
 pub fn load_dir(dir: &Path) -> Result<Vec<ZonePolicy>, LoadError> {
-    let files = read_set(dir).map_err(|error| match error {
-        DirectoryError::Io { op, path, source } => LoadError::Io { op, path, source },
-        other => LoadError::Directory(other),
-    })?;
-    if files.is_empty() {
-        return Err(LoadError::Empty {
-            path: dir.to_path_buf(),
-        });
-    }
     let mut out = Vec::new();
-    for file in files {
+    for file in read_dir_texts(dir)? {
         out.extend(parse_documents(
             &file.text,
             &file.path.display().to_string(),

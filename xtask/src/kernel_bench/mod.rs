@@ -10,6 +10,8 @@ mod agent;
 #[cfg(feature = "kernel-bench")]
 mod dataplane;
 #[cfg(feature = "kernel-bench")]
+mod end_to_end;
+#[cfg(feature = "kernel-bench")]
 mod flows;
 #[cfg(feature = "kernel-bench")]
 mod generate;
@@ -27,6 +29,7 @@ pub fn run(which: &str) -> anyhow::Result<()> {
         "flows" => flows::run(),
         "agent" => agent::run(),
         "dataplane" => dataplane::run(),
+        "e2e" => end_to_end::run(),
         _ => measure::run(),
     }
 }

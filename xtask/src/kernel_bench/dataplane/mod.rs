@@ -8,7 +8,7 @@
 //! tcp/8080) is allowed by the last rule of the list. Rounds go over every configuration in
 //! turn, each round starting one further, and the medians are reported.
 
-mod net;
+pub(super) mod net;
 mod render;
 mod report;
 

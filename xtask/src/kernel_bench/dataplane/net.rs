@@ -510,6 +510,11 @@ impl Probe {
         Ok(Probe(handle))
     }
 
+    /// Whether a connection got through (or the probe gave up).
+    pub fn is_finished(&self) -> bool {
+        self.0.is_finished()
+    }
+
     /// Time from `handed_over` to the send time of the first probe SYN that was let through.
     pub fn live_after(self, handed_over: Instant) -> anyhow::Result<Duration> {
         let sent = join(self.0)?;
