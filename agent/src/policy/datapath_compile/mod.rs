@@ -895,7 +895,13 @@ impl<'a> Compiler<'a> {
         let mut entries: Vec<(abi::PolicyKey, abi::PolicyValue)> = Vec::new();
         // The verdict function of a (direction, zone) depends only on which of its rules hold;
         // most (subject, peer) pairs share their set with many others, so each is built once.
-        let mut functions: HashMap<(Direction, &str, Vec<u32>), Rc<PeerFunction>> = HashMap::new();
+        // Keyed by (direction, zone), then by the ids of the rules that hold: a pair is looked
+        // up by a slice of a reused buffer, and only a new function allocates its key.
+        type Functions = HashMap<Vec<u32>, Rc<PeerFunction>, foldhash::fast::RandomState>;
+        let mut functions: HashMap<(Direction, &str), Functions, foldhash::fast::RandomState> =
+            HashMap::default();
+        let mut held: Vec<usize> = Vec::new();
+        let mut held_ids: Vec<u32> = Vec::new();
         for direction in DIRECTIONS {
             for (s, subject) in identities.iter().enumerate() {
                 // Rules of the subject's zone whose subject column holds, in walk order, with
@@ -925,7 +931,9 @@ impl<'a> Compiler<'a> {
                     }
                 }
                 // The peer zone test depends on the peer's zone only: once per zone.
-                let mut by_peer_zone: HashMap<&str, Vec<usize>> = HashMap::new();
+                let mut by_peer_zone: HashMap<&str, Vec<usize>, foldhash::fast::RandomState> =
+                    HashMap::default();
+                let functions = functions.entry((direction, &subject.zone)).or_default();
                 let mut per_peer: Vec<(u32, Rc<PeerFunction>)> =
                     Vec::with_capacity(identities.len());
                 for (p, peer) in identities.iter().enumerate() {
@@ -934,29 +942,25 @@ impl<'a> Compiler<'a> {
                             .filter(|&i| peer_holds(candidates[i].1, &subject.zone, &peer.zone))
                             .collect()
                     });
-                    let held: Vec<usize> = in_zone
-                        .iter()
-                        .copied()
-                        .filter(|&i| {
-                            let (_, _, column, negated, _) = candidates[i];
-                            holds(p, column, negated)
-                        })
-                        .collect();
-                    let key = (
-                        direction,
-                        subject.zone.as_str(),
-                        held.iter().map(|&i| candidates[i].4).collect(),
-                    );
-                    let function = functions
-                        .entry(key)
-                        .or_insert_with(|| {
+                    held.clear();
+                    held.extend(in_zone.iter().copied().filter(|&i| {
+                        let (_, _, column, negated, _) = candidates[i];
+                        holds(p, column, negated)
+                    }));
+                    held_ids.clear();
+                    held_ids.extend(held.iter().map(|&i| candidates[i].4));
+                    let function = match functions.get(held_ids.as_slice()) {
+                        Some(function) => Rc::clone(function),
+                        None => {
                             let matched: Vec<(&CompiledPolicy, &CompiledRule)> = held
                                 .iter()
                                 .map(|&i| (candidates[i].0, candidates[i].1))
                                 .collect();
-                            Rc::new(self.peer_function(&subject.zone, &matched))
-                        })
-                        .clone();
+                            let function = Rc::new(self.peer_function(&subject.zone, &matched));
+                            functions.insert(held_ids.clone(), Rc::clone(&function));
+                            function
+                        }
+                    };
                     per_peer.push((peer.id, function));
                 }
                 encode_subject(direction, subject.id, &per_peer, &mut entries);
@@ -1030,10 +1034,7 @@ impl<'a> Compiler<'a> {
             }
             protocols.push((protocol, intervals));
         }
-        PeerFunction {
-            without_port: self.value(&without_port),
-            protocols,
-        }
+        PeerFunction::new(self.value(&without_port), &protocols)
     }
 }
 
@@ -1055,11 +1056,45 @@ type PortInterval = (u16, u16, abi::PolicyValue);
 type ValueOrder = (u32, u32, u8, u8, u8);
 
 struct PeerFunction {
-    /// The verdict for every protocol and port not listed in `protocols`, and for packets
-    /// without a port.
+    /// The verdict for every protocol and port not listed below, and for packets without a
+    /// port.
     without_port: abi::PolicyValue,
-    /// Protocol -> consecutive port intervals covering 0-65535, each with its verdict.
-    protocols: Vec<(u8, Vec<PortInterval>)>,
+    /// The entries below the peer's own, as (prefix length, protocol, port, verdict): each
+    /// protocol's most common verdict where it differs from `without_port`, then its port
+    /// prefixes whose verdict differs from that. Shared by every (subject, peer) pair with
+    /// this function, so worked out once.
+    below_peer: Vec<(u32, u8, u16, abi::PolicyValue)>,
+}
+
+impl PeerFunction {
+    /// `protocols`: protocol -> consecutive port intervals covering 0-65535, each with its
+    /// verdict.
+    fn new(without_port: abi::PolicyValue, protocols: &[(u8, Vec<PortInterval>)]) -> Self {
+        let mut below_peer = Vec::new();
+        for (protocol, intervals) in protocols {
+            let protocol_default = most_common(
+                intervals
+                    .iter()
+                    .map(|(first, last, v)| (*v, u64::from(*last - *first) + 1)),
+            )
+            .unwrap_or(without_port);
+            if protocol_default != without_port {
+                below_peer.push((abi::POLICY_PREFIX_PROTOCOL, *protocol, 0, protocol_default));
+            }
+            for (first, last, value) in intervals {
+                if *value == protocol_default {
+                    continue;
+                }
+                for (start, bits) in port_prefixes(*first, *last) {
+                    below_peer.push((abi::POLICY_PREFIX_PROTOCOL + bits, *protocol, start, *value));
+                }
+            }
+        }
+        PeerFunction {
+            without_port,
+            below_peer,
+        }
+    }
 }
 
 fn value_order(value: &abi::PolicyValue) -> ValueOrder {
@@ -1155,44 +1190,11 @@ fn encode_subject(
                 function.without_port,
             ));
         }
-        for (protocol, intervals) in &function.protocols {
-            let protocol_default = most_common(
-                intervals
-                    .iter()
-                    .map(|(first, last, v)| (*v, u64::from(*last - *first) + 1)),
-            )
-            .unwrap_or(function.without_port);
-            if protocol_default != function.without_port {
-                entries.push((
-                    policy_key(
-                        abi::POLICY_PREFIX_PROTOCOL,
-                        direction,
-                        subject,
-                        *peer,
-                        *protocol,
-                        0,
-                    ),
-                    protocol_default,
-                ));
-            }
-            for (first, last, value) in intervals {
-                if *value == protocol_default {
-                    continue;
-                }
-                for (start, bits) in port_prefixes(*first, *last) {
-                    entries.push((
-                        policy_key(
-                            abi::POLICY_PREFIX_PROTOCOL + bits,
-                            direction,
-                            subject,
-                            *peer,
-                            *protocol,
-                            start,
-                        ),
-                        *value,
-                    ));
-                }
-            }
+        for &(prefix_len, protocol, port, value) in &function.below_peer {
+            entries.push((
+                policy_key(prefix_len, direction, subject, *peer, protocol, port),
+                value,
+            ));
         }
     }
 }
