@@ -146,6 +146,22 @@ pub struct Compiled {
 struct PolicyBasis {
     policies: Vec<Arc<CompiledPolicy>>,
     identities: Vec<(u32, String, Vec<u32>)>,
+    /// What the entries of one zone's subjects in one direction depend on besides the
+    /// identities (see [`ZoneBasis`]).
+    zones: ZoneBases,
+}
+
+type ZoneBases = HashMap<(Direction, String), ZoneBasis>;
+type PolicyEntry = (abi::PolicyKey, abi::PolicyValue);
+
+/// The entries of a subject in one direction are a function of the identities and of its
+/// zone's governing policies in that direction: the same objects (their addresses; the basis
+/// holds them, so no other object can take one over) with the same rule ids. When only other
+/// zones' policies change, the subject's entries are the ones compiled before.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct ZoneBasis {
+    policies: Vec<usize>,
+    rule_ids: Vec<u32>,
 }
 
 impl PolicyBasis {
@@ -544,16 +560,29 @@ pub fn compile_after(
 
     // The policy entries are a function of the policies and the identities alone: a pod
     // that joins or leaves a class that exists anyway changes none of them.
-    let basis = PolicyBasis {
+    let mut basis = PolicyBasis {
         policies: set.shared_policies().cloned().collect(),
         identities: identities
             .iter()
             .map(|i| (i.id, i.zone.clone(), i.member_of.clone()))
             .collect(),
+        zones: HashMap::new(),
     };
     let policy = match previous {
-        Some(previous) if previous.policy_basis.same(&basis) => Arc::clone(&previous.policy),
-        _ => Arc::new(compiler.policy_entries(&identities)?),
+        Some(previous) if previous.policy_basis.same(&basis) => {
+            basis.zones = previous.policy_basis.zones.clone();
+            Arc::clone(&previous.policy)
+        }
+        _ => {
+            // The same identities: the subjects of zones whose policies did not change keep
+            // their entries.
+            let reuse = previous
+                .filter(|p| p.policy_basis.identities == basis.identities)
+                .map(|p| (&p.policy_basis.zones, p.policy.as_slice()));
+            let (entries, zones) = compiler.policy_entries(&identities, reuse)?;
+            basis.zones = zones;
+            Arc::new(entries)
+        }
     };
     check_capacity("policy entries", policy.len(), limits.max_policy_entries)?;
 
@@ -871,10 +900,31 @@ impl<'a> Compiler<'a> {
         }
     }
 
+    /// What the entries of `zone`'s subjects in `direction` depend on (see [`ZoneBasis`]).
+    fn zone_basis(&self, direction: Direction, zone: &str) -> ZoneBasis {
+        let mut basis = ZoneBasis {
+            policies: Vec::new(),
+            rule_ids: Vec::new(),
+        };
+        for tier in Tier::ALL {
+            for policy in self.set.governing(tier, zone).unwrap_or(&[]) {
+                basis.policies.push(Arc::as_ptr(policy) as usize);
+                basis
+                    .rule_ids
+                    .extend(rules_of(policy, direction).iter().map(|r| self.info(r).id));
+            }
+        }
+        basis
+    }
+
+    /// The policy entries, in key order, and what each zone's were computed from. `reuse`:
+    /// a previous compile's zone bases and entries, with the same identities.
     fn policy_entries(
         &self,
         identities: &[Identity],
-    ) -> Result<Vec<(abi::PolicyKey, abi::PolicyValue)>, CompileError> {
+        reuse: Option<(&ZoneBases, &[PolicyEntry])>,
+    ) -> Result<(Vec<PolicyEntry>, ZoneBases), CompileError> {
+        let mut zone_bases = ZoneBases::new();
         // Membership as bitsets over the predicates: the pair loop below asks millions of
         // times at the benchmark's size.
         let words = self.predicates.len().div_ceil(64);
@@ -892,6 +942,21 @@ impl<'a> Compiler<'a> {
         let holds = |identity: usize, predicate: u32, negate: bool| {
             (bits[identity][predicate as usize / 64] >> (predicate % 64) & 1 == 1) != negate
         };
+        // Each identity's zone as an index into `zones`, so the pair loop groups peers by
+        // zone without hashing or comparing names.
+        let mut zones: Vec<&str> = Vec::new();
+        let zone_index: Vec<usize> = identities
+            .iter()
+            .map(
+                |identity| match zones.iter().position(|z| *z == identity.zone) {
+                    Some(index) => index,
+                    None => {
+                        zones.push(&identity.zone);
+                        zones.len() - 1
+                    }
+                },
+            )
+            .collect();
         let mut entries: Vec<(abi::PolicyKey, abi::PolicyValue)> = Vec::new();
         // The verdict function of a (direction, zone) depends only on which of its rules hold;
         // most (subject, peer) pairs share their set with many others, so each is built once.
@@ -904,6 +969,28 @@ impl<'a> Compiler<'a> {
         let mut held_ids: Vec<u32> = Vec::new();
         for direction in DIRECTIONS {
             for (s, subject) in identities.iter().enumerate() {
+                let zone_basis = zone_bases
+                    .entry((direction, subject.zone.clone()))
+                    .or_insert_with(|| self.zone_basis(direction, &subject.zone));
+                if let Some((bases, before)) = reuse
+                    && bases.get(&(direction, subject.zone.clone())) == Some(zone_basis)
+                {
+                    // Entries are in key order: direction, then subject first.
+                    let of_subject = (direction_code(direction), subject.id.to_be_bytes());
+                    let start = before.partition_point(|(k, _)| {
+                        (k.direction, k.subject_identity_be) < of_subject
+                    });
+                    let end = before.partition_point(|(k, _)| {
+                        (k.direction, k.subject_identity_be) <= of_subject
+                    });
+                    entries.extend_from_slice(&before[start..end]);
+                    check_capacity(
+                        "policy entries",
+                        entries.len(),
+                        self.limits.max_policy_entries,
+                    )?;
+                    continue;
+                }
                 // Rules of the subject's zone whose subject column holds, in walk order, with
                 // the column the peer must be in.
                 let mut candidates: Vec<(&CompiledPolicy, &CompiledRule, u32, bool, u32)> =
@@ -931,13 +1018,12 @@ impl<'a> Compiler<'a> {
                     }
                 }
                 // The peer zone test depends on the peer's zone only: once per zone.
-                let mut by_peer_zone: HashMap<&str, Vec<usize>, foldhash::fast::RandomState> =
-                    HashMap::default();
+                let mut by_peer_zone: Vec<Option<Vec<usize>>> = vec![None; zones.len()];
                 let functions = functions.entry((direction, &subject.zone)).or_default();
                 let mut per_peer: Vec<(u32, Rc<PeerFunction>)> =
                     Vec::with_capacity(identities.len());
                 for (p, peer) in identities.iter().enumerate() {
-                    let in_zone = by_peer_zone.entry(&peer.zone).or_insert_with(|| {
+                    let in_zone = by_peer_zone[zone_index[p]].get_or_insert_with(|| {
                         (0..candidates.len())
                             .filter(|&i| peer_holds(candidates[i].1, &subject.zone, &peer.zone))
                             .collect()
@@ -972,7 +1058,7 @@ impl<'a> Compiler<'a> {
             }
         }
         entries.sort_by_key(|(key, _)| policy_key_order(key));
-        Ok(entries)
+        Ok((entries, zone_bases))
     }
 
     /// The verdict of one (direction, subject, peer) over (protocol, port), given the rules

@@ -595,6 +595,14 @@ proptest! {
             .expect("compiles");
         agrees_with_the_evaluator(&shared, &after, &endpoints, &flows)
             .map_err(TestCaseError::fail)?;
+        // The policy entries of the zones the change left alone were taken over: they are
+        // exactly the ones compiled again with nothing to take over.
+        let mut nothing_kept = before.clone();
+        nothing_kept.policy_basis.policies.clear();
+        nothing_kept.policy_basis.zones.clear();
+        let again = compile_after(Some(&nothing_kept), &shared, EXTERNAL, &endpoints, &Limits::default())
+            .expect("compiles");
+        prop_assert!(after == again, "entries taken over differ from the ones compiled again");
     }
 
     /// With source ports in services the kernel cannot match exactly: it never allows what
@@ -1223,4 +1231,79 @@ fn size_figures() {
     assert_eq!(sizes.rules, 400 + 3);
     let datapath = Datapath::new(&compiled).expect("loads");
     assert!(datapath.identity(ip("10.244.0.1")).is_some());
+}
+
+/// The fixture translation changed in each object in turn, in the two ways a zone's entries
+/// could be taken over wrongly: a rule's action flips (same rules count, another object), and
+/// a rule is added (every later rule id moves, later objects unchanged). Each time the
+/// entries after the change are exactly the ones compiled with nothing taken over, and
+/// something was taken over.
+#[test]
+fn zones_a_change_leaves_alone_keep_their_entries_and_nothing_else_does() {
+    let inventory = crate::inventory::Inventory::load_file(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/inventory.yaml"
+    )))
+    .expect("inventory");
+    let (external, endpoints) = (&inventory.external_zone, &inventory.endpoints);
+    let first: Vec<Arc<ZonePolicy>> = crate::translate::fixture_translation(false)
+        .policies
+        .into_iter()
+        .map(Arc::new)
+        .collect();
+    let set = PolicySet::new_shared(&first, None).expect("valid");
+    let before =
+        compile_after(None, &set, external, endpoints, &Limits::default()).expect("compiles");
+    let flip = |policy: &mut ZonePolicy| {
+        let rule = policy.spec.egress.first_mut()?;
+        rule.action = match rule.action {
+            RuleAction::Allow => RuleAction::Deny,
+            _ => RuleAction::Allow,
+        };
+        Some(())
+    };
+    let add = |policy: &mut ZonePolicy| {
+        let copy = policy.spec.egress.first()?.clone();
+        policy.spec.egress.push(copy);
+        Some(())
+    };
+    let mut took_over = 0;
+    for change in [&flip as &dyn Fn(&mut ZonePolicy) -> Option<()>, &add] {
+        for k in 0..first.len() {
+            let mut edited = (*first[k]).clone();
+            if change(&mut edited).is_none() {
+                continue;
+            }
+            let mut second = first.clone();
+            second[k] = Arc::new(edited);
+            let shared = PolicySet::new_shared(&second, Some(&set)).expect("valid");
+            let after = compile_after(
+                Some(&before),
+                &shared,
+                external,
+                endpoints,
+                &Limits::default(),
+            )
+            .expect("compiles");
+            let mut nothing_kept = before.clone();
+            nothing_kept.policy_basis.policies.clear();
+            nothing_kept.policy_basis.zones.clear();
+            let again = compile_after(
+                Some(&nothing_kept),
+                &shared,
+                external,
+                endpoints,
+                &Limits::default(),
+            )
+            .expect("compiles");
+            assert!(after == again, "object {k}: entries taken over differ");
+            took_over += after
+                .policy_basis
+                .zones
+                .iter()
+                .filter(|(zone, basis)| before.policy_basis.zones.get(*zone) == Some(basis))
+                .count();
+        }
+    }
+    assert!(took_over > 0, "some zone kept its entries");
 }
