@@ -77,8 +77,15 @@ impl Enforced {
         let layout = PinLayout::new(topology.pin_root.join("zonewall"));
         let mut datapath = Datapath::load(&layout).expect("load eBPF object");
         // Interfaces are found from the pods' host routes, in the node namespace.
-        let snapshot = in_netns(&topology.node, || node::snapshot(&inventory, &input, None))
-            .expect("translate and compile the fixture");
+        let snapshot = in_netns(&topology.node, || {
+            node::snapshot(
+                &inventory,
+                &input,
+                None,
+                &mut node::LoadedPolicies::default(),
+            )
+        })
+        .expect("translate and compile the fixture");
         assert_eq!(
             snapshot.workloads.len(),
             pods.len(),
@@ -124,7 +131,12 @@ impl Enforced {
             mode: self.mode,
         };
         let snapshot = in_netns(&self.topology.node, || {
-            node::snapshot(&self.inventory, &input, None)
+            node::snapshot(
+                &self.inventory,
+                &input,
+                None,
+                &mut node::LoadedPolicies::default(),
+            )
         })
         .expect("compile the variant");
         let _ = std::fs::remove_file(&path);
@@ -155,7 +167,12 @@ impl Enforced {
         let (datapath, attached, inventory) =
             (&mut self.datapath, &mut self.attached, &self.inventory);
         let report = in_netns(&self.topology.node, || {
-            let snapshot = node::snapshot(inventory, &input, None)?;
+            let snapshot = node::snapshot(
+                inventory,
+                &input,
+                None,
+                &mut node::LoadedPolicies::default(),
+            )?;
             node::apply(datapath, attached, &snapshot, false)
         })
         .expect("apply again");
