@@ -46,13 +46,19 @@ fn prepare() -> anyhow::Result<(PathBuf, PathBuf)> {
         LARGE.groups,
         started.elapsed()
     );
+    Ok((release_binary()?, config))
+}
+
+/// Builds the release `zonewall` binary; returns its path.
+pub fn release_binary() -> anyhow::Result<PathBuf> {
+    let root = workspace_root();
     run_command(Command::new("cargo").current_dir(&root).args([
         "build",
         "--release",
         "--package",
         "zonewall",
     ]))?;
-    Ok((root.join("target/release/zonewall"), config))
+    Ok(root.join("target/release/zonewall"))
 }
 
 const RUNS: usize = 5;

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, ensure};
 
-use crate::bench::{LARGE, generate_panorama};
+use crate::bench::{LARGE, generate_panorama, release_binary};
 use crate::{run_command, workspace_root};
 
 const ROUNDS: usize = 20;
@@ -134,13 +134,7 @@ pub fn run() -> anyhow::Result<()> {
     let bench_dir = root.join("target/bench");
     std::fs::create_dir_all(&bench_dir).context("create target/bench")?;
     let (a, b) = configs(&bench_dir)?;
-    run_command(Command::new("cargo").current_dir(&root).args([
-        "build",
-        "--release",
-        "--package",
-        "zonewall",
-    ]))?;
-    let directory = run_output_dir(&root.join("target/release/zonewall"), &a, &b, &bench_dir)?;
+    let directory = run_output_dir(&release_binary()?, &a, &b, &bench_dir)?;
     println!("{directory}");
     // The mock API measurement runs inside the test binary, next to the mock server.
     run_command(

@@ -23,9 +23,9 @@ use anyhow::{Context as _, bail, ensure};
 use super::dataplane::net::{CLIENT_CPU, Probe, Server, Topology, join, on_thread};
 use super::measure::Pins;
 use super::traffic::in_netns;
-use crate::bench::{LARGE, generate_panorama};
+use crate::bench::{LARGE, generate_panorama, release_binary};
 use crate::bench_sync::{INTERVAL, commit, generation, phase_delay};
-use crate::{run_command, workspace_root};
+use crate::workspace_root;
 
 const ROUNDS: usize = 10;
 const CLIENT: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 10);
@@ -116,13 +116,7 @@ pub fn run() -> anyhow::Result<()> {
     let root = workspace_root();
     let bench_dir = root.join("target/bench");
     std::fs::create_dir_all(&bench_dir).context("create target/bench")?;
-    run_command(Command::new("cargo").current_dir(&root).args([
-        "build",
-        "--release",
-        "--package",
-        "zonewall",
-    ]))?;
-    let binary = root.join("target/release/zonewall");
+    let binary = release_binary()?;
     let (deny, allow) = configs(&bench_dir)?;
     let watched = bench_dir.join("e2e-watched.xml");
     let output = bench_dir.join("e2e-output");
