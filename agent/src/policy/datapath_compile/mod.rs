@@ -968,12 +968,18 @@ impl<'a> Compiler<'a> {
         let mut held: Vec<usize> = Vec::new();
         let mut held_ids: Vec<u32> = Vec::new();
         for direction in DIRECTIONS {
+            // Per zone (by index): whether its subjects keep their entries, worked out once.
+            let mut keeps: Vec<Option<bool>> = vec![None; zones.len()];
             for (s, subject) in identities.iter().enumerate() {
-                let zone_basis = zone_bases
-                    .entry((direction, subject.zone.clone()))
-                    .or_insert_with(|| self.zone_basis(direction, &subject.zone));
-                if let Some((bases, before)) = reuse
-                    && bases.get(&(direction, subject.zone.clone())) == Some(zone_basis)
+                let keep = *keeps[zone_index[s]].get_or_insert_with(|| {
+                    let key = (direction, subject.zone.clone());
+                    let basis = self.zone_basis(direction, &subject.zone);
+                    let same = reuse.is_some_and(|(bases, _)| bases.get(&key) == Some(&basis));
+                    zone_bases.insert(key, basis);
+                    same
+                });
+                if let Some((_, before)) = reuse
+                    && keep
                 {
                     // Entries are in key order: direction, then subject first.
                     let of_subject = (direction_code(direction), subject.id.to_be_bytes());

@@ -506,6 +506,15 @@ fn agrees_with_the_evaluator(
     Ok(())
 }
 
+/// `compiled` with its tables and identity numbers, but nothing its policy entries could be
+/// taken over from.
+fn nothing_kept(compiled: &Compiled) -> Compiled {
+    let mut kept = compiled.clone();
+    kept.policy_basis.policies.clear();
+    kept.policy_basis.zones.clear();
+    kept
+}
+
 const CONFIGS: u32 = 200;
 const FLOWS_PER_CONFIG: usize = 250;
 
@@ -597,10 +606,7 @@ proptest! {
             .map_err(TestCaseError::fail)?;
         // The policy entries of the zones the change left alone were taken over: they are
         // exactly the ones compiled again with nothing to take over.
-        let mut nothing_kept = before.clone();
-        nothing_kept.policy_basis.policies.clear();
-        nothing_kept.policy_basis.zones.clear();
-        let again = compile_after(Some(&nothing_kept), &shared, EXTERNAL, &endpoints, &Limits::default())
+        let again = compile_after(Some(&nothing_kept(&before)), &shared, EXTERNAL, &endpoints, &Limits::default())
             .expect("compiles");
         prop_assert!(after == again, "entries taken over differ from the ones compiled again");
     }
@@ -1285,11 +1291,8 @@ fn zones_a_change_leaves_alone_keep_their_entries_and_nothing_else_does() {
                 &Limits::default(),
             )
             .expect("compiles");
-            let mut nothing_kept = before.clone();
-            nothing_kept.policy_basis.policies.clear();
-            nothing_kept.policy_basis.zones.clear();
             let again = compile_after(
-                Some(&nothing_kept),
+                Some(&nothing_kept(&before)),
                 &shared,
                 external,
                 endpoints,
