@@ -5,12 +5,13 @@
 //! tells its own objects from hand-written ones and notices edits the same way.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use sha2::{Digest as _, Sha256};
 
 use crate::firewall::panos::client::CommitEntry;
 use crate::policy::resource::{Tier, ZonePolicy, ZonePolicySpec, ZoneRule};
-use crate::translate::Translation;
+use crate::translate::{Translation, ZoneObjects};
 
 /// Field manager of every server-side apply, and the owner label's value.
 pub const FIELD_MANAGER: &str = "zonewall-sync";
@@ -134,13 +135,40 @@ impl DesiredObject {
 /// The complete desired `firewall` tier.
 #[derive(Clone, Debug)]
 pub struct Desired {
-    pub objects: BTreeMap<String, DesiredObject>,
+    pub objects: BTreeMap<String, Arc<DesiredObject>>,
     /// Where the configuration was read from (file path or Panorama endpoint).
     pub origin: String,
     pub device_group: Option<String>,
     pub commit: Option<CommitInfo>,
     /// Warnings of the resolution, for the log.
     pub warnings: usize,
+}
+
+impl DesiredObject {
+    /// The translated object marked as the controller's own, with its spec hash.
+    fn new(mut policy: ZonePolicy) -> Self {
+        let hash = spec_hash(&policy.spec);
+        let fingerprint = object_fingerprint(&policy, &hash);
+        policy
+            .metadata
+            .labels
+            .get_or_insert_with(BTreeMap::new)
+            .insert(OWNER_LABEL.to_string(), FIELD_MANAGER.to_string());
+        policy
+            .metadata
+            .annotations
+            .get_or_insert_with(BTreeMap::new)
+            .insert(SPEC_HASH_ANNOTATION.to_string(), hash.clone());
+        DesiredObject {
+            policy,
+            hash,
+            fingerprint,
+        }
+    }
+}
+
+fn object_name(policy: &ZonePolicy) -> String {
+    policy.metadata.name.clone().unwrap_or_default()
 }
 
 impl Desired {
@@ -152,29 +180,42 @@ impl Desired {
         commit: Option<CommitInfo>,
         warnings: usize,
     ) -> Self {
+        Desired {
+            objects: translation
+                .policies
+                .into_iter()
+                .map(|policy| (object_name(&policy), Arc::new(DesiredObject::new(policy))))
+                .collect(),
+            origin,
+            device_group,
+            commit,
+            warnings,
+        }
+    }
+
+    /// The objects of a translation by zone: a zone's objects the translation kept are
+    /// taken from `previous` (the desired state made from the same memo's last
+    /// translation) without hashing them again.
+    pub fn from_zones(
+        zones: Vec<ZoneObjects>,
+        previous: &BTreeMap<String, Arc<DesiredObject>>,
+        origin: String,
+        device_group: Option<String>,
+        commit: Option<CommitInfo>,
+        warnings: usize,
+    ) -> Self {
         let mut objects = BTreeMap::new();
-        for mut policy in translation.policies {
-            let hash = spec_hash(&policy.spec);
-            let fingerprint = object_fingerprint(&policy, &hash);
-            let name = policy.metadata.name.clone().unwrap_or_default();
-            policy
-                .metadata
-                .labels
-                .get_or_insert_with(BTreeMap::new)
-                .insert(OWNER_LABEL.to_string(), FIELD_MANAGER.to_string());
-            policy
-                .metadata
-                .annotations
-                .get_or_insert_with(BTreeMap::new)
-                .insert(SPEC_HASH_ANNOTATION.to_string(), hash.clone());
-            objects.insert(
-                name,
-                DesiredObject {
-                    policy,
-                    hash,
-                    fingerprint,
-                },
-            );
+        for zone in zones {
+            for (policy, _) in zone.objects {
+                let name = object_name(&policy);
+                let object = match previous.get(&name).filter(|_| zone.kept) {
+                    Some(object) => Arc::clone(object),
+                    None => Arc::new(DesiredObject::new(
+                        Arc::try_unwrap(policy).unwrap_or_else(|shared| (*shared).clone()),
+                    )),
+                };
+                objects.insert(name, object);
+            }
         }
         Desired {
             objects,

@@ -37,16 +37,18 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use crate::firewall::panos::parse::ParseMemo;
+use crate::firewall::panos::resolve::ResolveMemo;
 use crate::firewall::panos::{self, Limits, ResolveOptions};
 use crate::metrics::{DriftAction, Readiness, SyncErrorKind, SyncMetrics};
 use crate::policy::directory::{self, ObjectFile};
 use crate::policy::load::parse_documents;
 use crate::policy::resource::Mode;
-use crate::translate::{self, FIREWALL_FILE_PREFIX, TranslateOptions};
+use crate::translate::{self, FIREWALL_FILE_PREFIX, TranslateMemo, TranslateOptions};
 
 pub use audit::{AuditLog, AuditRecord, AuditSink};
 pub use cli::{SyncArgs, run_cli};
-pub use desired::{CommitInfo, Desired};
+pub use desired::{CommitInfo, Desired, DesiredObject};
 pub use plan::{Change, ChangeKind, plan};
 pub use source::{Fetched, Source, SourceError};
 pub use stats::SyncStats;
@@ -232,22 +234,66 @@ pub struct Controller {
     metrics: Option<SyncMetrics>,
     /// Set ready after the first pass that left the target equal to the desired state.
     readiness: Option<Readiness>,
+    memo: Memo,
 }
 
-/// Parses, resolves and translates one configuration.
-pub fn translate_fetched(fetched: &Fetched, options: &Options) -> Result<Desired, SyncError> {
+/// What translating one configuration leaves for the next (see [`ParseMemo`],
+/// [`ResolveMemo`] and [`TranslateMemo`]).
+#[derive(Default)]
+pub struct Memo {
+    /// Configurations that were read by reading one changed rule again.
+    pub edits: usize,
+    parse: ParseMemo,
+    resolve: ResolveMemo,
+    translate: TranslateMemo,
+    /// The objects made from the last translation, by name.
+    objects: BTreeMap<String, Arc<DesiredObject>>,
+}
+
+/// Parses, resolves and translates one configuration, taking over from `memo` what the
+/// previous one already resolved.
+pub fn translate_fetched(
+    fetched: &Fetched,
+    options: &Options,
+    memo: &mut Memo,
+) -> Result<Desired, SyncError> {
     let invalid = |e: panos::PanosError| SyncError::InvalidConfig(e.to_string());
     let mut phases = Phases::start();
-    let config =
-        panos::parse_config(&fetched.text, &fetched.origin, Limits::default()).map_err(invalid)?;
-    phases.mark("parse");
+    let limits = Limits::default();
     let resolve_options = ResolveOptions {
         device_group: options.device_group.clone(),
         ..ResolveOptions::default()
     };
-    let resolved = panos::resolve(&config, &resolve_options).map_err(invalid)?;
-    drop(config);
-    phases.mark("resolve");
+    // A commit that changed one rule: that rule read again, everything else taken over.
+    let edited = memo
+        .parse
+        .edited_rule(&fetched.text, &fetched.origin, limits)
+        .and_then(|edit| {
+            let span = edit.span.clone();
+            Some((memo.resolve.resolve_edit(edit, &resolve_options)?, span))
+        });
+    let resolved = match edited {
+        Some((resolved, span)) => {
+            let resolved = resolved.map_err(invalid)?;
+            memo.parse.edited(&fetched.text, &span);
+            memo.edits += 1;
+            phases.mark("read one rule again and resolve");
+            resolved
+        }
+        None => {
+            let config = memo
+                .parse
+                .parse(&fetched.text, &fetched.origin, limits)
+                .map_err(invalid)?;
+            phases.mark("parse");
+            let resolved = memo
+                .resolve
+                .resolve(config, &resolve_options)
+                .map_err(invalid)?;
+            phases.mark("resolve");
+            resolved
+        }
+    };
     // Each warning is also in the status of the object holding the rule; a large Panorama
     // has thousands, so the log gets one line per configuration and the details at debug.
     if !resolved.warnings.is_empty() {
@@ -271,16 +317,21 @@ pub fn translate_fetched(fetched: &Fetched, options: &Options) -> Result<Desired
             .map(|id| id.to_string()),
         ..TranslateOptions::default()
     };
-    let translation = translate::translate(&resolved, &translate_options)
+    let warnings = resolved.warnings.len();
+    let zones = memo
+        .translate
+        .translate(resolved, &translate_options)
         .map_err(|e| SyncError::Untranslatable(e.to_string()))?;
     phases.mark("translate");
-    let desired = Desired::from_translation(
-        translation,
+    let desired = Desired::from_zones(
+        zones,
+        &memo.objects,
         fetched.origin.clone(),
         options.device_group.clone(),
         fetched.commit.clone(),
-        resolved.warnings.len(),
+        warnings,
     );
+    memo.objects.clone_from(&desired.objects);
     phases.mark("hash");
     phases.log(&fetched.origin);
     Ok(desired)
@@ -336,6 +387,7 @@ impl Controller {
             stats: Arc::new(SyncStats::default()),
             metrics: None,
             readiness: None,
+            memo: Memo::default(),
         }
     }
 
@@ -388,7 +440,7 @@ impl Controller {
         // Whatever the outcome, this version has been handled: an invalid configuration is
         // not fetched and reported again until the source changes.
         self.source.mark_handled(fetched.marker.clone());
-        let desired = match translate_fetched(&fetched, &self.options) {
+        let desired = match translate_fetched(&fetched, &self.options, &mut self.memo) {
             Ok(desired) => desired,
             Err(error) => {
                 SyncStats::add(&self.stats.errors_config, 1);
@@ -514,7 +566,8 @@ impl Controller {
     /// `--diff`: what the candidate configuration would change, applying nothing.
     pub async fn diff(&mut self, list_limit: Duration) -> Result<Vec<Change>, SyncError> {
         let fetched = self.source.candidate().await?;
-        let desired = translate_fetched(&fetched, &self.options)?;
+        // The candidate is not what the controller runs: nothing of it is kept.
+        let desired = translate_fetched(&fetched, &self.options, &mut Memo::default())?;
         match &mut self.target {
             Target::Kubernetes(kube) => {
                 let started = Instant::now();
@@ -1033,4 +1086,94 @@ pub fn describe_changes(changes: &[Change]) -> String {
 #[doc(hidden)]
 pub fn target_name(target: &Target) -> String {
     target.describe()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FIXTURE: &str = include_str!("../../tests/fixtures/panorama.xml");
+
+    fn fetched(text: &str) -> Fetched {
+        Fetched {
+            text: text.to_string(),
+            origin: "panorama.xml".to_string(),
+            commit: None,
+            marker: source::Marker::Unknown,
+        }
+    }
+
+    /// A chain of configurations through one memo gives, at every step, the desired state a
+    /// fresh translation gives; edits confined to one rule are read as such, and everything
+    /// else (a new line, a second rule, an object, broken XML) is read in full or refused as
+    /// a fresh read refuses it.
+    #[test]
+    fn a_chain_of_commits_through_a_memo_matches_fresh_translations() {
+        let options = Options {
+            device_group: Some("dg-prod".into()),
+            mode: Mode::Enforce,
+        };
+        // Each step changes the step before it (the last good one after a refused step).
+        let web = "<member>web-servers</member></destination>";
+        let v6 = "<member>v6-net</member></destination>";
+        let edit = |text: &str, from: &str, to: &str| {
+            assert!(text.contains(from), "{from} is in the text");
+            text.replacen(from, to, 1)
+        };
+        let s1 = edit(FIXTURE, web, v6);
+        let s2 = edit(&s1, v6, &format!("{v6}   "));
+        let s3 = edit(
+            &s2,
+            "<destination><member>odd-hosts</member></destination>",
+            "<destination><member>web-servers</member></destination>",
+        );
+        let s4 = edit(&s3, "prod-allow-web\"", "prod-allow-www\"");
+        let s5 = edit(&s4, &format!("{v6}   "), &format!("{v6}\n"));
+        let s6 = edit(
+            &edit(&s5, "<action>reset-both</action>", "<action>drop</action>"),
+            "prod-allow-www\"",
+            "prod-allow-web\"",
+        );
+        let s7 = edit(&s6, "10.1.1.0/24", "10.1.9.0/24");
+        let broken = edit(&s7, &format!("{v6}\n"), "<member>v6-net</destination>\n");
+        let s8 = edit(&s7, &format!("{v6}\n"), &format!("{web}\n"));
+        let steps: Vec<(&str, String, bool)> = vec![
+            ("the fixture", FIXTURE.to_string(), false),
+            ("one rule's destination", s1, true),
+            ("that rule longer", s2, true),
+            ("a later rule", s3, true),
+            ("a rule's name", s4, true),
+            ("a line added in a rule", s5, false),
+            ("two rules", s6, false),
+            ("an address object", s7, false),
+            ("a broken rule", broken, false),
+            ("the rule mended", s8, true),
+        ];
+        let mut memo = Memo::default();
+        for (change, text, by_edit) in steps {
+            let edits = memo.edits;
+            let remembered = translate_fetched(&fetched(&text), &options, &mut memo);
+            let fresh = translate_fetched(&fetched(&text), &options, &mut Memo::default());
+            assert_eq!(
+                memo.edits - edits,
+                usize::from(by_edit),
+                "{change}: read by edit"
+            );
+            match (remembered, fresh) {
+                (Ok(remembered), Ok(fresh)) => {
+                    let names = |d: &Desired| d.objects.keys().cloned().collect::<Vec<_>>();
+                    assert_eq!(names(&remembered), names(&fresh), "{change}");
+                    for (name, object) in &fresh.objects {
+                        let kept = &remembered.objects[name];
+                        assert_eq!(kept.hash, object.hash, "{change}: {name}");
+                        assert_eq!(kept.fingerprint, object.fingerprint, "{change}: {name}");
+                    }
+                }
+                (Err(remembered), Err(fresh)) => {
+                    assert_eq!(remembered.to_string(), fresh.to_string(), "{change}")
+                }
+                (remembered, fresh) => panic!("{change}: {remembered:?} but {fresh:?}"),
+            }
+        }
+    }
 }

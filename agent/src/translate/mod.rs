@@ -22,6 +22,7 @@
 //! Pure: the caller reads the configuration and writes the output.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use foldhash::{HashMap, HashSet};
 
@@ -327,36 +328,47 @@ fn holds(set: &ZoneSet, zone: Option<&str>) -> bool {
     }
 }
 
-/// The zone's rules for one direction, with peer zones filled in.
-fn rules_for(
-    policy: &Policy,
-    converted: &[ZoneRule],
-    zone: Option<&str>,
-    egress: bool,
-) -> Vec<ZoneRule> {
-    let mut out = Vec::new();
-    for (rule, base) in policy.rules.iter().zip(converted) {
-        let intrazone = rule.rule_type == model::RuleType::Intrazone;
-        let governs = if egress || intrazone {
+/// Indices of the rules governing `zone` in one direction, in firewall order.
+fn governing(policy: &Policy, zone: Option<&str>, egress: bool) -> Vec<usize> {
+    let governs = |rule: &Rule| {
+        if egress || rule.rule_type == model::RuleType::Intrazone {
             holds(&rule.from, zone)
         } else {
             holds(&rule.to, zone)
-        };
-        if !governs {
-            continue;
         }
-        let peers = if intrazone {
-            vec![zone.unwrap_or(ANY_ZONE).to_string()]
-        } else if egress {
-            zone_list(&rule.to)
-        } else {
-            zone_list(&rule.from)
-        };
-        let mut zone_rule = base.clone();
-        zone_rule.peer_zones = peers;
-        out.push(zone_rule);
-    }
-    out
+    };
+    (0..policy.rules.len())
+        .filter(|&index| governs(&policy.rules[index]))
+        .collect()
+}
+
+/// The zone's rules for one direction, with peer zones filled in. `converted` holds each
+/// rule's [`zone_rule`], made the first time a zone needs it.
+fn rules_for(
+    policy: &Policy,
+    converted: &mut [Option<ZoneRule>],
+    indices: &[usize],
+    zone: Option<&str>,
+    egress: bool,
+) -> Vec<ZoneRule> {
+    indices
+        .iter()
+        .map(|&index| {
+            let rule = &policy.rules[index];
+            let peers = if rule.rule_type == model::RuleType::Intrazone {
+                vec![zone.unwrap_or(ANY_ZONE).to_string()]
+            } else if egress {
+                zone_list(&rule.to)
+            } else {
+                zone_list(&rule.from)
+            };
+            let mut zone_rule = converted[index]
+                .get_or_insert_with(|| zone_rule(rule))
+                .clone();
+            zone_rule.peer_zones = peers;
+            zone_rule
+        })
+        .collect()
 }
 
 /// A firewall rule's identity as both warnings and provenance record it: name, device group,
@@ -641,9 +653,164 @@ pub fn translate(
     resolved: &Resolved,
     options: &TranslateOptions,
 ) -> Result<Translation, TranslateError> {
+    let (zones, memo) = translate_zones(resolved, options, None)?;
+    drop(memo);
+    let mut translation = Translation {
+        policies: Vec::new(),
+        documents: Vec::new(),
+    };
+    for zone in zones {
+        for (policy, document) in zone.objects {
+            // Nothing else holds the objects of a translation without a memo.
+            translation
+                .policies
+                .push(Arc::try_unwrap(policy).unwrap_or_else(|shared| (*shared).clone()));
+            if options.documents {
+                translation.documents.push(document);
+            }
+        }
+    }
+    Ok(translation)
+}
+
+/// Everything but the rules that a zone's objects depend on, the commit aside.
+#[derive(Clone, PartialEq, Eq)]
+struct MemoContext {
+    origin: String,
+    target: String,
+    mode: Mode,
+    max_object_bytes: usize,
+    documents: bool,
+}
+
+/// One zone's objects as the previous translation made them.
+#[derive(Clone)]
+struct ZoneMemo {
+    /// Indices into [`TranslateMemo::rules`] of the rules governing the zone.
+    egress: Vec<usize>,
+    ingress: Vec<usize>,
+    /// Texts of the warnings its objects carry.
+    warnings: Vec<String>,
+    objects: Vec<(Arc<ZonePolicy>, String)>,
+}
+
+/// Each zone's memo, by zone (`None`: the `any` object's zone).
+type ZoneMemos = HashMap<Option<String>, ZoneMemo>;
+
+/// One zone of a translation.
+pub struct ZoneObjects {
+    /// In output order, with their YAML (empty without [`TranslateOptions::documents`]).
+    pub objects: Vec<(Arc<ZonePolicy>, String)>,
+    /// The very objects the previous translation through the same memo gave for this zone.
+    pub kept: bool,
+}
+
+/// What translating one resolved policy leaves for the next (the sync controller translates
+/// every commit, and a commit usually changes few rules). A zone whose governing rules, their
+/// warnings and the settings are all equal to last time keeps the objects it had, commit
+/// included: `provenance.commit` names the commit that last changed an object's content.
+/// Every other zone is translated again, as [`translate`] would.
+#[derive(Default)]
+pub struct TranslateMemo {
+    context: Option<MemoContext>,
+    /// The previous translation's rules, for comparison.
+    rules: Vec<Rule>,
+    zones: ZoneMemos,
+}
+
+impl TranslateMemo {
+    /// [`translate`] by zone, keeping the objects of zones nothing changed; `resolved` replaces
+    /// the memo's rules.
+    pub fn translate(
+        &mut self,
+        resolved: Resolved,
+        options: &TranslateOptions,
+    ) -> Result<Vec<ZoneObjects>, TranslateError> {
+        let outcome = translate_zones(&resolved, options, Some(&*self));
+        let context = memo_context(&resolved.policy, options);
+        let previous = std::mem::replace(&mut self.rules, resolved.policy.rules);
+        // Freeing tens of thousands of rules takes a while; nothing waits for it.
+        std::thread::spawn(move || drop(previous));
+        match outcome {
+            Ok((zones, memo)) => {
+                self.context = Some(context);
+                self.zones = memo;
+                Ok(zones)
+            }
+            Err(error) => {
+                self.context = None;
+                self.zones.clear();
+                Err(error)
+            }
+        }
+    }
+}
+
+fn memo_context(policy: &Policy, options: &TranslateOptions) -> MemoContext {
+    MemoContext {
+        origin: policy.origin.clone(),
+        target: policy.target.clone(),
+        mode: options.mode,
+        max_object_bytes: options.max_object_bytes,
+        documents: options.documents,
+    }
+}
+
+/// Texts of the warnings an object holding these rules carries: those about the rules, and
+/// those about the configuration as a whole.
+fn zone_warnings(policy: &Policy, warnings: &[(&Warning, String)], rules: &[usize]) -> Vec<String> {
+    let keys: HashSet<RuleKey<'_>> = rules
+        .iter()
+        .map(|&index| {
+            let p = &policy.rules[index].provenance;
+            (
+                p.rule_name.as_str(),
+                p.device_group.as_str(),
+                rulebase(p.rulebase),
+                Some(u32::try_from(p.position).unwrap_or(u32::MAX)),
+            )
+        })
+        .collect();
+    warnings
+        .iter()
+        .filter(|(w, _)| warning_key(w).is_none_or(|key| keys.contains(&key)))
+        .map(|(_, text)| text.clone())
+        .collect()
+}
+
+/// For each rule, the index of the equal rule of `previous` at the same place (name, device
+/// group, rulebase), if there is one.
+fn unchanged_rules(policy: &Policy, previous: &[Rule]) -> Vec<Option<usize>> {
+    fn place(rule: &Rule) -> (&str, &str, model::Rulebase) {
+        let p = &rule.provenance;
+        (p.rule_name.as_str(), p.device_group.as_str(), p.rulebase)
+    }
+    let by_place: HashMap<_, usize> = previous
+        .iter()
+        .enumerate()
+        .map(|(index, rule)| (place(rule), index))
+        .collect();
+    policy
+        .rules
+        .iter()
+        .map(|rule| {
+            by_place
+                .get(&place(rule))
+                .copied()
+                .filter(|&index| previous[index] == *rule)
+        })
+        .collect()
+}
+
+/// Every zone's objects, taking over from `memo` the zones nothing changed, and the memo of
+/// this translation.
+fn translate_zones(
+    resolved: &Resolved,
+    options: &TranslateOptions,
+    memo: Option<&TranslateMemo>,
+) -> Result<(Vec<ZoneObjects>, ZoneMemos), TranslateError> {
     let policy = &resolved.policy;
     let zones = zones(policy)?;
-    let converted: Vec<ZoneRule> = policy.rules.iter().map(zone_rule).collect();
     let provenance = PolicyProvenance {
         firewall: "panos".to_string(),
         origin: policy.origin.clone(),
@@ -655,36 +822,68 @@ pub fn translate(
         .iter()
         .map(|warning| (warning, warning.to_string()))
         .collect();
-    let mut policies = Vec::new();
-    let mut documents = Vec::new();
+    let memo = memo.filter(|memo| memo.context == Some(memo_context(policy, options)));
+    let unchanged = memo.map(|memo| unchanged_rules(policy, &memo.rules));
+    // The previous indices of these rules, if every one of them is unchanged.
+    let previously = |indices: &[usize]| -> Option<Vec<usize>> {
+        let unchanged = unchanged.as_ref()?;
+        indices.iter().map(|&index| unchanged[index]).collect()
+    };
+    let mut converted: Vec<Option<ZoneRule>> = vec![None; policy.rules.len()];
+    let mut out = Vec::new();
+    let mut next_memo = HashMap::default();
     let targets = zones.iter().map(|z| Some(z.as_str())).chain([None]);
     for zone in targets {
-        let cx = ObjectContext {
-            tier: Tier::Firewall,
-            zone,
-            provenance: &provenance,
-            mode: options.mode,
-            warnings: &warnings,
-        };
-        let egress = rules_for(policy, &converted, zone, true);
-        let ingress = rules_for(policy, &converted, zone, false);
-        for (policy, document) in zone_objects(
-            &cx,
-            egress,
-            ingress,
-            options.max_object_bytes,
-            options.documents,
-        )? {
-            policies.push(policy);
-            if options.documents {
-                documents.push(document);
+        let egress = governing(policy, zone, true);
+        let ingress = governing(policy, zone, false);
+        let governing_rules: Vec<usize> = egress.iter().chain(&ingress).copied().collect();
+        let texts = zone_warnings(policy, &warnings, &governing_rules);
+        let key = zone.map(str::to_string);
+        let kept = memo.and_then(|memo| memo.zones.get(&key)).filter(|before| {
+            before.warnings == texts
+                && previously(&egress).is_some_and(|e| e == before.egress)
+                && previously(&ingress).is_some_and(|i| i == before.ingress)
+        });
+        let (objects, is_kept) = match kept {
+            Some(before) => (before.objects.clone(), true),
+            None => {
+                let cx = ObjectContext {
+                    tier: Tier::Firewall,
+                    zone,
+                    provenance: &provenance,
+                    mode: options.mode,
+                    warnings: &warnings,
+                };
+                let egress_rules = rules_for(policy, &mut converted, &egress, zone, true);
+                let ingress_rules = rules_for(policy, &mut converted, &ingress, zone, false);
+                let objects = zone_objects(
+                    &cx,
+                    egress_rules,
+                    ingress_rules,
+                    options.max_object_bytes,
+                    options.documents,
+                )?
+                .into_iter()
+                .map(|(policy, document)| (Arc::new(policy), document))
+                .collect();
+                (objects, false)
             }
-        }
+        };
+        next_memo.insert(
+            key,
+            ZoneMemo {
+                egress,
+                ingress,
+                warnings: texts,
+                objects: objects.clone(),
+            },
+        );
+        out.push(ZoneObjects {
+            objects,
+            kept: is_kept,
+        });
     }
-    Ok(Translation {
-        policies,
-        documents,
-    })
+    Ok((out, next_memo))
 }
 
 /// Multi-document YAML, one document per object, in the given order.
@@ -725,6 +924,119 @@ pub(crate) fn fixture_translation(documents: bool) -> Translation {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn resolved_fixture(text: &str) -> Resolved {
+        use crate::firewall::panos;
+        let config = panos::parse_config(text, "panorama.xml", panos::Limits::default())
+            .expect("fixture variant parses");
+        let options = panos::ResolveOptions {
+            device_group: Some("dg-prod".into()),
+            ..panos::ResolveOptions::default()
+        };
+        panos::resolve(&config, &options).expect("fixture variant resolves")
+    }
+
+    /// ZonePolicy has no `PartialEq` (the derive comes from kube); its JSON form stands in.
+    fn json(policy: Option<&ZonePolicy>) -> serde_json::Value {
+        serde_json::to_value(policy).expect("serializes")
+    }
+
+    /// Through a memo, every translation equals a fresh one, except that a zone nothing
+    /// changed keeps its objects, the commit they name included; and only such zones do.
+    #[test]
+    fn a_memo_keeps_exactly_the_zones_a_change_leaves_alone() {
+        let fixture = include_str!("../../tests/fixtures/panorama.xml");
+        let commit = |id: &str| TranslateOptions {
+            documents: false,
+            commit: Some(id.to_string()),
+            ..TranslateOptions::default()
+        };
+        // (what changed since the step before, text, commit)
+        let steps = [
+            ("only the commit", fixture.to_string(), "2"),
+            (
+                "one rule's logging (untrust to dmz)",
+                fixture.replacen(
+                    "<tag><member>web</member></tag>",
+                    "<tag><member>web</member></tag><log-start>yes</log-start>",
+                    1,
+                ),
+                "3",
+            ),
+            ("that logging back", fixture.to_string(), "4"),
+            ("nothing", fixture.to_string(), "5"),
+            (
+                "an address object some rules use",
+                fixture.replace("10.0.0.0/8", "10.0.0.0/9"),
+                "6",
+            ),
+        ];
+        let mut memo = TranslateMemo::default();
+        let first = memo
+            .translate(resolved_fixture(fixture), &commit("1"))
+            .expect("fixture translates");
+        assert!(first.iter().all(|zone| !zone.kept));
+        let mut before: Vec<ZonePolicy> = first
+            .iter()
+            .flat_map(|zone| zone.objects.iter().map(|(p, _)| (**p).clone()))
+            .collect();
+        for (change, text, id) in steps {
+            let fresh = translate(&resolved_fixture(&text), &commit(id)).expect("translates");
+            let zones = memo
+                .translate(resolved_fixture(&text), &commit(id))
+                .expect("translates");
+            let objects: Vec<(&ZonePolicy, bool)> = zones
+                .iter()
+                .flat_map(|zone| zone.objects.iter().map(|(p, _)| (&**p, zone.kept)))
+                .collect();
+            assert_eq!(objects.len(), fresh.policies.len(), "{change}");
+            let commit_of =
+                |p: &ZonePolicy| p.spec.provenance.as_ref().and_then(|p| p.commit.clone());
+            let mut kept = 0;
+            for ((object, is_kept), fresh) in objects.iter().zip(&fresh.policies) {
+                let previous = before
+                    .iter()
+                    .find(|p| p.metadata.name == object.metadata.name);
+                let mut expected = fresh.clone();
+                if *is_kept {
+                    kept += 1;
+                    // Kept: the object as it was, from the commit that made it.
+                    assert_eq!(json(Some(*object)), json(previous), "{change}: kept object");
+                    expected
+                        .spec
+                        .provenance
+                        .as_mut()
+                        .expect("provenance")
+                        .commit = commit_of(object);
+                } else {
+                    assert_eq!(commit_of(object).as_deref(), Some(id), "{change}");
+                    // Translated again only when something but the commit changed.
+                    let mut earlier = previous.cloned();
+                    if let Some(earlier) = &mut earlier {
+                        earlier.spec.provenance.as_mut().expect("provenance").commit =
+                            Some(id.to_string());
+                    }
+                    assert_ne!(
+                        json(earlier.as_ref()),
+                        json(Some(*object)),
+                        "{change}: needlessly new"
+                    );
+                }
+                assert_eq!(
+                    json(Some(*object)),
+                    json(Some(&expected)),
+                    "{change}: same as a fresh translation"
+                );
+            }
+            if matches!(change, "only the commit" | "nothing") {
+                assert_eq!(kept, objects.len(), "{change}");
+            } else {
+                // Each change touches some zones, never all of them.
+                assert!(kept > 0 && kept < objects.len(), "{change}: kept {kept}");
+            }
+            before = objects.into_iter().map(|(p, _)| p.clone()).collect();
+        }
+    }
 
     /// The bounds that decide splits without YAML are never below the real YAML (so no
     /// object can exceed the limit through them) and stay close to it (so objects are not

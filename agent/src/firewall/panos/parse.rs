@@ -30,13 +30,31 @@ struct Ctx<'d> {
     /// Byte offsets of every newline, so a node's line is a binary search (roxmltree's own
     /// position lookup rescans the text from the start on every call).
     newlines: Vec<usize>,
+    /// Line of the text's first byte (1, unless the text is a part of a file).
+    first_line: u32,
     notes: Vec<ConfigNote>,
+    /// The scope being read, and where each of its security rules is written.
+    scope: ScopeKey,
+    spans: Vec<RuleSpan>,
 }
 
-impl Ctx<'_> {
+impl<'d> Ctx<'d> {
+    fn new(origin: &'d str, text: &str, first_line: u32) -> Self {
+        Ctx {
+            origin,
+            newlines: memchr::memchr_iter(b'\n', text.as_bytes()).collect(),
+            first_line,
+            notes: Vec::new(),
+            scope: ScopeKey::Shared,
+            spans: Vec::new(),
+        }
+    }
+
     fn line(&self, node: Node<'_, '_>) -> u32 {
         let offset = node.range().start;
-        u32::try_from(self.newlines.partition_point(|&n| n < offset) + 1).unwrap_or(u32::MAX)
+        u32::try_from(self.newlines.partition_point(|&n| n < offset))
+            .unwrap_or(u32::MAX)
+            .saturating_add(self.first_line)
     }
 
     fn structure(&self, node: Node<'_, '_>, problem: String) -> PanosError {
@@ -157,17 +175,20 @@ fn find_roots<'a, 'input>(
 
 /// Parses a configuration document. `origin` names the file or API in every message.
 pub fn parse_config(text: &str, origin: &str, limits: Limits) -> Result<PanosConfig, PanosError> {
+    parse_written(text, origin, limits).map(|written| written.config)
+}
+
+/// A configuration and where its security rules are written in the text.
+struct Written {
+    config: PanosConfig,
+    spans: Vec<RuleSpan>,
+    /// Nodes of the whole document (what [`Limits::max_nodes`] bounds).
+    nodes: usize,
+}
+
+fn parse_written(text: &str, origin: &str, limits: Limits) -> Result<Written, PanosError> {
     let doc = parse_document(text, origin, limits)?;
-    let mut ctx = Ctx {
-        origin,
-        newlines: text
-            .bytes()
-            .enumerate()
-            .filter(|(_, b)| *b == b'\n')
-            .map(|(i, _)| i)
-            .collect(),
-        notes: Vec::new(),
-    };
+    let mut ctx = Ctx::new(origin, text, 1);
     let roots = find_roots(&ctx, doc.root_element())?;
 
     let is_panorama = roots.device_entries.iter().any(|d| {
@@ -183,7 +204,10 @@ pub fn parse_config(text: &str, origin: &str, limits: Limits) -> Result<PanosCon
         }));
 
     let shared = match roots.shared {
-        Some(node) => parse_scope(&mut ctx, node, "shared")?,
+        Some(node) => {
+            ctx.scope = ScopeKey::Shared;
+            parse_scope(&mut ctx, node, "shared")?
+        }
         None => Scope::default(),
     };
 
@@ -205,6 +229,7 @@ pub fn parse_config(text: &str, origin: &str, limits: Limits) -> Result<PanosCon
         for dg in entries(*device, &["device-group"]) {
             let name = ctx.name(dg, "device-group")?;
             let parent = child_text(dg, "parent-dg").filter(|p| !p.is_empty());
+            ctx.scope = ScopeKey::DeviceGroup(name.clone());
             let scope = parse_scope(&mut ctx, dg, &format!("device group '{name}'"))?;
             if config.device_groups.contains_key(&name) {
                 ctx.note(
@@ -243,6 +268,7 @@ pub fn parse_config(text: &str, origin: &str, limits: Limits) -> Result<PanosCon
                     .into_iter()
                     .map(|z| ctx.name(z, "zone"))
                     .collect::<Result<BTreeSet<_>, _>>()?;
+                ctx.scope = ScopeKey::Vsys(name.clone());
                 let scope = parse_scope(&mut ctx, vsys, &format!("vsys '{name}'"))?;
                 let line = ctx.line(vsys);
                 config.vsys.insert(
@@ -263,7 +289,11 @@ pub fn parse_config(text: &str, origin: &str, limits: Limits) -> Result<PanosCon
     }
     check_hierarchy(&ctx, &config)?;
     config.notes = ctx.notes;
-    Ok(config)
+    Ok(Written {
+        config,
+        spans: ctx.spans,
+        nodes: doc.descendants().len(),
+    })
 }
 
 /// Panorama's own record of the hierarchy wins over an inline `parent-dg`.
@@ -463,14 +493,24 @@ fn parse_scope(
     {
         scope.applications.insert(ctx.name(entry, "application")?);
     }
-    for entry in entries(node, &["pre-rulebase", "security", "rules"]) {
-        scope.pre_rules.push(parse_rule(ctx, entry)?);
-    }
-    for entry in entries(node, &["post-rulebase", "security", "rules"]) {
-        scope.post_rules.push(parse_rule(ctx, entry)?);
-    }
-    for entry in entries(node, &["rulebase", "security", "rules"]) {
-        scope.local_rules.push(parse_rule(ctx, entry)?);
+    for (list, steps, rules) in [
+        (RuleList::Pre, "pre-rulebase", &mut scope.pre_rules),
+        (RuleList::Post, "post-rulebase", &mut scope.post_rules),
+        (RuleList::Local, "rulebase", &mut scope.local_rules),
+    ] {
+        for entry in entries(node, &[steps, "security", "rules"]) {
+            let rule = parse_rule(ctx, entry)?;
+            ctx.spans.push(RuleSpan {
+                range: entry.range(),
+                line: rule.line,
+                depth: entry.ancestors().filter(Node::is_element).count(),
+                nodes: entry.descendants().count(),
+                scope: ctx.scope.clone(),
+                list,
+                index: rules.len(),
+            });
+            rules.push(rule);
+        }
     }
     for steps in [
         ["post-rulebase", "default-security-rules", "rules"],
@@ -533,4 +573,193 @@ fn parse_rule(ctx: &mut Ctx<'_>, entry: Node<'_, '_>) -> Result<SecurityRule, Pa
         target,
         name,
     })
+}
+
+/// The scope a security rule belongs to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ScopeKey {
+    Shared,
+    DeviceGroup(String),
+    Vsys(String),
+}
+
+/// The rule list of a scope a security rule is in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RuleList {
+    Pre,
+    Post,
+    Local,
+}
+
+/// Where one security rule is written.
+#[derive(Clone, Debug)]
+pub struct RuleSpan {
+    /// Bytes of its `<entry>` element.
+    range: std::ops::Range<usize>,
+    line: u32,
+    /// Elements from the root down to the `<entry>`, itself included.
+    depth: usize,
+    /// Nodes of the element, itself included.
+    nodes: usize,
+    pub scope: ScopeKey,
+    pub list: RuleList,
+    /// Position in its list, from 0.
+    pub index: usize,
+}
+
+/// One security rule read again: where it is, and what it now says.
+#[derive(Debug)]
+pub struct RuleEdit {
+    pub span: RuleSpan,
+    pub rule: SecurityRule,
+}
+
+/// The last text parsed in full or edited, with where its security rules are written: a
+/// commit that changes one rule changes one place of a configuration of megabytes, and
+/// [`ParseMemo::edited_rule`] reads that rule alone instead of the whole text.
+#[derive(Default)]
+pub struct ParseMemo {
+    text: String,
+    origin: String,
+    spans: Vec<RuleSpan>,
+    nodes: usize,
+}
+
+/// Bytes two texts share at their start.
+fn common_prefix(a: &[u8], b: &[u8]) -> usize {
+    const CHUNK: usize = 4096;
+    let mut at = 0;
+    let len = a.len().min(b.len());
+    while at + CHUNK <= len && a[at..at + CHUNK] == b[at..at + CHUNK] {
+        at += CHUNK;
+    }
+    at + a[at..len]
+        .iter()
+        .zip(&b[at..len])
+        .take_while(|(x, y)| x == y)
+        .count()
+}
+
+/// Bytes two texts share at their end, at most `limit`.
+fn common_suffix(a: &[u8], b: &[u8], limit: usize) -> usize {
+    const CHUNK: usize = 4096;
+    let mut at = 0;
+    while at + CHUNK <= limit
+        && a[a.len() - at - CHUNK..a.len() - at] == b[b.len() - at - CHUNK..b.len() - at]
+    {
+        at += CHUNK;
+    }
+    at + a[..a.len() - at]
+        .iter()
+        .rev()
+        .zip(b[..b.len() - at].iter().rev())
+        .take(limit - at)
+        .take_while(|(x, y)| x == y)
+        .count()
+}
+
+impl ParseMemo {
+    /// Parses `text` in full and remembers it.
+    pub fn parse(
+        &mut self,
+        text: &str,
+        origin: &str,
+        limits: Limits,
+    ) -> Result<PanosConfig, PanosError> {
+        let written = parse_written(text, origin, limits)?;
+        // A configuration with notes (duplicates, hierarchy disagreements) is always read in
+        // full: its notes could depend on any part of it.
+        if written.config.notes.is_empty() {
+            self.text = text.to_string();
+            self.origin = origin.to_string();
+            self.spans = written.spans;
+            // Scopes and rulebases are read in a fixed order, not necessarily the text's.
+            self.spans.sort_by_key(|span| span.range.start);
+            self.nodes = written.nodes;
+        } else {
+            self.forget();
+        }
+        Ok(written.config)
+    }
+
+    pub fn forget(&mut self) {
+        *self = ParseMemo::default();
+    }
+
+    /// When `text` differs from the remembered text only inside one security rule, without
+    /// adding or removing a line, that rule parsed from `text` (within the same limits as the
+    /// whole text): the configuration is the remembered one with this rule in its place.
+    /// `None` when the text must be parsed in full (including every case where reading the
+    /// rule alone fails, so that the full parse reports the problem with its context).
+    pub fn edited_rule(&self, text: &str, origin: &str, limits: Limits) -> Option<RuleEdit> {
+        let (old, new) = (self.text.as_bytes(), text.as_bytes());
+        if self.spans.is_empty() || origin != self.origin || new.len() > limits.max_bytes {
+            return None;
+        }
+        let prefix = common_prefix(old, new);
+        if prefix == old.len() && prefix == new.len() {
+            return None;
+        }
+        let suffix = common_suffix(old, new, old.len().min(new.len()) - prefix);
+        let (old_end, new_end) = (old.len() - suffix, new.len() - suffix);
+        // The rule whose element strictly holds the changed bytes: its `<entry` and its
+        // closing `>` are unchanged.
+        let at = self.spans.partition_point(|s| s.range.start < prefix);
+        let span = self.spans[..at].last()?;
+        if old_end >= span.range.end {
+            return None;
+        }
+        let newlines = |bytes: &[u8]| memchr::memchr_iter(b'\n', bytes).count();
+        if newlines(&old[prefix..old_end]) != newlines(&new[prefix..new_end]) {
+            return None;
+        }
+        let end = (span.range.end + new_end).checked_sub(old_end)?;
+        let fragment = text.get(span.range.start..end)?;
+        let doc = parse_document(fragment, origin, limits).ok()?;
+        let entry = doc.root_element();
+        let nodes = doc.descendants().len();
+        // Conservative against the whole-document limits: refused here is parsed in full.
+        let total = u32::try_from(self.nodes - span.nodes + nodes).unwrap_or(u32::MAX);
+        if entry.tag_name().name() != "entry"
+            || total >= limits.max_nodes
+            || depth(&doc) + span.depth - 1 > limits.max_depth
+        {
+            return None;
+        }
+        let mut ctx = Ctx::new(origin, fragment, span.line);
+        let rule = parse_rule(&mut ctx, entry).ok()?;
+        if !ctx.notes.is_empty() {
+            return None;
+        }
+        let mut span = span.clone();
+        span.range = span.range.start..end;
+        span.nodes = nodes;
+        Some(RuleEdit { span, rule })
+    }
+
+    /// Remembers `text` as the configuration with the edit of the rule now at `span`.
+    pub fn edited(&mut self, text: &str, span: &RuleSpan) {
+        let start = span.range.start;
+        let at = self.spans.partition_point(|s| s.range.start < start);
+        let old_end = self.spans[at].range.end;
+        let new_end = span.range.end;
+        self.nodes = self.nodes - self.spans[at].nodes + span.nodes;
+        self.spans[at] = span.clone();
+        // Every later rule moved by the difference in length.
+        for span in &mut self.spans[at + 1..] {
+            span.range =
+                (span.range.start + new_end - old_end)..(span.range.end + new_end - old_end);
+        }
+        self.text.clear();
+        self.text.push_str(text);
+    }
+}
+
+/// Deepest element nesting of a document (the root element is 1).
+fn depth(doc: &roxmltree::Document<'_>) -> usize {
+    doc.descendants()
+        .filter(|n| n.is_element())
+        .map(|n| n.ancestors().filter(Node::is_element).count())
+        .max()
+        .unwrap_or(0)
 }

@@ -15,7 +15,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
-use std::rc::Rc;
+use std::sync::Arc;
 
 use foldhash::HashMap;
 use ipnet::IpNet;
@@ -25,6 +25,7 @@ use super::config::{
     PanosConfig, Scope, SecurityRule, ServiceGroup, ServiceObject,
 };
 use super::error::PanosError;
+use super::parse::{RuleEdit, RuleList, ScopeKey};
 use super::warning::{Effect, RuleRef, Warning, WarningKind};
 use crate::model::{
     Action, AddressSet, DynamicMatch, Fidelity, Fqdn, Policy, PortRange, Protocol, Provenance,
@@ -213,30 +214,42 @@ impl<'c> Names<'c> {
     }
 }
 
+/// Names resolved in one namespace: valid as long as the objects they were resolved from are
+/// the same, so [`ResolveMemo`] carries them from one configuration to the next.
+#[derive(Default)]
+struct NameCaches {
+    /// One map per view (indexed by [`View::slot`]), looked up by `&str`.
+    address: [HashMap<String, Result<Arc<AddressSet>, Problem>>; 2],
+    service: [HashMap<String, Result<Arc<ServiceSet>, Problem>>; 2],
+}
+
 struct Namespace<'c> {
-    target: Names<'c>,
-    shared: Names<'c>,
-    /// Resolved names, one map per view (indexed by [`View::slot`]), looked up by `&str`.
-    address_cache: [HashMap<String, Result<Rc<AddressSet>, Problem>>; 2],
-    service_cache: [HashMap<String, Result<Rc<ServiceSet>, Problem>>; 2],
+    /// From least specific (shared) to most specific (target).
+    scopes: Vec<&'c Scope>,
+    /// The name tables of the target and shared views, built on the first name not in
+    /// `caches`: a configuration whose objects did not change may resolve without them.
+    names: Option<Box<[Names<'c>; 2]>>,
+    caches: NameCaches,
 }
 
 impl<'c> Namespace<'c> {
-    /// `scopes` from least specific (shared) to most specific (target).
-    fn new(scopes: &[&'c Scope]) -> Self {
+    fn new(scopes: Vec<&'c Scope>, caches: NameCaches) -> Self {
         Namespace {
-            target: Names::new(scopes),
-            shared: Names::new(&scopes[..1.min(scopes.len())]),
-            address_cache: Default::default(),
-            service_cache: Default::default(),
+            scopes,
+            names: None,
+            caches,
         }
     }
 
-    fn names(&self, view: View) -> &Names<'c> {
-        match view {
-            View::Target => &self.target,
-            View::Shared => &self.shared,
-        }
+    fn names(&mut self, view: View) -> &Names<'c> {
+        let scopes = &self.scopes;
+        let names = self.names.get_or_insert_with(|| {
+            Box::new([
+                Names::new(scopes),
+                Names::new(&scopes[..1.min(scopes.len())]),
+            ])
+        });
+        &names[view.slot()]
     }
 
     fn address(
@@ -244,20 +257,20 @@ impl<'c> Namespace<'c> {
         view: View,
         name: &str,
         stack: &mut Vec<String>,
-    ) -> Result<Rc<AddressSet>, Problem> {
+    ) -> Result<Arc<AddressSet>, Problem> {
         if name == "any" {
-            return Ok(Rc::new(AddressSet::any()));
+            return Ok(Arc::new(AddressSet::any()));
         }
-        if let Some(cached) = self.address_cache[view.slot()].get(name) {
+        if let Some(cached) = self.caches.address[view.slot()].get(name) {
             return cached.clone();
         }
         let result = match self.names(view).addresses.get(name).copied() {
-            Some((AddressEntity::Object(object), _)) => address_value(object).map(Rc::new),
+            Some((AddressEntity::Object(object), _)) => address_value(object).map(Arc::new),
             Some((AddressEntity::Group(group), members_view)) => {
-                self.address_group(members_view, group, stack).map(Rc::new)
+                self.address_group(members_view, group, stack).map(Arc::new)
             }
             None => literal_address(name)
-                .map(Rc::new)
+                .map(Arc::new)
                 .ok_or_else(|| Problem::Unknown {
                     name: name.to_string(),
                     in_group: stack.last().cloned(),
@@ -266,7 +279,7 @@ impl<'c> Namespace<'c> {
         // A failure computed while a group cycle was open may depend on the open stack;
         // only cache results that are final for any caller.
         if stack.is_empty() || result.is_ok() {
-            self.address_cache[view.slot()].insert(name.to_string(), result.clone());
+            self.caches.address[view.slot()].insert(name.to_string(), result.clone());
         }
         result.map_err(|p| match p {
             Problem::Unknown { name, in_group } => Problem::Unknown {
@@ -338,27 +351,27 @@ impl<'c> Namespace<'c> {
         view: View,
         name: &str,
         stack: &mut Vec<String>,
-    ) -> Result<Rc<ServiceSet>, Problem> {
+    ) -> Result<Arc<ServiceSet>, Problem> {
         if name == "any" {
-            return Ok(Rc::new(ServiceSet::any()));
+            return Ok(Arc::new(ServiceSet::any()));
         }
-        if let Some(cached) = self.service_cache[view.slot()].get(name) {
+        if let Some(cached) = self.caches.service[view.slot()].get(name) {
             return cached.clone();
         }
         let result = match self.names(view).services.get(name).copied() {
-            Some((ServiceEntity::Object(object), _)) => service_value(object).map(Rc::new),
+            Some((ServiceEntity::Object(object), _)) => service_value(object).map(Arc::new),
             Some((ServiceEntity::Group(group), members_view)) => {
-                self.service_group(members_view, group, stack).map(Rc::new)
+                self.service_group(members_view, group, stack).map(Arc::new)
             }
             None => predefined_service(name)
-                .map(Rc::new)
+                .map(Arc::new)
                 .ok_or_else(|| Problem::Unknown {
                     name: name.to_string(),
                     in_group: None,
                 }),
         };
         if stack.is_empty() || result.is_ok() {
-            self.service_cache[view.slot()].insert(name.to_string(), result.clone());
+            self.caches.service[view.slot()].insert(name.to_string(), result.clone());
         }
         result
     }
@@ -629,12 +642,249 @@ fn choose_target<'c>(
     }
 }
 
+/// A rule's place in the configuration, for [`ResolveMemo`]: device group, rulebase, name.
+type MemoKey = (String, Rulebase, String);
+
+/// One rule's resolution, kept for the next configuration.
+struct MemoRule {
+    raw: SecurityRule,
+    /// `None` when the rule is not pushed to this firewall.
+    rule: Option<Rule>,
+    warnings: Vec<Warning>,
+}
+
+impl MemoRule {
+    /// The same rule found at another line or position (rules or objects added above it):
+    /// only where it is changes.
+    fn relocate(&mut self, line: u32, position: usize) {
+        self.raw.line = line;
+        if let Some(rule) = &mut self.rule {
+            rule.provenance.line = Some(line);
+            rule.provenance.position = position;
+        }
+        for warning in &mut self.warnings {
+            warning.line = Some(line);
+            if let Some(rule) = &mut warning.rule {
+                rule.position = position;
+            }
+        }
+    }
+}
+
+/// Whether two rules resolve alike, wherever they are written: every field but the line.
+fn same_rule(a: &SecurityRule, b: &SecurityRule) -> bool {
+    let SecurityRule {
+        name,
+        uuid,
+        line: _,
+        from,
+        to,
+        source,
+        destination,
+        negate_source,
+        negate_destination,
+        service,
+        application,
+        other_criteria,
+        action,
+        rule_type,
+        disabled,
+        description,
+        tags,
+        log_start,
+        log_end,
+        log_setting,
+        target,
+    } = a;
+    *name == b.name
+        && *uuid == b.uuid
+        && *from == b.from
+        && *to == b.to
+        && *source == b.source
+        && *destination == b.destination
+        && *negate_source == b.negate_source
+        && *negate_destination == b.negate_destination
+        && *service == b.service
+        && *application == b.application
+        && *other_criteria == b.other_criteria
+        && *action == b.action
+        && *rule_type == b.rule_type
+        && *disabled == b.disabled
+        && *description == b.description
+        && *tags == b.tags
+        && *log_start == b.log_start
+        && *log_end == b.log_end
+        && *log_setting == b.log_setting
+        && *target == b.target
+}
+
+fn same_entries<T>(
+    a: &BTreeMap<String, T>,
+    b: &BTreeMap<String, T>,
+    same: impl Fn(&T, &T) -> bool,
+) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|((name_a, a), (name_b, b))| name_a == name_b && same(a, b))
+}
+
+/// Whether names resolve alike in two scopes: the same objects and groups, lines aside
+/// (resolution never reports an object's line).
+fn same_objects(a: &Scope, b: &Scope) -> bool {
+    let Scope {
+        tags: _,
+        addresses,
+        address_groups,
+        services,
+        service_groups,
+        applications: _,
+        pre_rules: _,
+        post_rules: _,
+        local_rules: _,
+        default_rules: _,
+    } = a;
+    same_entries(addresses, &b.addresses, |a, b| {
+        a.name == b.name && a.value == b.value && a.tags == b.tags
+    }) && same_entries(address_groups, &b.address_groups, |a, b| {
+        a.name == b.name && a.kind == b.kind && a.tags == b.tags
+    }) && same_entries(services, &b.services, |a, b| {
+        a.name == b.name && a.protocols == b.protocols
+    }) && same_entries(service_groups, &b.service_groups, |a, b| {
+        a.name == b.name && a.members == b.members
+    })
+}
+
+/// Whether everything a rule's resolution depends on, besides the rule, is the same in both
+/// configurations: origin, target, its zones, and the objects of every scope it sees.
+fn same_namespace(previous: &PanosConfig, config: &PanosConfig, options: &ResolveOptions) -> bool {
+    if previous.origin != config.origin || previous.kind != config.kind {
+        return false;
+    }
+    let wanted = options.device_group.as_deref();
+    let (Ok(a), Ok(b)) = (
+        choose_target(previous, wanted),
+        choose_target(config, wanted),
+    ) else {
+        return false;
+    };
+    a.name == b.name
+        && a.zones == b.zones
+        && a.chain.len() == b.chain.len()
+        && a.chain
+            .iter()
+            .zip(&b.chain)
+            .all(|((name_a, a), (name_b, b))| name_a == name_b && same_objects(a, b))
+        && match (a.vsys, b.vsys) {
+            (None, None) => true,
+            (Some(a), Some(b)) => same_objects(a, b),
+            _ => false,
+        }
+        && same_objects(&previous.shared, &config.shared)
+}
+
+/// What resolving one configuration leaves for the next: the sync controller resolves every
+/// commit of a configuration in which most rules and objects did not change. While the
+/// objects, zones, target and options stay the same, every name resolved before and every
+/// rule written the same (wherever it moved) is taken over instead of resolved again; any
+/// other difference drops everything. Results are equal to [`resolve`]'s either way.
+#[derive(Default)]
+pub struct ResolveMemo {
+    previous: Option<(PanosConfig, ResolveOptions)>,
+    caches: NameCaches,
+    rules: HashMap<MemoKey, MemoRule>,
+    /// Rules the last resolution took over.
+    pub reused: usize,
+}
+
+impl ResolveMemo {
+    /// [`resolve`], taking over what still holds from the previous configuration, which
+    /// this one replaces.
+    pub fn resolve(
+        &mut self,
+        config: PanosConfig,
+        options: &ResolveOptions,
+    ) -> Result<Resolved, PanosError> {
+        let previous = self.previous.take();
+        let reusable = previous
+            .as_ref()
+            .is_some_and(|(previous, previous_options)| {
+                previous_options == options && same_namespace(previous, &config, options)
+            });
+        // Freeing a configuration of hundreds of thousands of objects takes a while; nothing
+        // waits for it.
+        std::thread::spawn(move || drop(previous));
+        let (caches, rules) = if reusable {
+            (
+                std::mem::take(&mut self.caches),
+                std::mem::take(&mut self.rules),
+            )
+        } else {
+            self.caches = NameCaches::default();
+            self.rules.clear();
+            Default::default()
+        };
+        self.reused = 0;
+        let run = resolve_with(&config, options, caches, rules)?;
+        self.caches = run.caches;
+        self.rules = run.kept;
+        self.reused = run.reused;
+        self.previous = Some((config, options.clone()));
+        Ok(run.resolved)
+    }
+}
+
+impl ResolveMemo {
+    /// [`ResolveMemo::resolve`] of the previous configuration with one security rule
+    /// replaced: nothing but that rule changed, so the objects are not compared. `None` when
+    /// there is no previous configuration (or it has no such rule) or the options differ.
+    pub fn resolve_edit(
+        &mut self,
+        edit: RuleEdit,
+        options: &ResolveOptions,
+    ) -> Option<Result<Resolved, PanosError>> {
+        let (config, previous_options) = self.previous.as_mut()?;
+        if previous_options != options {
+            return None;
+        }
+        let scope = match &edit.span.scope {
+            ScopeKey::Shared => &mut config.shared,
+            ScopeKey::DeviceGroup(name) => &mut config.device_groups.get_mut(name)?.scope,
+            ScopeKey::Vsys(name) => &mut config.vsys.get_mut(name)?.scope,
+        };
+        let rules = match edit.span.list {
+            RuleList::Pre => &mut scope.pre_rules,
+            RuleList::Post => &mut scope.post_rules,
+            RuleList::Local => &mut scope.local_rules,
+        };
+        *rules.get_mut(edit.span.index)? = edit.rule;
+        let (config, _) = self.previous.take()?;
+        let caches = std::mem::take(&mut self.caches);
+        let rules = std::mem::take(&mut self.rules);
+        self.reused = 0;
+        let run = match resolve_with(&config, options, caches, rules) {
+            Ok(run) => run,
+            Err(error) => return Some(Err(error)),
+        };
+        self.caches = run.caches;
+        self.rules = run.kept;
+        self.reused = run.reused;
+        self.previous = Some((config, options.clone()));
+        Some(Ok(run.resolved))
+    }
+}
+
 struct RuleResolver<'c, 'o> {
     origin: &'c str,
     namespace: Namespace<'c>,
     zones: &'c BTreeSet<String>,
     options: &'o ResolveOptions,
     warnings: Vec<Warning>,
+    /// The previous configuration's rules, taken out as they are found again.
+    previous: HashMap<MemoKey, MemoRule>,
+    /// This configuration's rules, for the next one.
+    kept: HashMap<MemoKey, MemoRule>,
+    reused: usize,
 }
 
 /// Per-rule bookkeeping of what could not be represented.
@@ -997,9 +1247,29 @@ impl RuleResolver<'_, '_> {
         rulebase: Rulebase,
     ) {
         for (index, raw) in rules.iter().enumerate() {
-            if let Some(rule) = self.resolve_rule(raw, device_group, rulebase, index + 1) {
-                out.push(rule);
+            let position = index + 1;
+            let key = (device_group.to_string(), rulebase, raw.name.clone());
+            let memo = match self.previous.remove(&key) {
+                Some(mut memo) if same_rule(&memo.raw, raw) => {
+                    memo.relocate(raw.line, position);
+                    self.reused += 1;
+                    self.warnings.extend_from_slice(&memo.warnings);
+                    memo
+                }
+                _ => {
+                    let first = self.warnings.len();
+                    let rule = self.resolve_rule(raw, device_group, rulebase, position);
+                    MemoRule {
+                        raw: raw.clone(),
+                        rule,
+                        warnings: self.warnings[first..].to_vec(),
+                    }
+                }
+            };
+            if let Some(rule) = &memo.rule {
+                out.push(rule.clone());
             }
+            self.kept.insert(key, memo);
         }
     }
 }
@@ -1113,6 +1383,23 @@ fn default_rules(
 
 /// Resolves the configuration into the ordered rule list for one device group or vsys.
 pub fn resolve(config: &PanosConfig, options: &ResolveOptions) -> Result<Resolved, PanosError> {
+    resolve_with(config, options, NameCaches::default(), HashMap::default()).map(|run| run.resolved)
+}
+
+/// One resolution and what it leaves for [`ResolveMemo`].
+struct Run {
+    resolved: Resolved,
+    caches: NameCaches,
+    kept: HashMap<MemoKey, MemoRule>,
+    reused: usize,
+}
+
+fn resolve_with(
+    config: &PanosConfig,
+    options: &ResolveOptions,
+    caches: NameCaches,
+    previous: HashMap<MemoKey, MemoRule>,
+) -> Result<Run, PanosError> {
     let target = choose_target(config, options.device_group.as_deref())?;
     let origin = config.origin.as_str();
     let mut warnings: Vec<Warning> = config
@@ -1145,10 +1432,13 @@ pub fn resolve(config: &PanosConfig, options: &ResolveOptions) -> Result<Resolve
 
     let mut resolver = RuleResolver {
         origin,
-        namespace: Namespace::new(&scopes),
+        namespace: Namespace::new(scopes, caches),
         zones: &target.zones,
         options,
         warnings: Vec::new(),
+        previous,
+        kept: HashMap::default(),
+        reused: 0,
     };
 
     let mut rules = Vec::new();
@@ -1182,6 +1472,13 @@ pub fn resolve(config: &PanosConfig, options: &ResolveOptions) -> Result<Resolve
         }
     }
     warnings.append(&mut resolver.warnings);
+    let RuleResolver {
+        namespace,
+        kept,
+        reused,
+        ..
+    } = resolver;
+    let caches = namespace.caches;
     rules.extend(default_rules(
         origin,
         &target.name,
@@ -1189,14 +1486,19 @@ pub fn resolve(config: &PanosConfig, options: &ResolveOptions) -> Result<Resolve
         &mut warnings,
     ));
 
-    Ok(Resolved {
-        policy: Policy {
-            origin: origin.to_string(),
-            target: target.name,
-            zones: target.zones,
-            rules,
+    Ok(Run {
+        resolved: Resolved {
+            policy: Policy {
+                origin: origin.to_string(),
+                target: target.name,
+                zones: target.zones,
+                rules,
+            },
+            warnings,
         },
-        warnings,
+        caches,
+        kept,
+        reused,
     })
 }
 
@@ -1216,4 +1518,91 @@ pub fn rule_index(policy: &Policy) -> BTreeMap<String, usize> {
         .enumerate()
         .map(|(i, r)| (r.provenance.rule_name.clone(), i))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::firewall::panos::{Limits, parse_config};
+
+    const FIXTURE: &str = include_str!("../../../tests/fixtures/panorama.xml");
+    const BLOCK_RULE: &str = r#"<entry name="block-bad-actors""#;
+
+    fn parse(text: &str) -> PanosConfig {
+        parse_config(text, "panorama.xml", Limits::default()).expect("fixture variant parses")
+    }
+
+    fn dg(name: &str) -> ResolveOptions {
+        ResolveOptions {
+            device_group: Some(name.into()),
+            ..ResolveOptions::default()
+        }
+    }
+
+    /// Each configuration after the fixture, resolved through one memo, gives exactly what a
+    /// fresh resolution gives, and takes over the rules the change left alone.
+    #[test]
+    fn a_memo_resolves_each_change_as_a_fresh_resolution_does() {
+        let inserted = r#"<entry name="added-first"><from><member>any</member></from><to><member>any</member></to><source><member>any</member></source><destination><member>any</member></destination><service><member>any</member></service><action>deny</action></entry>"#;
+        // (what changed since the step before, text, options, rules resolved again; None:
+        // everything)
+        let steps: Vec<(&str, String, ResolveOptions, Option<usize>)> = vec![
+            ("nothing", FIXTURE.to_string(), dg("dg-prod"), Some(0)),
+            (
+                "one action",
+                FIXTURE.replacen("<action>allow</action>", "<action>deny</action>", 1),
+                dg("dg-prod"),
+                Some(1),
+            ),
+            (
+                "the action back, a rule added above all others (every position moves)",
+                FIXTURE.replacen(BLOCK_RULE, &format!("{inserted}\n{BLOCK_RULE}"), 1),
+                dg("dg-prod"),
+                Some(2),
+            ),
+            (
+                "that rule removed, every line moves",
+                FIXTURE.replacen("<devices>", "\n\n\n<devices>", 1),
+                dg("dg-prod"),
+                Some(0),
+            ),
+            (
+                "an address object",
+                FIXTURE.replace("10.0.53.0/28", "10.0.54.0/28"),
+                dg("dg-prod"),
+                None,
+            ),
+            (
+                "the device group",
+                FIXTURE.replace("10.0.53.0/28", "10.0.54.0/28"),
+                dg("dg-root"),
+                None,
+            ),
+            (
+                "back to the start",
+                FIXTURE.to_string(),
+                dg("dg-prod"),
+                None,
+            ),
+        ];
+        let mut memo = ResolveMemo::default();
+        memo.resolve(parse(FIXTURE), &dg("dg-prod"))
+            .expect("fixture resolves");
+        for (change, text, options, again) in steps {
+            let config = parse(&text);
+            let fresh = resolve(&config, &options).expect("variant resolves");
+            let remembered = memo.resolve(config, &options).expect("variant resolves");
+            assert_eq!(remembered.policy, fresh.policy, "{change}: policy");
+            assert_eq!(remembered.warnings, fresh.warnings, "{change}: warnings");
+            let written = fresh
+                .policy
+                .rules
+                .iter()
+                .filter(|r| r.provenance.rulebase != Rulebase::Default)
+                .count();
+            assert!(written > 5, "{change}: the fixture has rules");
+            let expected = again.map_or(0, |again| written - again);
+            assert_eq!(memo.reused, expected, "{change}: rules taken over");
+        }
+    }
 }
