@@ -157,7 +157,9 @@ pub struct PolicyProvenance {
     pub origin: String,
     /// Panorama device group (or firewall vsys) whose rules these are.
     pub device_group: String,
-    /// Firewall commit (Panorama job or config version) the rules came from, when known.
+    /// Firewall commit (Panorama job or config version) that last changed this object's
+    /// content, when known: a later commit that leaves the object as it was does not rewrite
+    /// it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commit: Option<String>,
 }

@@ -11,7 +11,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::firewall::panos::client::CommitEntry;
 use crate::policy::resource::{Tier, ZonePolicy, ZonePolicySpec, ZoneRule};
-use crate::translate::{Translation, ZoneObjects};
+use crate::translate::{Translated, Translation};
 
 /// Field manager of every server-side apply, and the owner label's value.
 pub const FIELD_MANAGER: &str = "zonewall-sync";
@@ -193,30 +193,30 @@ impl Desired {
         }
     }
 
-    /// The objects of a translation by zone: a zone's objects the translation kept are
-    /// taken from `previous` (the desired state made from the same memo's last
-    /// translation) without hashing them again.
-    pub fn from_zones(
-        zones: Vec<ZoneObjects>,
+    /// The objects of a translation through a memo: those it kept are taken from `previous`
+    /// (the desired state made from the same memo's last translation) without hashing them
+    /// again.
+    pub fn from_translated(
+        translated: Vec<Translated>,
         previous: &BTreeMap<String, Arc<DesiredObject>>,
         origin: String,
         device_group: Option<String>,
         commit: Option<CommitInfo>,
         warnings: usize,
     ) -> Self {
-        let mut objects = BTreeMap::new();
-        for zone in zones {
-            for (policy, _) in zone.objects {
-                let name = object_name(&policy);
-                let object = match previous.get(&name).filter(|_| zone.kept) {
-                    Some(object) => Arc::clone(object),
+        let objects = translated
+            .into_iter()
+            .map(|object| {
+                let name = object_name(&object.policy);
+                let desired = match previous.get(&name).filter(|_| object.kept) {
+                    Some(desired) => Arc::clone(desired),
                     None => Arc::new(DesiredObject::new(
-                        Arc::try_unwrap(policy).unwrap_or_else(|shared| (*shared).clone()),
+                        Arc::try_unwrap(object.policy).unwrap_or_else(|shared| (*shared).clone()),
                     )),
                 };
-                objects.insert(name, object);
-            }
-        }
+                (name, desired)
+            })
+            .collect();
         Desired {
             objects,
             origin,

@@ -318,13 +318,13 @@ pub fn translate_fetched(
         ..TranslateOptions::default()
     };
     let warnings = resolved.warnings.len();
-    let zones = memo
+    let translated = memo
         .translate
         .translate(resolved, &translate_options)
         .map_err(|e| SyncError::Untranslatable(e.to_string()))?;
     phases.mark("translate");
-    let desired = Desired::from_zones(
-        zones,
+    let desired = Desired::from_translated(
+        translated,
         &memo.objects,
         fetched.origin.clone(),
         options.device_group.clone(),

@@ -653,21 +653,18 @@ pub fn translate(
     resolved: &Resolved,
     options: &TranslateOptions,
 ) -> Result<Translation, TranslateError> {
-    let (zones, memo) = translate_zones(resolved, options, None)?;
-    drop(memo);
+    let Outcome { objects, .. } = translate_zones(resolved, options, None)?;
     let mut translation = Translation {
         policies: Vec::new(),
         documents: Vec::new(),
     };
-    for zone in zones {
-        for (policy, document) in zone.objects {
-            // Nothing else holds the objects of a translation without a memo.
-            translation
-                .policies
-                .push(Arc::try_unwrap(policy).unwrap_or_else(|shared| (*shared).clone()));
-            if options.documents {
-                translation.documents.push(document);
-            }
+    for object in objects {
+        // Nothing else holds the objects of a translation without a memo.
+        translation
+            .policies
+            .push(Arc::try_unwrap(object.policy).unwrap_or_else(|shared| (*shared).clone()));
+        if options.documents {
+            translation.documents.push(object.document);
         }
     }
     Ok(translation)
@@ -697,25 +694,69 @@ struct ZoneMemo {
 /// Each zone's memo, by zone (`None`: the `any` object's zone).
 type ZoneMemos = HashMap<Option<String>, ZoneMemo>;
 
-/// One zone of a translation.
-pub struct ZoneObjects {
-    /// In output order, with their YAML (empty without [`TranslateOptions::documents`]).
-    pub objects: Vec<(Arc<ZonePolicy>, String)>,
-    /// The very objects the previous translation through the same memo gave for this zone.
+/// One object of a translation through a [`TranslateMemo`].
+pub struct Translated {
+    pub policy: Arc<ZonePolicy>,
+    /// Its YAML (empty without [`TranslateOptions::documents`]).
+    pub document: String,
+    /// The very object the previous translation through the same memo gave.
     pub kept: bool,
+}
+
+/// Equal, but maybe for the commit they name.
+fn same_but_commit(a: &ZonePolicy, b: &ZonePolicy) -> bool {
+    let ZonePolicySpec {
+        tier,
+        order,
+        mode,
+        zone,
+        part,
+        provenance,
+        egress,
+        ingress,
+    } = &a.spec;
+    fn commitless(p: &Option<PolicyProvenance>) -> Option<(&str, &str, &str)> {
+        p.as_ref().map(|p| {
+            (
+                p.firewall.as_str(),
+                p.origin.as_str(),
+                p.device_group.as_str(),
+            )
+        })
+    }
+    a.metadata == b.metadata
+        && a.status == b.status
+        && *tier == b.spec.tier
+        && *order == b.spec.order
+        && *mode == b.spec.mode
+        && *zone == b.spec.zone
+        && *part == b.spec.part
+        && commitless(provenance) == commitless(&b.spec.provenance)
+        && *egress == b.spec.egress
+        && *ingress == b.spec.ingress
 }
 
 /// What translating one resolved policy leaves for the next (the sync controller translates
 /// every commit, and a commit usually changes few rules). A zone whose governing rules, their
-/// warnings and the settings are all equal to last time keeps the objects it had, commit
-/// included: `provenance.commit` names the commit that last changed an object's content.
-/// Every other zone is translated again, as [`translate`] would.
+/// warnings and the settings are all equal to last time keeps the objects it had without
+/// translating them; every other zone is translated again, as [`translate`] would, and keeps
+/// those of its objects that came out equal. A kept object keeps the commit it names:
+/// `provenance.commit` is the commit that last changed the object's content.
 #[derive(Default)]
 pub struct TranslateMemo {
     context: Option<MemoContext>,
     /// The previous translation's rules, for comparison.
     rules: Vec<Rule>,
+    /// Their [`zone_rule`]s, for those that were converted.
+    converted: Vec<Option<ZoneRule>>,
     zones: ZoneMemos,
+}
+
+/// A translation, and what it leaves for the next.
+struct Outcome {
+    objects: Vec<Translated>,
+    zones: ZoneMemos,
+    converted: Vec<Option<ZoneRule>>,
 }
 
 impl TranslateMemo {
@@ -725,21 +766,23 @@ impl TranslateMemo {
         &mut self,
         resolved: Resolved,
         options: &TranslateOptions,
-    ) -> Result<Vec<ZoneObjects>, TranslateError> {
-        let outcome = translate_zones(&resolved, options, Some(&*self));
+    ) -> Result<Vec<Translated>, TranslateError> {
+        let outcome = translate_zones(&resolved, options, Some(&mut *self));
         let context = memo_context(&resolved.policy, options);
         let previous = std::mem::replace(&mut self.rules, resolved.policy.rules);
         // Freeing tens of thousands of rules takes a while; nothing waits for it.
         std::thread::spawn(move || drop(previous));
         match outcome {
-            Ok((zones, memo)) => {
+            Ok(outcome) => {
                 self.context = Some(context);
-                self.zones = memo;
-                Ok(zones)
+                self.zones = outcome.zones;
+                self.converted = outcome.converted;
+                Ok(outcome.objects)
             }
             Err(error) => {
                 self.context = None;
                 self.zones.clear();
+                self.converted.clear();
                 Err(error)
             }
         }
@@ -807,8 +850,8 @@ fn unchanged_rules(policy: &Policy, previous: &[Rule]) -> Vec<Option<usize>> {
 fn translate_zones(
     resolved: &Resolved,
     options: &TranslateOptions,
-    memo: Option<&TranslateMemo>,
-) -> Result<(Vec<ZoneObjects>, ZoneMemos), TranslateError> {
+    memo: Option<&mut TranslateMemo>,
+) -> Result<Outcome, TranslateError> {
     let policy = &resolved.policy;
     let zones = zones(policy)?;
     let provenance = PolicyProvenance {
@@ -823,13 +866,26 @@ fn translate_zones(
         .map(|warning| (warning, warning.to_string()))
         .collect();
     let memo = memo.filter(|memo| memo.context == Some(memo_context(policy, options)));
-    let unchanged = memo.map(|memo| unchanged_rules(policy, &memo.rules));
+    let unchanged = memo
+        .as_ref()
+        .map(|memo| unchanged_rules(policy, &memo.rules));
     // The previous indices of these rules, if every one of them is unchanged.
     let previously = |indices: &[usize]| -> Option<Vec<usize>> {
         let unchanged = unchanged.as_ref()?;
         indices.iter().map(|&index| unchanged[index]).collect()
     };
+    // Unchanged rules come with the conversion they already had.
     let mut converted: Vec<Option<ZoneRule>> = vec![None; policy.rules.len()];
+    let memo = memo.map(|memo| {
+        if let Some(unchanged) = &unchanged {
+            for (index, previous) in unchanged.iter().enumerate() {
+                if let Some(base) = previous.and_then(|p| memo.converted.get_mut(p)) {
+                    converted[index] = base.take();
+                }
+            }
+        }
+        &*memo
+    });
     let mut out = Vec::new();
     let mut next_memo = HashMap::default();
     let targets = zones.iter().map(|z| Some(z.as_str())).chain([None]);
@@ -844,8 +900,16 @@ fn translate_zones(
                 && previously(&egress).is_some_and(|e| e == before.egress)
                 && previously(&ingress).is_some_and(|i| i == before.ingress)
         });
-        let (objects, is_kept) = match kept {
-            Some(before) => (before.objects.clone(), true),
+        let objects: Vec<Translated> = match kept {
+            Some(before) => before
+                .objects
+                .iter()
+                .map(|(policy, document)| Translated {
+                    policy: Arc::clone(policy),
+                    document: document.clone(),
+                    kept: true,
+                })
+                .collect(),
             None => {
                 let cx = ObjectContext {
                     tier: Tier::Firewall,
@@ -856,7 +920,8 @@ fn translate_zones(
                 };
                 let egress_rules = rules_for(policy, &mut converted, &egress, zone, true);
                 let ingress_rules = rules_for(policy, &mut converted, &ingress, zone, false);
-                let objects = zone_objects(
+                let before = memo.and_then(|memo| memo.zones.get(&key));
+                zone_objects(
                     &cx,
                     egress_rules,
                     ingress_rules,
@@ -864,9 +929,28 @@ fn translate_zones(
                     options.documents,
                 )?
                 .into_iter()
-                .map(|(policy, document)| (Arc::new(policy), document))
-                .collect();
-                (objects, false)
+                .map(|(policy, document)| {
+                    // A part the change did not reach is kept as it was, commit included.
+                    let same = before.and_then(|before| {
+                        before.objects.iter().find(|(earlier, _)| {
+                            earlier.metadata.name == policy.metadata.name
+                                && same_but_commit(earlier, &policy)
+                        })
+                    });
+                    match same {
+                        Some((earlier, document)) => Translated {
+                            policy: Arc::clone(earlier),
+                            document: document.clone(),
+                            kept: true,
+                        },
+                        None => Translated {
+                            policy: Arc::new(policy),
+                            document,
+                            kept: false,
+                        },
+                    }
+                })
+                .collect()
             }
         };
         next_memo.insert(
@@ -875,15 +959,19 @@ fn translate_zones(
                 egress,
                 ingress,
                 warnings: texts,
-                objects: objects.clone(),
+                objects: objects
+                    .iter()
+                    .map(|o| (Arc::clone(&o.policy), o.document.clone()))
+                    .collect(),
             },
         );
-        out.push(ZoneObjects {
-            objects,
-            kept: is_kept,
-        });
+        out.extend(objects);
     }
-    Ok((out, next_memo))
+    Ok(Outcome {
+        objects: out,
+        zones: next_memo,
+        converted,
+    })
 }
 
 /// Multi-document YAML, one document per object, in the given order.
@@ -941,10 +1029,10 @@ mod tests {
         serde_json::to_value(policy).expect("serializes")
     }
 
-    /// Through a memo, every translation equals a fresh one, except that a zone nothing
-    /// changed keeps its objects, the commit they name included; and only such zones do.
+    /// Through a memo, every translation equals a fresh one, except that an object nothing
+    /// changed is kept, the commit it names included; and only such objects are.
     #[test]
-    fn a_memo_keeps_exactly_the_zones_a_change_leaves_alone() {
+    fn a_memo_keeps_exactly_the_objects_a_change_leaves_alone() {
         let fixture = include_str!("../../tests/fixtures/panorama.xml");
         let commit = |id: &str| TranslateOptions {
             documents: false,
@@ -975,19 +1063,16 @@ mod tests {
         let first = memo
             .translate(resolved_fixture(fixture), &commit("1"))
             .expect("fixture translates");
-        assert!(first.iter().all(|zone| !zone.kept));
-        let mut before: Vec<ZonePolicy> = first
-            .iter()
-            .flat_map(|zone| zone.objects.iter().map(|(p, _)| (**p).clone()))
-            .collect();
+        assert!(first.iter().all(|object| !object.kept));
+        let mut before: Vec<ZonePolicy> = first.iter().map(|o| (*o.policy).clone()).collect();
         for (change, text, id) in steps {
             let fresh = translate(&resolved_fixture(&text), &commit(id)).expect("translates");
-            let zones = memo
+            let translated = memo
                 .translate(resolved_fixture(&text), &commit(id))
                 .expect("translates");
-            let objects: Vec<(&ZonePolicy, bool)> = zones
+            let objects: Vec<(&ZonePolicy, bool)> = translated
                 .iter()
-                .flat_map(|zone| zone.objects.iter().map(|(p, _)| (&**p, zone.kept)))
+                .map(|object| (&*object.policy, object.kept))
                 .collect();
             assert_eq!(objects.len(), fresh.policies.len(), "{change}");
             let commit_of =
@@ -1031,7 +1116,7 @@ mod tests {
             if matches!(change, "only the commit" | "nothing") {
                 assert_eq!(kept, objects.len(), "{change}");
             } else {
-                // Each change touches some zones, never all of them.
+                // Each change touches some objects, never all of them.
                 assert!(kept > 0 && kept < objects.len(), "{change}: kept {kept}");
             }
             before = objects.into_iter().map(|(p, _)| p.clone()).collect();

@@ -792,7 +792,7 @@ fn same_namespace(previous: &PanosConfig, config: &PanosConfig, options: &Resolv
 pub struct ResolveMemo {
     previous: Option<(PanosConfig, ResolveOptions)>,
     caches: NameCaches,
-    rules: HashMap<MemoKey, MemoRule>,
+    rules: HashMap<MemoKey, Box<MemoRule>>,
     /// Rules the last resolution took over.
     pub reused: usize,
 }
@@ -881,9 +881,9 @@ struct RuleResolver<'c, 'o> {
     options: &'o ResolveOptions,
     warnings: Vec<Warning>,
     /// The previous configuration's rules, taken out as they are found again.
-    previous: HashMap<MemoKey, MemoRule>,
+    previous: HashMap<MemoKey, Box<MemoRule>>,
     /// This configuration's rules, for the next one.
-    kept: HashMap<MemoKey, MemoRule>,
+    kept: HashMap<MemoKey, Box<MemoRule>>,
     reused: usize,
 }
 
@@ -1259,11 +1259,11 @@ impl RuleResolver<'_, '_> {
                 _ => {
                     let first = self.warnings.len();
                     let rule = self.resolve_rule(raw, device_group, rulebase, position);
-                    MemoRule {
+                    Box::new(MemoRule {
                         raw: raw.clone(),
                         rule,
                         warnings: self.warnings[first..].to_vec(),
-                    }
+                    })
                 }
             };
             if let Some(rule) = &memo.rule {
@@ -1390,7 +1390,7 @@ pub fn resolve(config: &PanosConfig, options: &ResolveOptions) -> Result<Resolve
 struct Run {
     resolved: Resolved,
     caches: NameCaches,
-    kept: HashMap<MemoKey, MemoRule>,
+    kept: HashMap<MemoKey, Box<MemoRule>>,
     reused: usize,
 }
 
@@ -1398,7 +1398,7 @@ fn resolve_with(
     config: &PanosConfig,
     options: &ResolveOptions,
     caches: NameCaches,
-    previous: HashMap<MemoKey, MemoRule>,
+    previous: HashMap<MemoKey, Box<MemoRule>>,
 ) -> Result<Run, PanosError> {
     let target = choose_target(config, options.device_group.as_deref())?;
     let origin = config.origin.as_str();
@@ -1430,6 +1430,7 @@ fn resolve_with(
     scopes.extend(target.chain.iter().map(|(_, s)| *s));
     scopes.extend(target.vsys);
 
+    let previous_len = previous.len();
     let mut resolver = RuleResolver {
         origin,
         namespace: Namespace::new(scopes, caches),
@@ -1437,7 +1438,8 @@ fn resolve_with(
         options,
         warnings: Vec::new(),
         previous,
-        kept: HashMap::default(),
+        // Filled with as many rules as before: no rehashing on the way.
+        kept: HashMap::with_capacity_and_hasher(previous_len, Default::default()),
         reused: 0,
     };
 
