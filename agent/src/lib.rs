@@ -14,5 +14,6 @@ pub mod metrics;
 pub mod model;
 pub mod node;
 pub mod policy;
+pub mod retired;
 pub mod sync;
 pub mod translate;

@@ -626,6 +626,9 @@ impl Controller {
                 }
             }
             self.reconcile().await;
+            // The commit is applied: what it replaced can go now.
+            self.memo.resolve.free_retired();
+            self.memo.translate.free_retired();
             let now = tokio::time::Instant::now();
             if next_poll < now {
                 next_poll = now;

@@ -37,6 +37,7 @@ use crate::policy::resource::{
     ZonePolicy, ZonePolicySpec, ZonePolicyStatus, ZoneRule,
 };
 use crate::policy::valid_zone_name;
+use crate::retired::Retired;
 
 mod size;
 
@@ -750,6 +751,9 @@ pub struct TranslateMemo {
     /// Their [`zone_rule`]s, for those that were converted.
     converted: Vec<Option<ZoneRule>>,
     zones: ZoneMemos,
+    /// What the last translation replaced, until [`TranslateMemo::free_retired`] (or the next
+    /// translation).
+    retired: Retired,
 }
 
 /// A translation, and what it leaves for the next.
@@ -760,6 +764,11 @@ struct Outcome {
 }
 
 impl TranslateMemo {
+    /// Frees what the last translation replaced: for when nothing waits.
+    pub fn free_retired(&mut self) {
+        self.retired.free();
+    }
+
     /// [`translate`] by zone, keeping the objects of zones nothing changed; `resolved` replaces
     /// the memo's rules.
     pub fn translate(
@@ -767,11 +776,11 @@ impl TranslateMemo {
         resolved: Resolved,
         options: &TranslateOptions,
     ) -> Result<Vec<Translated>, TranslateError> {
+        self.retired.free();
         let outcome = translate_zones(&resolved, options, Some(&mut *self));
         let context = memo_context(&resolved.policy, options);
         let previous = std::mem::replace(&mut self.rules, resolved.policy.rules);
-        // Freeing tens of thousands of rules takes a while; nothing waits for it.
-        std::thread::spawn(move || drop(previous));
+        self.retired.keep(previous);
         match outcome {
             Ok(outcome) => {
                 self.context = Some(context);

@@ -32,6 +32,7 @@ use crate::model::{
     Rule, RuleTarget, RuleType, Rulebase, ServiceEntry, ServiceSet, TagExpr, Wildcard,
     WildcardShape, ZoneSet, parse_port_list, range_to_prefixes,
 };
+use crate::retired::Retired;
 
 /// How rules naming applications (other than `any`) are mapped to L4.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -795,9 +796,17 @@ pub struct ResolveMemo {
     rules: HashMap<MemoKey, Box<MemoRule>>,
     /// Rules the last resolution took over.
     pub reused: usize,
+    /// What the last resolution replaced, until [`ResolveMemo::free_retired`] (or the next
+    /// resolution).
+    retired: Retired,
 }
 
 impl ResolveMemo {
+    /// Frees what the last resolution replaced: for when nothing waits.
+    pub fn free_retired(&mut self) {
+        self.retired.free();
+    }
+
     /// [`resolve`], taking over what still holds from the previous configuration, which
     /// this one replaces.
     pub fn resolve(
@@ -805,25 +814,22 @@ impl ResolveMemo {
         config: PanosConfig,
         options: &ResolveOptions,
     ) -> Result<Resolved, PanosError> {
+        self.retired.free();
         let previous = self.previous.take();
         let reusable = previous
             .as_ref()
             .is_some_and(|(previous, previous_options)| {
                 previous_options == options && same_namespace(previous, &config, options)
             });
-        // Freeing a configuration of hundreds of thousands of objects takes a while; nothing
-        // waits for it.
-        std::thread::spawn(move || drop(previous));
+        let caches = std::mem::take(&mut self.caches);
+        let rules = std::mem::take(&mut self.rules);
         let (caches, rules) = if reusable {
-            (
-                std::mem::take(&mut self.caches),
-                std::mem::take(&mut self.rules),
-            )
+            (caches, rules)
         } else {
-            self.caches = NameCaches::default();
-            self.rules.clear();
+            self.retired.keep((caches, rules));
             Default::default()
         };
+        self.retired.keep(previous);
         self.reused = 0;
         let run = resolve_with(&config, options, caches, rules)?;
         self.caches = run.caches;
@@ -843,6 +849,7 @@ impl ResolveMemo {
         edit: RuleEdit,
         options: &ResolveOptions,
     ) -> Option<Result<Resolved, PanosError>> {
+        self.retired.free();
         let (config, previous_options) = self.previous.as_mut()?;
         if previous_options != options {
             return None;
