@@ -481,3 +481,98 @@ async fn a_panorama_commit_reaches_the_cluster_with_its_commit_in_events_and_aud
     assert!(count(&stand_in, "audit") >= 2);
     cancel.cancel();
 }
+
+/// `cargo xtask bench sync`: the figure as written, from a commit appearing in the
+/// config audit op answer to its objects applied to kube's mock API server, through the
+/// Panorama client (HTTPS, the 20 MB running configuration fetched on each new version).
+/// Commits alternate the two configurations of the bench, spread over the poll cycle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: run by `cargo xtask bench sync`"]
+async fn bench_commit_to_applied_through_panorama() {
+    let (Some(a), Some(b)) = (
+        std::env::var_os("ZONEWALL_BENCH_SYNC_A"),
+        std::env::var_os("ZONEWALL_BENCH_SYNC_B"),
+    ) else {
+        eprintln!("skipped: ZONEWALL_BENCH_SYNC_A/B not set (run `cargo xtask bench sync`)");
+        return;
+    };
+    let rounds: usize = std::env::var("ZONEWALL_BENCH_SYNC_ROUNDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(10);
+    let configs = [
+        std::fs::read_to_string(&a).expect("configuration A"),
+        std::fs::read_to_string(&b).expect("configuration B"),
+    ];
+    let Setup {
+        panorama,
+        stand_in: _stand_in,
+        audit,
+        sync,
+        ..
+    } = setup().await;
+    {
+        let mut served = panorama.lock().expect("panorama state");
+        served.running = configs[0].clone();
+        served.candidate = configs[0].clone();
+    }
+    let Source::Panorama(source) = sync.source else {
+        unreachable!("setup builds a Panorama source")
+    };
+    let api = sync_common::fake_api::FakeApi::default();
+    let sync = Controller::new(
+        Source::Panorama(source),
+        Target::Kubernetes(Box::new(zonewall::sync::kube::KubeTarget::new(
+            api.client(),
+        ))),
+        Options {
+            device_group: Some("app-1".into()),
+            mode: Mode::Enforce,
+        },
+        audit.log(),
+    );
+    let stats = Arc::clone(&sync.stats);
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let interval = Duration::from_secs(2);
+    tokio::spawn(sync.run(interval, cancel.clone()));
+    let applied = || zonewall::sync::SyncStats::get(&stats.commits_applied);
+    let started = std::time::Instant::now();
+    while applied() == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "first commit never applied"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut millis = Vec::new();
+    for round in 0..rounds {
+        // Spread the commits over the poll cycle (see xtask/src/bench_sync.rs).
+        tokio::time::sleep(interval.mul_f64(round as f64 / rounds as f64)).await;
+        let applied_before = applied();
+        let committed = {
+            let mut served = panorama.lock().expect("panorama state");
+            served.running = configs[(round + 1) % 2].clone();
+            served.version += 1;
+            std::time::Instant::now()
+        };
+        while applied() == applied_before {
+            assert!(
+                committed.elapsed() < Duration::from_secs(120),
+                "commit {round} never applied"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        millis.push(committed.elapsed().as_secs_f64() * 1000.0);
+    }
+    cancel.cancel();
+    millis.sort_by(f64::total_cmp);
+    let quantile = |q: f64| millis[((millis.len() as f64 - 1.0) * q).round() as usize];
+    println!(
+        "bench sync (Panorama stand-in, config audit op -> mock API server, {} objects): commit to applied over {rounds} commits: min {:.0} ms, median {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+        api.names().len(),
+        millis[0],
+        quantile(0.5),
+        quantile(0.99),
+        millis[millis.len() - 1]
+    );
+}

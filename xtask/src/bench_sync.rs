@@ -6,7 +6,9 @@
 //! - the output directory's generation link names a new generation (a release
 //!   `zonewall sync --output-dir` process), and
 //! - the objects are applied to kube's mock API server (the release `sync_kube` test binary,
-//!   `bench_commit_to_applied`), measured in-process.
+//!   `bench_commit_to_applied`), measured in-process;
+//! - the same, with the commit appearing in the config audit op answer of the Panorama
+//!   stand-in instead of the file (`sync_panorama`, `bench_commit_to_applied_through_panorama`).
 //!
 //! Both include the wait for the next poll (interval 2 s, jittered), as the target
 //! (p99 under interval + 500 ms) does. A commit made right after the previous one was applied
@@ -136,7 +138,8 @@ pub fn run() -> anyhow::Result<()> {
     let (a, b) = configs(&bench_dir)?;
     let directory = run_output_dir(&release_binary()?, &a, &b, &bench_dir)?;
     println!("{directory}");
-    // The mock API measurement runs inside the test binary, next to the mock server.
+    // The mock API measurements run inside the test binaries, next to the mock server: one
+    // from the watched file, one through the Panorama stand-in's config audit op.
     run_command(
         Command::new("cargo")
             .current_dir(&root)
@@ -147,6 +150,8 @@ pub fn run() -> anyhow::Result<()> {
                 "zonewall",
                 "--test",
                 "sync_kube",
+                "--test",
+                "sync_panorama",
                 "--",
                 "--ignored",
                 "--nocapture",
