@@ -48,11 +48,12 @@ use crate::translate::{self, FIREWALL_FILE_PREFIX, TranslateMemo, TranslateOptio
 
 pub use audit::{AuditLog, AuditRecord, AuditSink};
 pub use cli::{SyncArgs, run_cli};
-pub use desired::{CommitInfo, Desired, DesiredObject};
+pub use desired::{CommitInfo, Desired};
 pub use plan::{Change, ChangeKind, plan};
 pub use source::{Fetched, Source, SourceError};
 pub use stats::SyncStats;
 
+use self::desired::DesiredObject;
 use self::kube::KubeTarget;
 
 /// Where the tier is written.

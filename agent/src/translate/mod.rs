@@ -862,6 +862,8 @@ fn translate_zones(
     memo: Option<&mut TranslateMemo>,
 ) -> Result<Outcome, TranslateError> {
     let policy = &resolved.policy;
+    // A translation without a memo has no use for the next one's.
+    let remember = memo.is_some();
     let zones = zones(policy)?;
     let provenance = PolicyProvenance {
         firewall: "panos".to_string(),
@@ -901,8 +903,12 @@ fn translate_zones(
     for zone in targets {
         let egress = governing(policy, zone, true);
         let ingress = governing(policy, zone, false);
-        let governing_rules: Vec<usize> = egress.iter().chain(&ingress).copied().collect();
-        let texts = zone_warnings(policy, &warnings, &governing_rules);
+        let texts = if remember {
+            let governing_rules: Vec<usize> = egress.iter().chain(&ingress).copied().collect();
+            zone_warnings(policy, &warnings, &governing_rules)
+        } else {
+            Vec::new()
+        };
         let key = zone.map(str::to_string);
         let kept = memo.and_then(|memo| memo.zones.get(&key)).filter(|before| {
             before.warnings == texts
@@ -962,18 +968,20 @@ fn translate_zones(
                 .collect()
             }
         };
-        next_memo.insert(
-            key,
-            ZoneMemo {
-                egress,
-                ingress,
-                warnings: texts,
-                objects: objects
-                    .iter()
-                    .map(|o| (Arc::clone(&o.policy), o.document.clone()))
-                    .collect(),
-            },
-        );
+        if remember {
+            next_memo.insert(
+                key,
+                ZoneMemo {
+                    egress,
+                    ingress,
+                    warnings: texts,
+                    objects: objects
+                        .iter()
+                        .map(|o| (Arc::clone(&o.policy), o.document.clone()))
+                        .collect(),
+                },
+            );
+        }
         out.extend(objects);
     }
     Ok(Outcome {

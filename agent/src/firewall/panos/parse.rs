@@ -717,7 +717,7 @@ impl ParseMemo {
         let fragment = text.get(span.range.start..end)?;
         let doc = parse_document(fragment, origin, limits).ok()?;
         let entry = doc.root_element();
-        let nodes = doc.descendants().len();
+        let nodes = entry.descendants().count();
         // Conservative against the whole-document limits: refused here is parsed in full.
         let total = u32::try_from(self.nodes - span.nodes + nodes).unwrap_or(u32::MAX);
         if entry.tag_name().name() != "entry"
