@@ -343,11 +343,7 @@ async fn an_unreachable_or_invalid_source_keeps_the_cluster_as_it_is() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a benchmark: run through `cargo xtask bench sync`"]
 async fn bench_commit_to_applied() {
-    let (Some(a), Some(b)) = (
-        std::env::var_os("ZONEWALL_BENCH_SYNC_A"),
-        std::env::var_os("ZONEWALL_BENCH_SYNC_B"),
-    ) else {
-        eprintln!("skipped: ZONEWALL_BENCH_SYNC_A/B not set (run `cargo xtask bench sync`)");
+    let Some(([a, b], rounds)) = bench_input() else {
         return;
     };
     let _ = tracing_subscriber::fmt()
@@ -357,10 +353,6 @@ async fn bench_commit_to_applied() {
         )
         .with_writer(std::io::stderr)
         .try_init();
-    let rounds: usize = std::env::var("ZONEWALL_BENCH_SYNC_ROUNDS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(10);
     let temp = tempfile::tempdir().expect("temp dir");
     let watched = temp.path().join("watched.xml");
     std::fs::copy(&a, &watched).expect("first commit");
@@ -399,29 +391,11 @@ async fn bench_commit_to_applied() {
         let applied_before = applied();
         let committed = Instant::now();
         std::fs::rename(&temporary, &watched).expect("commit");
-        while applied() == applied_before {
-            assert!(
-                committed.elapsed() < Duration::from_secs(120),
-                "commit {round} never applied"
-            );
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        millis.push(committed.elapsed().as_secs_f64() * 1000.0);
+        millis.push(until_applied(&stats, applied_before, committed, round).await);
         noticed_to_applied
             .push(zonewall::sync::SyncStats::get(&stats.last_commit_to_applied_millis) as f64);
     }
     cancel.cancel();
-    let describe = |mut values: Vec<f64>| {
-        values.sort_by(f64::total_cmp);
-        let quantile = |q: f64| values[((values.len() as f64 - 1.0) * q).round() as usize];
-        format!(
-            "min {:.0} ms, median {:.0} ms, p99 {:.0} ms, max {:.0} ms",
-            values[0],
-            quantile(0.5),
-            quantile(0.99),
-            values[values.len() - 1]
-        )
-    };
     println!(
         "bench sync (mock API server, {objects} ZonePolicy objects): commit to applied over {rounds} commits: {}; of which change noticed to applied: {}",
         describe(millis),

@@ -156,6 +156,29 @@ async fn setup() -> Setup {
     }
 }
 
+/// The same Panorama source, writing into the mock API server instead of a directory.
+fn into_cluster(
+    sync: Controller,
+    api: &sync_common::fake_api::FakeApi,
+    audit: &AuditBuffer,
+    device_group: &str,
+) -> Controller {
+    let Source::Panorama(source) = sync.source else {
+        unreachable!("setup builds a Panorama source")
+    };
+    Controller::new(
+        Source::Panorama(source),
+        Target::Kubernetes(Box::new(zonewall::sync::kube::KubeTarget::new(
+            api.client(),
+        ))),
+        Options {
+            device_group: Some(device_group.into()),
+            mode: Mode::Enforce,
+        },
+        audit.log(),
+    )
+}
+
 fn count(stand_in: &StandIn, kind: &str) -> usize {
     stand_in
         .requests()
@@ -424,21 +447,8 @@ async fn a_panorama_commit_reaches_the_cluster_with_its_commit_in_events_and_aud
         ..
     } = setup().await;
     // Same Panorama source, Kubernetes target.
-    let Source::Panorama(source) = sync.source else {
-        unreachable!("setup builds a Panorama source")
-    };
     let api = sync_common::fake_api::FakeApi::default();
-    let sync = Controller::new(
-        Source::Panorama(source),
-        Target::Kubernetes(Box::new(zonewall::sync::kube::KubeTarget::new(
-            api.client(),
-        ))),
-        Options {
-            device_group: Some("vsys1".into()),
-            mode: Mode::Enforce,
-        },
-        audit.log(),
-    );
+    let sync = into_cluster(sync, &api, &audit, "vsys1");
     let cancel = tokio_util::sync::CancellationToken::new();
     tokio::spawn(sync.run(Duration::from_millis(200), cancel.clone()));
 
@@ -489,21 +499,10 @@ async fn a_panorama_commit_reaches_the_cluster_with_its_commit_in_events_and_aud
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "benchmark: run by `cargo xtask bench sync`"]
 async fn bench_commit_to_applied_through_panorama() {
-    let (Some(a), Some(b)) = (
-        std::env::var_os("ZONEWALL_BENCH_SYNC_A"),
-        std::env::var_os("ZONEWALL_BENCH_SYNC_B"),
-    ) else {
-        eprintln!("skipped: ZONEWALL_BENCH_SYNC_A/B not set (run `cargo xtask bench sync`)");
+    let Some((paths, rounds)) = bench_input() else {
         return;
     };
-    let rounds: usize = std::env::var("ZONEWALL_BENCH_SYNC_ROUNDS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(10);
-    let configs = [
-        std::fs::read_to_string(&a).expect("configuration A"),
-        std::fs::read_to_string(&b).expect("configuration B"),
-    ];
+    let configs = paths.map(|path| std::fs::read_to_string(path).expect("configuration"));
     let Setup {
         panorama,
         stand_in: _stand_in,
@@ -516,21 +515,8 @@ async fn bench_commit_to_applied_through_panorama() {
         served.running = configs[0].clone();
         served.candidate = configs[0].clone();
     }
-    let Source::Panorama(source) = sync.source else {
-        unreachable!("setup builds a Panorama source")
-    };
     let api = sync_common::fake_api::FakeApi::default();
-    let sync = Controller::new(
-        Source::Panorama(source),
-        Target::Kubernetes(Box::new(zonewall::sync::kube::KubeTarget::new(
-            api.client(),
-        ))),
-        Options {
-            device_group: Some("app-1".into()),
-            mode: Mode::Enforce,
-        },
-        audit.log(),
-    );
+    let sync = into_cluster(sync, &api, &audit, "app-1");
     let stats = Arc::clone(&sync.stats);
     let cancel = tokio_util::sync::CancellationToken::new();
     let interval = Duration::from_secs(2);
@@ -555,24 +541,12 @@ async fn bench_commit_to_applied_through_panorama() {
             served.version += 1;
             std::time::Instant::now()
         };
-        while applied() == applied_before {
-            assert!(
-                committed.elapsed() < Duration::from_secs(120),
-                "commit {round} never applied"
-            );
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        millis.push(committed.elapsed().as_secs_f64() * 1000.0);
+        millis.push(until_applied(&stats, applied_before, committed, round).await);
     }
     cancel.cancel();
-    millis.sort_by(f64::total_cmp);
-    let quantile = |q: f64| millis[((millis.len() as f64 - 1.0) * q).round() as usize];
     println!(
-        "bench sync (Panorama stand-in, config audit op -> mock API server, {} objects): commit to applied over {rounds} commits: min {:.0} ms, median {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+        "bench sync (Panorama stand-in, config audit op -> mock API server, {} objects): commit to applied over {rounds} commits: {}",
         api.names().len(),
-        millis[0],
-        quantile(0.5),
-        quantile(0.99),
-        millis[millis.len() - 1]
+        describe(millis)
     );
 }

@@ -108,3 +108,53 @@ impl AuditBuffer {
             .collect()
     }
 }
+
+/// What `cargo xtask bench sync` hands the benchmark tests: the two configurations commits
+/// alternate between, and how many commits to make. `None` (with a note) when a benchmark
+/// test is run on its own.
+pub fn bench_input() -> Option<([std::path::PathBuf; 2], usize)> {
+    let (Some(a), Some(b)) = (
+        std::env::var_os("ZONEWALL_BENCH_SYNC_A"),
+        std::env::var_os("ZONEWALL_BENCH_SYNC_B"),
+    ) else {
+        eprintln!("skipped: ZONEWALL_BENCH_SYNC_A/B not set (run `cargo xtask bench sync`)");
+        return None;
+    };
+    let rounds = std::env::var("ZONEWALL_BENCH_SYNC_ROUNDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(10);
+    Some(([a.into(), b.into()], rounds))
+}
+
+/// `min, median, p99, max` of durations in milliseconds.
+pub fn describe(mut millis: Vec<f64>) -> String {
+    millis.sort_by(f64::total_cmp);
+    let quantile = |q: f64| millis[((millis.len() as f64 - 1.0) * q).round() as usize];
+    format!(
+        "min {:.0} ms, median {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+        millis[0],
+        quantile(0.5),
+        quantile(0.99),
+        millis[millis.len() - 1]
+    )
+}
+
+/// Waits (2 ms steps, 2 minutes at most) until the controller has applied another commit
+/// after `before`; the milliseconds from `committed`.
+pub async fn until_applied(
+    stats: &zonewall::sync::SyncStats,
+    before: u64,
+    committed: std::time::Instant,
+    round: usize,
+) -> f64 {
+    let applied = || zonewall::sync::SyncStats::get(&stats.commits_applied);
+    while applied() == before {
+        assert!(
+            committed.elapsed() < std::time::Duration::from_secs(120),
+            "commit {round} never applied"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    committed.elapsed().as_secs_f64() * 1000.0
+}
