@@ -235,7 +235,8 @@ pub struct Controller {
     metrics: Option<SyncMetrics>,
     /// Set ready after the first pass that left the target equal to the desired state.
     readiness: Option<Readiness>,
-    memo: Memo,
+    /// What the last pass leaves for the next; none for `--once`.
+    memo: Option<Memo>,
 }
 
 /// What translating one configuration leaves for the next (see [`ParseMemo`],
@@ -252,11 +253,12 @@ pub struct Memo {
 }
 
 /// Parses, resolves and translates one configuration, taking over from `memo` what the
-/// previous one already resolved.
+/// previous one already resolved; without a memo (`--once`, `--diff`), one pass that keeps
+/// nothing.
 pub fn translate_fetched(
     fetched: &Fetched,
     options: &Options,
-    memo: &mut Memo,
+    mut memo: Option<&mut Memo>,
 ) -> Result<Desired, SyncError> {
     let invalid = |e: panos::PanosError| SyncError::InvalidConfig(e.to_string());
     let mut phases = Phases::start();
@@ -265,32 +267,14 @@ pub fn translate_fetched(
         device_group: options.device_group.clone(),
         ..ResolveOptions::default()
     };
-    // A commit that changed one rule: that rule read again, everything else taken over.
-    let edited = memo
-        .parse
-        .edited_rule(&fetched.text, &fetched.origin, limits)
-        .and_then(|edit| {
-            let span = edit.span.clone();
-            Some((memo.resolve.resolve_edit(edit, &resolve_options)?, span))
-        });
-    let resolved = match edited {
-        Some((resolved, span)) => {
-            let resolved = resolved.map_err(invalid)?;
-            memo.parse.edited(&fetched.text, &span);
-            memo.edits += 1;
-            phases.mark("read one rule again and resolve");
-            resolved
-        }
+    let resolved = match memo.as_deref_mut() {
+        Some(memo) => resolve_remembered(fetched, &resolve_options, memo, &mut phases)?,
         None => {
-            let config = memo
-                .parse
-                .parse(&fetched.text, &fetched.origin, limits)
-                .map_err(invalid)?;
+            let config =
+                panos::parse_config(&fetched.text, &fetched.origin, limits).map_err(invalid)?;
             phases.mark("parse");
-            let resolved = memo
-                .resolve
-                .resolve(config, &resolve_options)
-                .map_err(invalid)?;
+            let resolved = panos::resolve(&config, &resolve_options).map_err(invalid)?;
+            drop(config);
             phases.mark("resolve");
             resolved
         }
@@ -318,24 +302,78 @@ pub fn translate_fetched(
             .map(|id| id.to_string()),
         ..TranslateOptions::default()
     };
+    let untranslatable = |e: translate::TranslateError| SyncError::Untranslatable(e.to_string());
     let warnings = resolved.warnings.len();
-    let translated = memo
-        .translate
-        .translate(resolved, &translate_options)
-        .map_err(|e| SyncError::Untranslatable(e.to_string()))?;
-    phases.mark("translate");
-    let desired = Desired::from_translated(
-        translated,
-        &memo.objects,
+    let (origin, device_group, commit) = (
         fetched.origin.clone(),
         options.device_group.clone(),
         fetched.commit.clone(),
-        warnings,
     );
-    memo.objects.clone_from(&desired.objects);
+    let desired = match memo {
+        Some(memo) => {
+            let translated = memo
+                .translate
+                .translate(resolved, &translate_options)
+                .map_err(untranslatable)?;
+            phases.mark("translate");
+            let desired = Desired::from_translated(
+                translated,
+                &memo.objects,
+                origin,
+                device_group,
+                commit,
+                warnings,
+            );
+            memo.objects.clone_from(&desired.objects);
+            desired
+        }
+        None => {
+            let translation =
+                translate::translate(&resolved, &translate_options).map_err(untranslatable)?;
+            phases.mark("translate");
+            Desired::from_translation(translation, origin, device_group, commit, warnings)
+        }
+    };
     phases.mark("hash");
     phases.log(&fetched.origin);
     Ok(desired)
+}
+
+/// Parses and resolves through `memo`: a commit that changed one rule reads that rule again
+/// and takes everything else over.
+fn resolve_remembered(
+    fetched: &Fetched,
+    resolve_options: &ResolveOptions,
+    memo: &mut Memo,
+    phases: &mut Phases,
+) -> Result<panos::Resolved, SyncError> {
+    let invalid = |e: panos::PanosError| SyncError::InvalidConfig(e.to_string());
+    let limits = Limits::default();
+    let edited = memo
+        .parse
+        .edited_rule(&fetched.text, &fetched.origin, limits)
+        .and_then(|edit| {
+            let span = edit.span.clone();
+            Some((memo.resolve.resolve_edit(edit, resolve_options)?, span))
+        });
+    if let Some((resolved, span)) = edited {
+        let resolved = resolved.map_err(invalid)?;
+        memo.parse.edited(&fetched.text, &span);
+        memo.edits += 1;
+        phases.mark("read one rule again and resolve");
+        return Ok(resolved);
+    }
+    let config = memo
+        .parse
+        .parse(&fetched.text, &fetched.origin, limits)
+        .map_err(invalid)?;
+    phases.mark("parse");
+    let resolved = memo
+        .resolve
+        .resolve(config, resolve_options)
+        .map_err(invalid)?;
+    phases.mark("resolve");
+    Ok(resolved)
 }
 
 /// Wall time of the phases of one pass, logged at debug level: where a commit's latency goes.
@@ -388,7 +426,7 @@ impl Controller {
             stats: Arc::new(SyncStats::default()),
             metrics: None,
             readiness: None,
-            memo: Memo::default(),
+            memo: Some(Memo::default()),
         }
     }
 
@@ -441,7 +479,7 @@ impl Controller {
         // Whatever the outcome, this version has been handled: an invalid configuration is
         // not fetched and reported again until the source changes.
         self.source.mark_handled(fetched.marker.clone());
-        let desired = match translate_fetched(&fetched, &self.options, &mut self.memo) {
+        let desired = match translate_fetched(&fetched, &self.options, self.memo.as_mut()) {
             Ok(desired) => desired,
             Err(error) => {
                 SyncStats::add(&self.stats.errors_config, 1);
@@ -552,6 +590,8 @@ impl Controller {
     /// `--once`: read the source, apply, return. Fails when the source cannot be read, the
     /// configuration is invalid or an operation failed.
     pub async fn run_once(&mut self, list_limit: Duration) -> Result<Reconciled, SyncError> {
+        // One pass: nothing to keep for a next one.
+        self.memo = None;
         self.refresh().await?;
         self.wait_for_list(list_limit).await?;
         let report = self.reconcile().await;
@@ -568,7 +608,7 @@ impl Controller {
     pub async fn diff(&mut self, list_limit: Duration) -> Result<Vec<Change>, SyncError> {
         let fetched = self.source.candidate().await?;
         // The candidate is not what the controller runs: nothing of it is kept.
-        let desired = translate_fetched(&fetched, &self.options, &mut Memo::default())?;
+        let desired = translate_fetched(&fetched, &self.options, None)?;
         match &mut self.target {
             Target::Kubernetes(kube) => {
                 let started = Instant::now();
@@ -628,8 +668,10 @@ impl Controller {
             }
             self.reconcile().await;
             // The commit is applied: what it replaced can go now.
-            self.memo.resolve.free_retired();
-            self.memo.translate.free_retired();
+            if let Some(memo) = &mut self.memo {
+                memo.resolve.free_retired();
+                memo.translate.free_retired();
+            }
             let now = tokio::time::Instant::now();
             if next_poll < now {
                 next_poll = now;
@@ -1156,8 +1198,8 @@ mod tests {
         let mut memo = Memo::default();
         for (change, text, by_edit) in steps {
             let edits = memo.edits;
-            let remembered = translate_fetched(&fetched(&text), &options, &mut memo);
-            let fresh = translate_fetched(&fetched(&text), &options, &mut Memo::default());
+            let remembered = translate_fetched(&fetched(&text), &options, Some(&mut memo));
+            let fresh = translate_fetched(&fetched(&text), &options, None);
             assert_eq!(
                 memo.edits - edits,
                 usize::from(by_edit),
