@@ -1149,6 +1149,71 @@ mod tests {
         }
     }
 
+    /// Asserts that a pass through `memo` and a plain pass agree: the same objects with the
+    /// same content, or the same error.
+    fn same_as_plain(memo: &mut Memo, text: &str, options: &Options, what: &str) {
+        let remembered = translate_fetched(&fetched(text), options, Some(memo));
+        let fresh = translate_fetched(&fetched(text), options, None);
+        match (remembered, fresh) {
+            (Ok(remembered), Ok(fresh)) => {
+                let names = |d: &Desired| d.objects.keys().cloned().collect::<Vec<_>>();
+                assert_eq!(names(&remembered), names(&fresh), "{what}");
+                for (name, object) in &fresh.objects {
+                    let kept = &remembered.objects[name];
+                    assert_eq!(kept.hash, object.hash, "{what}: {name}");
+                    assert_eq!(kept.fingerprint, object.fingerprint, "{what}: {name}");
+                }
+            }
+            (Err(remembered), Err(fresh)) => {
+                assert_eq!(remembered.to_string(), fresh.to_string(), "{what}")
+            }
+            (remembered, fresh) => panic!("{what}: {remembered:?} but {fresh:?}"),
+        }
+    }
+
+    /// Random one-character edits (replaced, inserted, removed) anywhere in the configuration
+    /// (names, values, markup, line breaks), each applied to the last one that was read: a pass through the memo
+    /// always agrees with a plain pass, whether it read one rule again, everything, or
+    /// refused the text.
+    #[test]
+    fn random_edits_through_a_memo_match_plain_passes() {
+        let options = Options {
+            device_group: Some("dg-prod".into()),
+            mode: Mode::Enforce,
+        };
+        let mut rng = fastrand::Rng::with_seed(0x5eed_2026);
+        let replacements = ['a', 'z', '0', '9', '-', ' ', '\n', '<', '>', '"', '/', '.'];
+        let mut memo = Memo::default();
+        let mut text = FIXTURE.to_string();
+        same_as_plain(&mut memo, &text, &options, "the fixture");
+        for step in 0..300 {
+            let mut at = rng.usize(..text.len());
+            while !text.is_char_boundary(at) {
+                at -= 1;
+            }
+            let character = replacements[rng.usize(..replacements.len())];
+            let width = text[at..].chars().next().map_or(0, char::len_utf8);
+            // A character replaced, inserted or removed: lengths change too.
+            let (put, skip) = match rng.u8(..3) {
+                0 => (Some(character), width),
+                1 => (Some(character), 0),
+                _ => (None, width),
+            };
+            let next = format!(
+                "{}{}{}",
+                &text[..at],
+                put.map(String::from).unwrap_or_default(),
+                &text[at + skip..]
+            );
+            same_as_plain(&mut memo, &next, &options, &format!("edit {step} at {at}"));
+            // Keep the edit unless it broke the configuration, as a firewall admin would.
+            if translate_fetched(&fetched(&next), &options, None).is_ok() {
+                text = next;
+            }
+        }
+        assert!(memo.edits > 20, "only {} edits read one rule", memo.edits);
+    }
+
     /// A chain of configurations through one memo gives, at every step, the desired state a
     /// fresh translation gives; edits confined to one rule are read as such, and everything
     /// else (a new line, a second rule, an object, broken XML) is read in full or refused as
@@ -1198,28 +1263,12 @@ mod tests {
         let mut memo = Memo::default();
         for (change, text, by_edit) in steps {
             let edits = memo.edits;
-            let remembered = translate_fetched(&fetched(&text), &options, Some(&mut memo));
-            let fresh = translate_fetched(&fetched(&text), &options, None);
+            same_as_plain(&mut memo, &text, &options, change);
             assert_eq!(
                 memo.edits - edits,
                 usize::from(by_edit),
                 "{change}: read by edit"
             );
-            match (remembered, fresh) {
-                (Ok(remembered), Ok(fresh)) => {
-                    let names = |d: &Desired| d.objects.keys().cloned().collect::<Vec<_>>();
-                    assert_eq!(names(&remembered), names(&fresh), "{change}");
-                    for (name, object) in &fresh.objects {
-                        let kept = &remembered.objects[name];
-                        assert_eq!(kept.hash, object.hash, "{change}: {name}");
-                        assert_eq!(kept.fingerprint, object.fingerprint, "{change}: {name}");
-                    }
-                }
-                (Err(remembered), Err(fresh)) => {
-                    assert_eq!(remembered.to_string(), fresh.to_string(), "{change}")
-                }
-                (remembered, fresh) => panic!("{change}: {remembered:?} but {fresh:?}"),
-            }
         }
     }
 }
