@@ -115,6 +115,27 @@ pub struct DesiredObject {
 }
 
 impl DesiredObject {
+    /// The translated object marked as the controller's own, with its spec hash.
+    fn new(mut policy: ZonePolicy) -> Self {
+        let hash = spec_hash(&policy.spec);
+        let fingerprint = object_fingerprint(&policy, &hash);
+        policy
+            .metadata
+            .labels
+            .get_or_insert_with(BTreeMap::new)
+            .insert(OWNER_LABEL.to_string(), FIELD_MANAGER.to_string());
+        policy
+            .metadata
+            .annotations
+            .get_or_insert_with(BTreeMap::new)
+            .insert(SPEC_HASH_ANNOTATION.to_string(), hash.clone());
+        DesiredObject {
+            policy,
+            hash,
+            fingerprint,
+        }
+    }
+
     /// The object's file for an output directory: the translation's YAML, without the
     /// ownership label and spec hash annotation (which the API server needs, not a file).
     pub fn document(&self) -> Result<String, crate::translate::TranslateError> {
@@ -142,29 +163,6 @@ pub struct Desired {
     pub commit: Option<CommitInfo>,
     /// Warnings of the resolution, for the log.
     pub warnings: usize,
-}
-
-impl DesiredObject {
-    /// The translated object marked as the controller's own, with its spec hash.
-    fn new(mut policy: ZonePolicy) -> Self {
-        let hash = spec_hash(&policy.spec);
-        let fingerprint = object_fingerprint(&policy, &hash);
-        policy
-            .metadata
-            .labels
-            .get_or_insert_with(BTreeMap::new)
-            .insert(OWNER_LABEL.to_string(), FIELD_MANAGER.to_string());
-        policy
-            .metadata
-            .annotations
-            .get_or_insert_with(BTreeMap::new)
-            .insert(SPEC_HASH_ANNOTATION.to_string(), hash.clone());
-        DesiredObject {
-            policy,
-            hash,
-            fingerprint,
-        }
-    }
 }
 
 fn object_name(policy: &ZonePolicy) -> String {
