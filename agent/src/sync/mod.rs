@@ -260,7 +260,6 @@ pub fn translate_fetched(
     options: &Options,
     mut memo: Option<&mut Memo>,
 ) -> Result<Desired, SyncError> {
-    let invalid = |e: panos::PanosError| SyncError::InvalidConfig(e.to_string());
     let mut phases = Phases::start();
     let limits = Limits::default();
     let resolve_options = ResolveOptions {
@@ -268,7 +267,7 @@ pub fn translate_fetched(
         ..ResolveOptions::default()
     };
     let resolved = match memo.as_deref_mut() {
-        Some(memo) => resolve_remembered(fetched, &resolve_options, memo, &mut phases)?,
+        Some(memo) => resolve_remembered(fetched, &resolve_options, limits, memo, &mut phases)?,
         None => {
             let config =
                 panos::parse_config(&fetched.text, &fetched.origin, limits).map_err(invalid)?;
@@ -339,16 +338,20 @@ pub fn translate_fetched(
     Ok(desired)
 }
 
+/// A configuration that cannot be read or resolved.
+fn invalid(error: panos::PanosError) -> SyncError {
+    SyncError::InvalidConfig(error.to_string())
+}
+
 /// Parses and resolves through `memo`: a commit that changed one rule reads that rule again
 /// and takes everything else over.
 fn resolve_remembered(
     fetched: &Fetched,
     resolve_options: &ResolveOptions,
+    limits: Limits,
     memo: &mut Memo,
     phases: &mut Phases,
 ) -> Result<panos::Resolved, SyncError> {
-    let invalid = |e: panos::PanosError| SyncError::InvalidConfig(e.to_string());
-    let limits = Limits::default();
     let edited = memo
         .parse
         .edited_rule(&fetched.text, &fetched.origin, limits)

@@ -406,7 +406,15 @@ fn object_warnings(
     egress: &[ZoneRule],
     ingress: &[ZoneRule],
 ) -> Vec<String> {
-    let rules: HashSet<RuleKey<'_>> = egress.iter().chain(ingress).filter_map(rule_key).collect();
+    warnings_about(warnings, egress.iter().chain(ingress).filter_map(rule_key))
+}
+
+/// Texts of the warnings about these rules, and of those about the configuration as a whole.
+fn warnings_about<'a>(
+    warnings: &[(&Warning, String)],
+    rules: impl Iterator<Item = RuleKey<'a>>,
+) -> Vec<String> {
+    let rules: HashSet<RuleKey<'a>> = rules.collect();
     warnings
         .iter()
         .filter(|(w, _)| warning_key(w).is_none_or(|key| rules.contains(&key)))
@@ -811,23 +819,16 @@ fn memo_context(policy: &Policy, options: &TranslateOptions) -> MemoContext {
 /// Texts of the warnings an object holding these rules carries: those about the rules, and
 /// those about the configuration as a whole.
 fn zone_warnings(policy: &Policy, warnings: &[(&Warning, String)], rules: &[usize]) -> Vec<String> {
-    let keys: HashSet<RuleKey<'_>> = rules
-        .iter()
-        .map(|&index| {
-            let p = &policy.rules[index].provenance;
-            (
-                p.rule_name.as_str(),
-                p.device_group.as_str(),
-                rulebase(p.rulebase),
-                Some(u32::try_from(p.position).unwrap_or(u32::MAX)),
-            )
-        })
-        .collect();
-    warnings
-        .iter()
-        .filter(|(w, _)| warning_key(w).is_none_or(|key| keys.contains(&key)))
-        .map(|(_, text)| text.clone())
-        .collect()
+    let key = |index: usize| {
+        let p = &policy.rules[index].provenance;
+        (
+            p.rule_name.as_str(),
+            p.device_group.as_str(),
+            rulebase(p.rulebase),
+            Some(u32::try_from(p.position).unwrap_or(u32::MAX)),
+        )
+    };
+    warnings_about(warnings, rules.iter().map(|&index| key(index)))
 }
 
 /// For each rule, the index of the equal rule of `previous` at the same place (name, device

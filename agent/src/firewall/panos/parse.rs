@@ -677,13 +677,9 @@ impl ParseMemo {
             self.spans.sort_by_key(|span| span.range.start);
             self.nodes = written.nodes;
         } else {
-            self.forget();
+            *self = ParseMemo::default();
         }
         Ok(written.config)
-    }
-
-    pub fn forget(&mut self) {
-        *self = ParseMemo::default();
     }
 
     /// When `text` differs from the remembered text only inside one security rule, without

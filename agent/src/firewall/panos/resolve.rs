@@ -830,17 +830,9 @@ impl ResolveMemo {
             Default::default()
         };
         self.retired.keep(previous);
-        self.reused = 0;
-        let run = resolve_with(&config, options, caches, rules)?;
-        self.caches = run.caches;
-        self.rules = run.kept;
-        self.reused = run.reused;
-        self.previous = Some((config, options.clone()));
-        Ok(run.resolved)
+        self.run(config, options, caches, rules)
     }
-}
 
-impl ResolveMemo {
     /// [`ResolveMemo::resolve`] of the previous configuration with one security rule
     /// replaced: nothing but that rule changed, so the objects are not compared. `None` when
     /// there is no previous configuration (or it has no such rule) or the options differ.
@@ -868,16 +860,24 @@ impl ResolveMemo {
         let (config, _) = self.previous.take()?;
         let caches = std::mem::take(&mut self.caches);
         let rules = std::mem::take(&mut self.rules);
+        Some(self.run(config, options, caches, rules))
+    }
+
+    /// Resolves `config` with what is taken over, and keeps it all for the next one.
+    fn run(
+        &mut self,
+        config: PanosConfig,
+        options: &ResolveOptions,
+        caches: NameCaches,
+        rules: HashMap<MemoKey, Box<MemoRule>>,
+    ) -> Result<Resolved, PanosError> {
         self.reused = 0;
-        let run = match resolve_with(&config, options, caches, rules) {
-            Ok(run) => run,
-            Err(error) => return Some(Err(error)),
-        };
+        let run = resolve_with(&config, options, caches, rules)?;
         self.caches = run.caches;
         self.rules = run.kept;
         self.reused = run.reused;
         self.previous = Some((config, options.clone()));
-        Some(Ok(run.resolved))
+        Ok(run.resolved)
     }
 }
 
