@@ -126,6 +126,8 @@ struct Spec {
     /// Workload labels: (address index, offset, label indexes).
     workloads: Vec<(usize, u8, Vec<usize>)>,
     split: bool,
+    /// [`TranslateOptions::address_sets_from`].
+    sets_from: usize,
 }
 
 fn address_strategy() -> impl Strategy<Value = Address> {
@@ -255,7 +257,15 @@ fn spec_strategy() -> impl Strategy<Value = Spec> {
             ),
             0..4,
         ),
-        prop::bool::weighted(0.2),
+        (
+            prop::bool::weighted(0.2),
+            prop_oneof![
+                Just(1),
+                Just(2),
+                Just(translate::DEFAULT_ADDRESS_SETS_FROM),
+                Just(usize::MAX)
+            ],
+        ),
     )
         .prop_map(
             |(
@@ -267,7 +277,7 @@ fn spec_strategy() -> impl Strategy<Value = Spec> {
                 rules,
                 overrides,
                 workloads,
-                split,
+                (split, sets_from),
             )| Spec {
                 zones,
                 addresses,
@@ -278,6 +288,7 @@ fn spec_strategy() -> impl Strategy<Value = Spec> {
                 overrides,
                 workloads,
                 split,
+                sets_from,
             },
         )
 }
@@ -760,6 +771,8 @@ struct Coverage {
     split: AtomicUsize,
     /// Flows decided by a rule with a dynamic group selector in a column.
     with_selector: AtomicUsize,
+    /// Flows decided by a rule with a column written as a named address set.
+    with_set: AtomicUsize,
 }
 
 /// Parses, resolves, translates, round-trips through YAML, and compares on every flow.
@@ -781,6 +794,7 @@ fn check_config(
         } else {
             translate::DEFAULT_MAX_OBJECT_BYTES
         },
+        address_sets_from: spec.sets_from,
         ..TranslateOptions::default()
     };
     let translation = translate::translate(&resolved, &translate_options)
@@ -833,6 +847,13 @@ fn check_config(
         count(
             &coverage.with_selector,
             !rule.source.dynamic.is_empty() || !rule.destination.dynamic.is_empty(),
+        );
+        let named = |column: &zonewall::model::AddressSet| {
+            !column.prefixes.is_empty() && column.prefixes.len() >= spec.sets_from
+        };
+        count(
+            &coverage.with_set,
+            named(&rule.source) || named(&rule.destination),
         );
         for direction in [Direction::Egress, Direction::Ingress] {
             let got = set.evaluate(&flow, direction, &labels);
@@ -888,13 +909,14 @@ fn zone_policies_give_the_firewall_verdict_at_egress_and_ingress() {
     let get = |counter: &AtomicUsize| counter.load(Ordering::Relaxed);
     let (configs, flows) = (get(&coverage.configs), get(&coverage.flows));
     eprintln!(
-        "equivalence: {configs} configurations ({} split into parts), {flows} flows checked at egress and ingress in {:.1}s; {} decided by configured rules, {} allowed, {} with a zone no rule names, {} by rules with dynamic-group selectors",
+        "equivalence: {configs} configurations ({} split into parts), {flows} flows checked at egress and ingress in {:.1}s; {} decided by configured rules, {} allowed, {} with a zone no rule names, {} by rules with dynamic-group selectors, {} by rules with a named address set",
         get(&coverage.split),
         started.elapsed().as_secs_f64(),
         get(&coverage.by_configured_rule),
         get(&coverage.allowed),
         get(&coverage.unnamed_zone),
         get(&coverage.with_selector),
+        get(&coverage.with_set),
     );
     assert!(configs >= (CONFIGS_PER_RUN * scale) as usize);
     assert!(flows >= 100_000 * scale as usize);
@@ -915,6 +937,11 @@ fn zone_policies_give_the_firewall_verdict_at_egress_and_ingress() {
             "decided by selector rules",
             &coverage.with_selector,
             flows / 200,
+        ),
+        (
+            "decided by rules with a named address set",
+            &coverage.with_set,
+            flows / 50,
         ),
         ("split configurations", &coverage.split, configs / 20),
     ] {

@@ -213,6 +213,64 @@ fn zones_split_into_parts_under_the_limit_and_evaluate_the_same() {
     ));
 }
 
+/// Columns with enough prefixes become named sets: each object, split parts included,
+/// carries exactly the sets its rules name, equal lists have one name everywhere, and the
+/// objects still fit the limit.
+#[test]
+fn large_columns_become_address_sets_that_each_object_carries() {
+    let resolved = resolve_dg("panorama.xml", "dg-prod");
+    let written_out = TranslateOptions {
+        address_sets_from: usize::MAX,
+        ..TranslateOptions::default()
+    };
+    let none = translate::translate(&resolved, &written_out).expect("translate");
+    assert!(none.policies.iter().all(|p| p.spec.address_sets.is_empty()));
+    for limit in [translate::DEFAULT_MAX_OBJECT_BYTES, 8_000] {
+        let options = TranslateOptions {
+            address_sets_from: 1,
+            max_object_bytes: limit,
+            ..TranslateOptions::default()
+        };
+        let translation = translate::translate(&resolved, &options).expect("translate");
+        let mut contents = std::collections::BTreeMap::new();
+        for (policy, document) in translation.policies.iter().zip(&translation.documents) {
+            assert!(document.len() <= limit, "{:?}", policy.metadata.name);
+            let spec = &policy.spec;
+            let columns: Vec<_> = spec
+                .egress
+                .iter()
+                .chain(&spec.ingress)
+                .flat_map(|rule| [&rule.source, &rule.destination])
+                .collect();
+            assert!(
+                columns.iter().all(|c| c.prefixes.is_empty()),
+                "every column with a prefix names a set"
+            );
+            let named: std::collections::BTreeSet<&String> =
+                columns.iter().flat_map(|c| &c.sets).collect();
+            let carried: std::collections::BTreeSet<&String> = spec.address_sets.keys().collect();
+            assert_eq!(named, carried, "{:?}", policy.metadata.name);
+            for (name, set) in &spec.address_sets {
+                assert!(name.starts_with("set-"), "{name}");
+                let first = contents.entry(name.clone()).or_insert(&set.prefixes);
+                assert_eq!(*first, &set.prefixes, "one name, one list");
+            }
+        }
+        assert!(!contents.is_empty());
+        if limit < translate::DEFAULT_MAX_OBJECT_BYTES {
+            assert!(
+                translation
+                    .policies
+                    .iter()
+                    .any(|p| p.spec.part.is_some_and(|part| part.count > 1)),
+                "the small limit splits a zone"
+            );
+        }
+        // Every part is whole on its own: no set it names is missing.
+        PolicySet::new(&translation.policies).expect("valid");
+    }
+}
+
 #[test]
 fn audit_reports_would_deny_and_allows() {
     let set = set(&doc(
@@ -354,6 +412,61 @@ fn validation_names_object_and_rule() {
     );
     let err = parse_documents(&unknown, "x.yaml").expect_err("unknown action");
     assert!(err.to_string().contains("x.yaml: document 1"), "{err}");
+}
+
+/// A column that names an address set of its object matches the set's prefixes along with
+/// its own; sets are checked like columns, and a name the object does not define is refused.
+#[test]
+fn address_sets_are_matched_by_name_and_checked() {
+    let to = |sets: &str| {
+        format!(
+            "  - action: Allow\n    ruleType: Universal\n    peerZones: [any]\n    source: {{any: true}}\n    destination: {{prefixes: [192.0.2.0/24], sets: [{sets}]}}\n    service: {{any: true}}\n    log: {{start: false, end: false}}\n    provenance: {{rule: to-web, deviceGroup: dg, rulebase: Pre, position: 1}}\n"
+        )
+    };
+    let sets = |body: &str| format!("  addressSets:\n{body}");
+    let web = "    web-servers:\n      prefixes: [10.1.0.0/16, fd00:1::/64]\n";
+    let good = doc(
+        "fw-trust",
+        "firewall",
+        "trust",
+        "Enforce",
+        1,
+        &to("web-servers"),
+    ) + &sets(web);
+    let good = set(&good);
+    let verdict = |destination: &str| {
+        good.evaluate(
+            &flow("trust", "dmz", "10.0.0.1", destination, "tcp", 40000, 443),
+            Direction::Egress,
+            &NoLabels,
+        )
+        .decision
+    };
+    assert!(verdict("10.1.2.3").is_allow(), "in the set");
+    assert!(verdict("fd00:1::5").is_allow(), "in the set (IPv6)");
+    assert!(verdict("192.0.2.7").is_allow(), "written in the column");
+    assert_eq!(verdict("10.2.0.1"), Decision::Deny, "in neither");
+
+    let bad = doc(
+        "fw-trust",
+        "firewall",
+        "trust",
+        "Enforce",
+        1,
+        &to("web-servers, db"),
+    ) + &sets(
+        "    web-servers:\n      prefixes: [10.1.0.1/16]\n    Web_Set:\n      prefixes: [10.9.0.0/16]\n",
+    );
+    let text = PolicySet::new(&policies(&bad))
+        .expect_err("invalid sets")
+        .to_string();
+    for expected in [
+        "ZonePolicy 'fw-trust', spec.addressSets[web-servers]: address set prefix '10.1.0.1/16' has host bits set; write 10.1.0.0/16",
+        "spec.addressSets[Web_Set]: an address set name is 1-63 lowercase letters",
+        "egress rule 1 ('to-web'): destination names address set 'db', which spec.addressSets does not define",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
 }
 
 #[test]

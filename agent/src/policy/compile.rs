@@ -4,7 +4,7 @@
 //! [`ZonePolicy::validate`] is this compilation with the result thrown away, so what the
 //! evaluator accepts and what validation accepts cannot drift apart.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -12,8 +12,8 @@ use std::sync::Arc;
 use ipnet::IpNet;
 
 use super::resource::{
-    ANY_ZONE, AddressMatch, Fidelity, Mode, PortRange, Protocol, Reset, RuleAction, RuleProvenance,
-    RuleType, ServiceMatch, Tier, ZonePolicy, ZoneRule,
+    ANY_ZONE, AddressMatch, Fidelity, Mode, PortRange, Prefix, Protocol, Reset, RuleAction,
+    RuleProvenance, RuleType, ServiceMatch, Tier, ZonePolicy, ZoneRule,
 };
 use crate::model::{self, AddressSet, DynamicMatch, Fqdn, ServiceSet, TagExpr, Wildcard};
 
@@ -107,40 +107,197 @@ fn parse_ip(text: &str) -> Option<IpAddr> {
     text.parse().ok()
 }
 
-/// Address columns already parsed, by their text. A translated rulebase repeats its address
-/// groups in every rule that uses them (thousands of prefixes, hundreds of times); each
-/// distinct column is parsed and normalized once and shared, which is where most of the
-/// compile time and memory of a large policy went.
+/// Address columns and named address sets already parsed. A large policy names the same
+/// address groups in many rules and many objects (thousands of prefixes, hundreds of
+/// times); each distinct set and column is parsed and normalized once and shared, which is
+/// where most of the compile time and memory of a large policy went.
 #[derive(Default)]
 pub struct AddressCache<'a> {
-    parsed: HashMap<&'a AddressMatch, Arc<AddressSet>, foldhash::fast::RandomState>,
+    /// Named sets by content, whatever their name: objects carrying the same group share it.
+    sets: HashMap<&'a [Prefix], Arc<[IpNet]>, foldhash::fast::RandomState>,
+    /// Columns by their text and the parsed sets they name.
+    parsed: HashMap<(&'a AddressMatch, Vec<Shared>), Arc<AddressSet>, foldhash::fast::RandomState>,
+    /// What was parsed, by its parsed content.
+    pool: AddressPool,
+}
+
+/// Parsed address sets and columns by content, which outlive the objects they were read
+/// from: objects compiled apart (each policy file dropped once compiled) still share them.
+#[derive(Default)]
+pub struct AddressPool {
+    sets: HashSet<Arc<[IpNet]>, foldhash::fast::RandomState>,
+    columns: HashSet<Arc<AddressSet>, foldhash::fast::RandomState>,
+}
+
+impl AddressPool {
+    fn set(&mut self, parsed: Vec<IpNet>) -> Arc<[IpNet]> {
+        if let Some(known) = self.sets.get(parsed.as_slice()) {
+            return Arc::clone(known);
+        }
+        let parsed: Arc<[IpNet]> = parsed.into();
+        self.sets.insert(Arc::clone(&parsed));
+        parsed
+    }
+
+    fn column(&mut self, parsed: AddressSet) -> Arc<AddressSet> {
+        if let Some(known) = self.columns.get(&parsed) {
+            return Arc::clone(known);
+        }
+        let parsed = Arc::new(parsed);
+        self.columns.insert(Arc::clone(&parsed));
+        parsed
+    }
+}
+
+/// A parsed named set, compared by identity: equal content is one allocation in
+/// [`AddressCache::sets`], and holding it keeps its address from being reused.
+#[derive(Clone)]
+struct Shared(Arc<[IpNet]>);
+
+impl PartialEq for Shared {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for Shared {}
+
+impl std::hash::Hash for Shared {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        Arc::as_ptr(&self.0).cast::<IpNet>().hash(state);
+    }
+}
+
+/// An object's named address sets, parsed, by name.
+type NamedSets<'a> = HashMap<&'a str, Arc<[IpNet]>>;
+
+/// Address set names: what a Kubernetes name allows (lowercase letters, digits, `-` and
+/// `.`, starting and ending with a letter or digit), at most 63 characters.
+pub fn valid_set_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    let edge = |b: Option<&u8>| b.is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    bytes.len() <= 63
+        && edge(bytes.first())
+        && edge(bytes.last())
+        && bytes
+            .iter()
+            .all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
 }
 
 impl<'a> AddressCache<'a> {
+    /// A cache that takes over what `pool` holds.
+    pub fn with_pool(pool: AddressPool) -> AddressCache<'a> {
+        AddressCache {
+            pool,
+            ..AddressCache::default()
+        }
+    }
+
+    /// What was parsed, for the next cache.
+    pub fn into_pool(self) -> AddressPool {
+        self.pool
+    }
+
+    /// The parsed set; problems are reported for every object that carries it (a set with
+    /// problems is never cached).
+    fn set(
+        &mut self,
+        prefixes: &'a [Prefix],
+        location: &str,
+        problems: &mut Problems<'_>,
+    ) -> Arc<[IpNet]> {
+        if let Some(parsed) = self.sets.get(prefixes) {
+            return Arc::clone(parsed);
+        }
+        let before = problems.list.len();
+        let mut parsed = Vec::with_capacity(prefixes.len());
+        parse_prefixes("address set", prefixes, location, problems, &mut parsed);
+        if problems.list.len() != before {
+            return parsed.into();
+        }
+        let parsed = self.pool.set(parsed);
+        self.sets.insert(prefixes, Arc::clone(&parsed));
+        parsed
+    }
+
     /// The parsed column; problems are reported for every occurrence (a column with problems
     /// is never cached).
     fn get(
         &mut self,
         column: &str,
         set: &'a AddressMatch,
+        named: &NamedSets<'_>,
         location: &str,
         problems: &mut Problems<'_>,
     ) -> Arc<AddressSet> {
-        if let Some(parsed) = self.parsed.get(set) {
+        let before = problems.list.len();
+        let mut sets = Vec::with_capacity(set.sets.len());
+        for name in &set.sets {
+            match named.get(name.as_str()) {
+                Some(parsed) => sets.push(Shared(Arc::clone(parsed))),
+                None => problems.push(
+                    Some(location.to_string()),
+                    format!(
+                        "{column} names address set '{name}', which spec.addressSets does not define; define it there or remove the name"
+                    ),
+                ),
+            }
+        }
+        let key = (set, sets);
+        if let Some(parsed) = self.parsed.get(&key) {
             return Arc::clone(parsed);
         }
-        let before = problems.list.len();
-        let parsed = Arc::new(compile_addresses(column, set, location, problems));
-        if problems.list.len() == before {
-            self.parsed.insert(set, Arc::clone(&parsed));
+        let parsed = compile_addresses(column, set, &key.1, location, problems);
+        if problems.list.len() != before {
+            return Arc::new(parsed);
         }
+        let parsed = self.pool.column(parsed);
+        self.parsed.insert(key, Arc::clone(&parsed));
         parsed
+    }
+}
+
+/// Parses `prefixes` into `out`, reporting each one that is not a CIDR prefix with its host
+/// bits cleared.
+fn parse_prefixes(
+    what: &str,
+    prefixes: &[Prefix],
+    location: &str,
+    problems: &mut Problems<'_>,
+    out: &mut Vec<IpNet>,
+) {
+    for prefix in prefixes {
+        let prefix = match prefix {
+            Prefix::Canonical(net) => {
+                out.push(*net);
+                continue;
+            }
+            Prefix::Written(text) => text,
+        };
+        match prefix.parse::<IpNet>() {
+            Ok(net) if net.trunc() == net => out.push(net),
+            Ok(net) => problems.push(
+                Some(location.to_string()),
+                format!(
+                    "{what} prefix '{prefix}' has host bits set; write {} (or a /{} host prefix)",
+                    net.trunc(),
+                    net.max_prefix_len()
+                ),
+            ),
+            Err(_) => problems.push(
+                Some(location.to_string()),
+                format!(
+                    "{what} prefix '{prefix}' is not a CIDR prefix such as 10.0.0.0/8 or fd00::/64"
+                ),
+            ),
+        }
     }
 }
 
 fn compile_addresses(
     column: &str,
     set: &AddressMatch,
+    named: &[Shared],
     location: &str,
     problems: &mut Problems<'_>,
 ) -> AddressSet {
@@ -149,24 +306,9 @@ fn compile_addresses(
         ..AddressSet::default()
     };
     let at = || Some(location.to_string());
-    for prefix in &set.prefixes {
-        match prefix.parse::<IpNet>() {
-            Ok(net) if net.trunc() == net => out.prefixes.push(net),
-            Ok(net) => problems.push(
-                at(),
-                format!(
-                    "{column} prefix '{prefix}' has host bits set; write {} (or a /{} host prefix)",
-                    net.trunc(),
-                    net.max_prefix_len()
-                ),
-            ),
-            Err(_) => problems.push(
-                at(),
-                format!(
-                    "{column} prefix '{prefix}' is not a CIDR prefix such as 10.0.0.0/8 or fd00::/64"
-                ),
-            ),
-        }
+    parse_prefixes(column, &set.prefixes, location, problems, &mut out.prefixes);
+    for shared in named {
+        out.prefixes.extend_from_slice(&shared.0);
     }
     for wildcard in &set.wildcards {
         let parsed = parse_ip(&wildcard.address)
@@ -277,6 +419,7 @@ fn compile_rule<'a>(
     index: usize,
     problems: &mut Problems<'_>,
     addresses: &mut AddressCache<'a>,
+    named: &NamedSets<'_>,
 ) -> CompiledRule {
     let location = match &rule.provenance {
         Some(p) => format!("{direction} rule {index} ('{}')", p.rule),
@@ -334,9 +477,9 @@ fn compile_rule<'a>(
         reset: rule.reset,
         rule_type: rule.rule_type,
         peers,
-        source: addresses.get("source", &rule.source, &location, problems),
+        source: addresses.get("source", &rule.source, named, &location, problems),
         negate_source: rule.source.negate,
-        destination: addresses.get("destination", &rule.destination, &location, problems),
+        destination: addresses.get("destination", &rule.destination, named, &location, problems),
         negate_destination: rule.destination.negate,
         service: compile_services(&rule.service, &location, problems),
         log_start: rule.log.start,
@@ -392,17 +535,29 @@ pub fn compile_with<'a>(
             format!("part {index} of {count} is impossible; parts count from 1 to count"),
         );
     }
+    let mut named = NamedSets::with_capacity(spec.address_sets.len());
+    for (name, set) in &spec.address_sets {
+        let location = format!("spec.addressSets[{name}]");
+        if !valid_set_name(name) {
+            problems.push(
+                Some(location.clone()),
+                "an address set name is 1-63 lowercase letters, digits, '-' and '.', starting and ending with a letter or digit".to_string(),
+            );
+        }
+        let parsed = addresses.set(&set.prefixes, &location, &mut problems);
+        named.insert(name.as_str(), parsed);
+    }
     let egress = spec
         .egress
         .iter()
         .enumerate()
-        .map(|(i, r)| compile_rule(r, "egress", i + 1, &mut problems, addresses))
+        .map(|(i, r)| compile_rule(r, "egress", i + 1, &mut problems, addresses, &named))
         .collect();
     let ingress = spec
         .ingress
         .iter()
         .enumerate()
-        .map(|(i, r)| compile_rule(r, "ingress", i + 1, &mut problems, addresses))
+        .map(|(i, r)| compile_rule(r, "ingress", i + 1, &mut problems, addresses, &named))
         .collect();
     if !problems.list.is_empty() {
         return Err(problems.list);

@@ -268,6 +268,14 @@ impl PolicySet {
         Self::assemble(compiled.into_iter(), sources)
     }
 
+    /// The set of objects compiled apart ([`compile_with`]), for a reader that keeps the
+    /// compiled objects rather than the objects it read: checked as [`PolicySet::new`] checks.
+    pub fn from_compiled(
+        compiled: impl IntoIterator<Item = Result<Arc<CompiledPolicy>, Vec<ValidationError>>>,
+    ) -> Result<PolicySet, PolicySetError> {
+        Self::assemble(compiled.into_iter(), Vec::new())
+    }
+
     fn assemble(
         compiled: impl Iterator<Item = Result<Arc<CompiledPolicy>, Vec<ValidationError>>>,
         sources: Vec<(Weak<ZonePolicy>, Arc<CompiledPolicy>)>,

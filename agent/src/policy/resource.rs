@@ -15,6 +15,11 @@
 //! Everything here is data plus [`ZonePolicy::validate`]; the evaluator lives in
 //! [`super::eval`].
 
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::Write as _;
+
+use ipnet::IpNet;
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -104,6 +109,109 @@ pub struct ZonePolicySpec {
     pub egress: Vec<ZoneRule>,
     /// Flows entering the zone, first match.
     pub ingress: Vec<ZoneRule>,
+    /// Named address sets the rules' address columns refer to (`sets`): a large address
+    /// group is written once per object instead of once per rule that uses it. Names are
+    /// local to the object.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub address_sets: BTreeMap<String, AddressSetSpec>,
+}
+
+/// A named list of prefixes, shared by the address columns that refer to it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub struct AddressSetSpec {
+    /// IPv4 and IPv6 prefixes with host bits cleared (checked by validation, as in columns).
+    pub prefixes: Vec<Prefix>,
+}
+
+/// An IPv4 or IPv6 prefix as a ZonePolicy writes it: a string such as `10.0.0.0/8`. Held
+/// parsed when written in canonical form (as a translation writes every prefix), as the
+/// text otherwise, so that validation reports it as written: a large policy holds hundreds
+/// of thousands of them, and a parsed one takes no allocation of its own.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Prefix {
+    Canonical(IpNet),
+    Written(Box<str>),
+}
+
+impl From<IpNet> for Prefix {
+    fn from(net: IpNet) -> Prefix {
+        Prefix::Canonical(net)
+    }
+}
+
+impl From<&str> for Prefix {
+    fn from(text: &str) -> Prefix {
+        if let Ok(net) = text.parse::<IpNet>()
+            && net.trunc() == net
+        {
+            // The longest canonical form is 43 bytes (a full IPv6 address and `/128`).
+            let mut canonical = [0u8; 64];
+            let mut cursor = std::io::Cursor::new(&mut canonical[..]);
+            if write!(cursor, "{net}").is_ok() {
+                let length = cursor.position() as usize;
+                if &canonical[..length] == text.as_bytes() {
+                    return Prefix::Canonical(net);
+                }
+            }
+        }
+        Prefix::Written(text.into())
+    }
+}
+
+impl From<String> for Prefix {
+    fn from(text: String) -> Prefix {
+        Prefix::from(text.as_str())
+    }
+}
+
+impl fmt::Display for Prefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Prefix::Canonical(net) => write!(f, "{net}"),
+            Prefix::Written(text) => f.write_str(text),
+        }
+    }
+}
+
+impl Serialize for Prefix {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Prefix {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Prefix, D::Error> {
+        struct Text;
+        impl serde::de::Visitor<'_> for Text {
+            type Value = Prefix;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a CIDR prefix such as 10.0.0.0/8")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Prefix, E> {
+                Ok(Prefix::from(text))
+            }
+        }
+        deserializer.deserialize_str(Text)
+    }
+}
+
+impl JsonSchema for Prefix {
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Prefix".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "minLength": 4,
+            "maxLength": 49,
+            "pattern": r"^[0-9a-fA-F:.]+/[0-9]{1,3}$"
+        })
+    }
 }
 
 #[derive(
@@ -247,8 +355,9 @@ impl Fidelity {
     }
 }
 
-/// An address column. Empty (no `any`, no entries) matches nothing; `negate` inverts the
-/// result, exactly like PAN-OS `negate-source` / `negate-destination`.
+/// An address column: the union of its entries. Empty (no `any`, no entries) matches
+/// nothing; `negate` inverts the result, exactly like PAN-OS `negate-source` /
+/// `negate-destination`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Hash)]
 #[serde(rename_all = "camelCase")]
 pub struct AddressMatch {
@@ -260,8 +369,15 @@ pub struct AddressMatch {
     /// syntax and host bits are checked by validation (a CEL check per prefix would exceed the
     /// API server's cost budget on lists this long).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(inner(length(min = 4, max = 49), pattern(r"^[0-9a-fA-F:.]+/[0-9]{1,3}$")))]
-    pub prefixes: Vec<String>,
+    pub prefixes: Vec<Prefix>,
+    /// Names of address sets of this object (`spec.addressSets`) whose prefixes are in the
+    /// column too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(inner(
+        length(min = 1, max = 63),
+        pattern(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    ))]
+    pub sets: Vec<String>,
     /// Non-contiguous wildcard masks (PAN-OS `ip-wildcard`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub wildcards: Vec<WildcardMatch>,
@@ -398,4 +514,30 @@ pub struct ZonePolicyStatus {
     /// Every rule of this object not translated exactly, and what zonewall did about it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A prefix is held parsed only when its text is the canonical one, and is written back
+    /// exactly as it was read either way.
+    #[test]
+    fn prefixes_are_written_back_as_read() {
+        for (text, canonical) in [
+            ("10.0.0.0/8", true),
+            ("fd00:1::/64", true),
+            ("10.0.0.1/8", false),
+            ("2001:db8:0:0::/64", false),
+            ("010.0.0.0/8", false),
+            ("not a prefix", false),
+        ] {
+            let prefix = Prefix::from(text);
+            assert_eq!(matches!(prefix, Prefix::Canonical(_)), canonical, "{text}");
+            let json = serde_json::to_string(&prefix).expect("serializes");
+            assert_eq!(json, format!("\"{text}\""));
+            let back: Prefix = serde_json::from_str(&json).expect("deserializes");
+            assert_eq!(back, prefix);
+        }
+    }
 }

@@ -125,6 +125,7 @@ mod tests {
                 provenance: None,
                 egress: vec![],
                 ingress: vec![],
+                address_sets: Default::default(),
             },
         );
         policy.metadata.resource_version = Some(version.into());

@@ -25,6 +25,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use foldhash::{HashMap, HashSet};
+use ipnet::IpNet;
+use sha2::{Digest as _, Sha256};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
@@ -32,9 +34,9 @@ use crate::firewall::panos::{Resolved, Warning};
 use crate::model::{self, AddressSet, Fidelity, Policy, Rule, ServiceSet, ZoneSet};
 use crate::policy::directory::ObjectFile;
 use crate::policy::resource::{
-    self as crd, ANY_ZONE, AddressMatch, FqdnMatch, LabelFilter, Logging, Mode, Part,
-    PolicyProvenance, Reset, RuleAction, RuleProvenance, ServiceMatch, Tier, WildcardMatch,
-    ZonePolicy, ZonePolicySpec, ZonePolicyStatus, ZoneRule,
+    self as crd, ANY_ZONE, AddressMatch, AddressSetSpec, FqdnMatch, LabelFilter, Logging, Mode,
+    Part, PolicyProvenance, Prefix, Reset, RuleAction, RuleProvenance, ServiceMatch, Tier,
+    WildcardMatch, ZonePolicy, ZonePolicySpec, ZonePolicyStatus, ZoneRule,
 };
 use crate::policy::valid_zone_name;
 use crate::retired::Retired;
@@ -44,6 +46,11 @@ mod size;
 /// The API server refuses objects over about 1.5 MiB (etcd's request limit); staying under
 /// 1 MB leaves room for metadata the server adds (managed fields, annotations).
 pub const DEFAULT_MAX_OBJECT_BYTES: usize = 1_000_000;
+
+/// Address columns with at least this many prefixes are written once per object as a named
+/// address set (`spec.addressSets`) that the columns name, instead of in every rule that has
+/// them: a large rulebase names the same address groups in thousands of rules.
+pub const DEFAULT_ADDRESS_SETS_FROM: usize = 8;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TranslateOptions {
@@ -57,6 +64,9 @@ pub struct TranslateOptions {
     /// when the bound is inconclusive): the sync controller writes YAML only for objects that
     /// changed, and none for the API server.
     pub documents: bool,
+    /// Columns with at least this many prefixes name an address set
+    /// ([`DEFAULT_ADDRESS_SETS_FROM`]; `usize::MAX` writes every column out).
+    pub address_sets_from: usize,
 }
 
 impl Default for TranslateOptions {
@@ -66,6 +76,7 @@ impl Default for TranslateOptions {
             commit: None,
             max_object_bytes: DEFAULT_MAX_OBJECT_BYTES,
             documents: true,
+            address_sets_from: DEFAULT_ADDRESS_SETS_FROM,
         }
     }
 }
@@ -181,11 +192,80 @@ pub fn object_name(tier: Tier, zone: Option<&str>, part: u32) -> String {
     }
 }
 
-fn addresses(set: &AddressSet, negate: bool) -> AddressMatch {
+/// The name a translation gives a list of prefixes: `set-` and 16 hex digits of its SHA-256,
+/// so equal lists have one name in every object, every commit and every release.
+pub fn address_set_name(prefixes: &[Prefix]) -> String {
+    let (name, _) = named(prefixes);
+    name
+}
+
+fn named(prefixes: &[Prefix]) -> (String, [u8; 32]) {
+    use std::fmt::Write as _;
+    let mut hasher = Sha256::new();
+    let mut text = String::new();
+    for prefix in prefixes {
+        text.clear();
+        let _ = writeln!(text, "{prefix}");
+        hasher.update(text.as_bytes());
+    }
+    let digest: [u8; 32] = hasher.finalize().into();
+    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    (format!("set-{hex}"), digest)
+}
+
+/// The address sets the converted rules name, by name, with their content's digest.
+type SetTable = HashMap<String, ([u8; 32], Arc<AddressSetSpec>)>;
+
+/// Each rule's [`zone_rule`], made the first time a zone needs it, and the address sets
+/// they name.
+#[derive(Default)]
+struct Conversions {
+    rules: Vec<Option<ZoneRule>>,
+    sets: SetTable,
+    /// [`TranslateOptions::address_sets_from`].
+    sets_from: usize,
+}
+
+impl Conversions {
+    /// The prefixes of a column, or the name of the set they become.
+    fn prefixes(&mut self, set: &AddressSet) -> (Vec<Prefix>, Vec<String>) {
+        let prefixes: Vec<Prefix> = set.prefixes.iter().copied().map(Prefix::from).collect();
+        if prefixes.is_empty() || prefixes.len() < self.sets_from {
+            return (prefixes, Vec::new());
+        }
+        let (name, digest) = named(&prefixes);
+        match self.sets.get(&name) {
+            Some((known, _)) if *known == digest => (Vec::new(), vec![name]),
+            // Another list under the same 64-bit name: this one stays written out.
+            Some(_) => (prefixes, Vec::new()),
+            None => {
+                let set = Arc::new(AddressSetSpec { prefixes });
+                self.sets.insert(name.clone(), (digest, set));
+                (Vec::new(), vec![name])
+            }
+        }
+    }
+
+    /// Keeps only the sets the converted rules name.
+    fn prune(&mut self) {
+        let named: HashSet<&str> = self
+            .rules
+            .iter()
+            .flatten()
+            .flat_map(|rule| rule.source.sets.iter().chain(&rule.destination.sets))
+            .map(String::as_str)
+            .collect();
+        self.sets.retain(|name, _| named.contains(name.as_str()));
+    }
+}
+
+fn addresses(set: &AddressSet, negate: bool, conversions: &mut Conversions) -> AddressMatch {
+    let (prefixes, sets) = conversions.prefixes(set);
     AddressMatch {
         any: set.any,
         negate,
-        prefixes: set.prefixes.iter().map(ToString::to_string).collect(),
+        prefixes,
+        sets,
         wildcards: set
             .wildcards
             .iter()
@@ -269,7 +349,7 @@ fn rulebase(rulebase: model::Rulebase) -> crd::Rulebase {
 }
 
 /// The rule without its peer zones (they depend on the zone and direction).
-fn zone_rule(rule: &Rule) -> ZoneRule {
+fn zone_rule(rule: &Rule, conversions: &mut Conversions) -> ZoneRule {
     let (action, reset) = match rule.action {
         model::Action::Allow => (RuleAction::Allow, None),
         model::Action::Deny => (RuleAction::Deny, None),
@@ -293,8 +373,8 @@ fn zone_rule(rule: &Rule) -> ZoneRule {
             model::RuleType::Interzone => crd::RuleType::Interzone,
         },
         peer_zones: Vec::new(),
-        source: addresses(&rule.source, rule.negate_source),
-        destination: addresses(&rule.destination, rule.negate_destination),
+        source: addresses(&rule.source, rule.negate_source, conversions),
+        destination: addresses(&rule.destination, rule.negate_destination, conversions),
         service: services(&rule.service),
         log: Logging {
             start: rule.log_start,
@@ -343,11 +423,10 @@ fn governing(policy: &Policy, zone: Option<&str>, egress: bool) -> Vec<usize> {
         .collect()
 }
 
-/// The zone's rules for one direction, with peer zones filled in. `converted` holds each
-/// rule's [`zone_rule`], made the first time a zone needs it.
+/// The zone's rules for one direction, with peer zones filled in.
 fn rules_for(
     policy: &Policy,
-    converted: &mut [Option<ZoneRule>],
+    conversions: &mut Conversions,
     indices: &[usize],
     zone: Option<&str>,
     egress: bool,
@@ -363,9 +442,14 @@ fn rules_for(
             } else {
                 zone_list(&rule.from)
             };
-            let mut zone_rule = converted[index]
-                .get_or_insert_with(|| zone_rule(rule))
-                .clone();
+            let mut zone_rule = match &conversions.rules[index] {
+                Some(converted) => converted.clone(),
+                None => {
+                    let converted = zone_rule(rule, conversions);
+                    conversions.rules[index] = Some(converted.clone());
+                    converted
+                }
+            };
             zone_rule.peer_zones = peers;
             zone_rule
         })
@@ -429,6 +513,25 @@ struct ObjectContext<'a> {
     mode: Mode,
     /// The resolution's warnings with their text.
     warnings: &'a [(&'a Warning, String)],
+    /// The address sets the rules may name.
+    sets: &'a SetTable,
+}
+
+/// The sets these rules name, for an object holding them.
+fn sets_named(sets: &SetTable, rules: &[&[ZoneRule]]) -> BTreeMap<String, AddressSetSpec> {
+    let names: BTreeSet<&str> = rules
+        .iter()
+        .flat_map(|list| list.iter())
+        .flat_map(|rule| rule.source.sets.iter().chain(&rule.destination.sets))
+        .map(String::as_str)
+        .collect();
+    names
+        .into_iter()
+        .filter_map(|name| {
+            let (_, set) = sets.get(name)?;
+            Some((name.to_string(), AddressSetSpec::clone(set)))
+        })
+        .collect()
 }
 
 fn make_object(
@@ -448,6 +551,7 @@ fn make_object(
     .map(|(k, v)| (k.to_string(), v))
     .collect();
     let warnings = object_warnings(cx.warnings, &egress, &ingress);
+    let address_sets = sets_named(cx.sets, &[&egress, &ingress]);
     let status = ZonePolicyStatus {
         observed_generation: None,
         egress_rules: u32::try_from(egress.len()).unwrap_or(u32::MAX),
@@ -470,6 +574,7 @@ fn make_object(
             provenance: Some(cx.provenance.clone()),
             egress,
             ingress,
+            address_sets,
         },
         status: Some(status),
     }
@@ -496,6 +601,28 @@ fn rule_bytes(rule: &ZoneRule) -> Result<usize, TranslateError> {
         source,
     })?;
     Ok(text.len() + 4 * text.lines().count())
+}
+
+/// Bytes a set adds to an object's `spec.addressSets`: an upper bound of its YAML (the
+/// name's line, the `prefixes:` line, and each prefix on its own line, quotes allowed for).
+fn set_bytes(name: &str, set: &AddressSetSpec) -> usize {
+    const INDENT: usize = 6;
+    (INDENT + name.len() + 2)
+        + (INDENT + "prefixes:\n".len())
+        + set
+            .prefixes
+            .iter()
+            .map(|prefix| INDENT + "- ''\n".len() + text_bound(prefix))
+            .sum::<usize>()
+}
+
+/// Bytes a prefix takes written out, at most.
+fn text_bound(prefix: &Prefix) -> usize {
+    match prefix {
+        Prefix::Canonical(IpNet::V4(_)) => "255.255.255.255/32".len(),
+        Prefix::Canonical(IpNet::V6(_)) => "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/128".len(),
+        Prefix::Written(text) => text.len(),
+    }
 }
 
 /// Whether an object's YAML fits the limit.
@@ -575,6 +702,8 @@ fn split(
             *warning_bytes.entry(key).or_default() += text.len() + 8;
         }
     }
+    let sets = cx.sets;
+    let mut in_part: HashSet<&str> = HashSet::default();
     let mut used = 0;
     for (is_egress, rule) in egress
         .into_iter()
@@ -585,26 +714,45 @@ fn split(
             .and_then(|key| warning_bytes.get(&key))
             .copied()
             .unwrap_or(0);
-        let bytes = rule_bytes(&rule)? + warnings;
-        if bytes > budget {
+        // The sets it names, each charged to the first rule of a part that names it.
+        let named: Vec<(&str, usize)> = rule
+            .source
+            .sets
+            .iter()
+            .chain(&rule.destination.sets)
+            .filter_map(|name| sets.get_key_value(name.as_str()))
+            .map(|(name, (_, set))| (name.as_str(), set_bytes(name, set)))
+            .collect();
+        let own = rule_bytes(&rule)? + warnings;
+        let alone = own + named.iter().map(|(_, bytes)| bytes).sum::<usize>();
+        if alone > budget {
             return Err(TranslateError::RuleTooLarge {
                 zone: cx.zone.unwrap_or(ANY_ZONE).to_string(),
                 rule: rule
                     .provenance
                     .as_ref()
                     .map_or_else(String::new, |p| p.rule.clone()),
-                bytes,
+                bytes: alone,
                 limit,
             });
         }
         let current_empty = parts
             .last()
             .is_some_and(|(e, i)| e.is_empty() && i.is_empty());
+        let mut bytes = own
+            + named
+                .iter()
+                .filter(|(name, _)| !in_part.contains(name))
+                .map(|(_, bytes)| bytes)
+                .sum::<usize>();
         if used + bytes > budget && !current_empty {
             parts.push((Vec::new(), Vec::new()));
             used = 0;
+            in_part.clear();
+            bytes = alone;
         }
         used += bytes;
+        in_part.extend(named.iter().map(|(name, _)| *name));
         if let Some((e, i)) = parts.last_mut() {
             if is_egress {
                 e.push(rule);
@@ -687,6 +835,7 @@ struct MemoContext {
     mode: Mode,
     max_object_bytes: usize,
     documents: bool,
+    address_sets_from: usize,
 }
 
 /// One zone's objects as the previous translation made them.
@@ -723,6 +872,7 @@ fn same_but_commit(a: &ZonePolicy, b: &ZonePolicy) -> bool {
         provenance,
         egress,
         ingress,
+        address_sets,
     } = &a.spec;
     fn commitless(p: &Option<PolicyProvenance>) -> Option<(&str, &str, &str)> {
         p.as_ref().map(|p| {
@@ -743,6 +893,7 @@ fn same_but_commit(a: &ZonePolicy, b: &ZonePolicy) -> bool {
         && commitless(provenance) == commitless(&b.spec.provenance)
         && *egress == b.spec.egress
         && *ingress == b.spec.ingress
+        && *address_sets == b.spec.address_sets
 }
 
 /// What translating one resolved policy leaves for the next (the sync controller translates
@@ -756,8 +907,8 @@ pub struct TranslateMemo {
     context: Option<MemoContext>,
     /// The previous translation's rules, for comparison.
     rules: Vec<Rule>,
-    /// Their [`zone_rule`]s, for those that were converted.
-    converted: Vec<Option<ZoneRule>>,
+    /// Their [`zone_rule`]s, for those that were converted, and the sets these name.
+    conversions: Conversions,
     zones: ZoneMemos,
     /// What the last translation replaced, until [`TranslateMemo::free_retired`] (or the next
     /// translation).
@@ -768,7 +919,7 @@ pub struct TranslateMemo {
 struct Outcome {
     objects: Vec<Translated>,
     zones: ZoneMemos,
-    converted: Vec<Option<ZoneRule>>,
+    conversions: Conversions,
 }
 
 impl TranslateMemo {
@@ -793,13 +944,13 @@ impl TranslateMemo {
             Ok(outcome) => {
                 self.context = Some(context);
                 self.zones = outcome.zones;
-                self.converted = outcome.converted;
+                self.conversions = outcome.conversions;
                 Ok(outcome.objects)
             }
             Err(error) => {
                 self.context = None;
                 self.zones.clear();
-                self.converted.clear();
+                self.conversions = Conversions::default();
                 Err(error)
             }
         }
@@ -813,6 +964,7 @@ fn memo_context(policy: &Policy, options: &TranslateOptions) -> MemoContext {
         mode: options.mode,
         max_object_bytes: options.max_object_bytes,
         documents: options.documents,
+        address_sets_from: options.address_sets_from,
     }
 }
 
@@ -886,16 +1038,21 @@ fn translate_zones(
         let unchanged = unchanged.as_ref()?;
         indices.iter().map(|&index| unchanged[index]).collect()
     };
-    // Unchanged rules come with the conversion they already had.
-    let mut converted: Vec<Option<ZoneRule>> = vec![None; policy.rules.len()];
+    // Unchanged rules come with the conversion they already had, and the sets it names.
+    let mut conversions = Conversions {
+        rules: vec![None; policy.rules.len()],
+        sets: SetTable::default(),
+        sets_from: options.address_sets_from,
+    };
     let memo = memo.map(|memo| {
         if let Some(unchanged) = &unchanged {
             for (index, previous) in unchanged.iter().enumerate() {
-                if let Some(base) = previous.and_then(|p| memo.converted.get_mut(p)) {
-                    converted[index] = base.take();
+                if let Some(base) = previous.and_then(|p| memo.conversions.rules.get_mut(p)) {
+                    conversions.rules[index] = base.take();
                 }
             }
         }
+        conversions.sets = std::mem::take(&mut memo.conversions.sets);
         &*memo
     });
     let mut out = Vec::new();
@@ -927,15 +1084,16 @@ fn translate_zones(
                 })
                 .collect(),
             None => {
+                let egress_rules = rules_for(policy, &mut conversions, &egress, zone, true);
+                let ingress_rules = rules_for(policy, &mut conversions, &ingress, zone, false);
                 let cx = ObjectContext {
                     tier: Tier::Firewall,
                     zone,
                     provenance: &provenance,
                     mode: options.mode,
                     warnings: &warnings,
+                    sets: &conversions.sets,
                 };
-                let egress_rules = rules_for(policy, &mut converted, &egress, zone, true);
-                let ingress_rules = rules_for(policy, &mut converted, &ingress, zone, false);
                 let before = memo.and_then(|memo| memo.zones.get(&key));
                 zone_objects(
                     &cx,
@@ -985,10 +1143,13 @@ fn translate_zones(
         }
         out.extend(objects);
     }
+    if remember {
+        conversions.prune();
+    }
     Ok(Outcome {
         objects: out,
         zones: next_memo,
-        converted,
+        conversions,
     })
 }
 

@@ -9,15 +9,17 @@
 //! size: workloads may not reach the blocklist feeds (Deny), the feeds may not reach
 //! workloads (Drop), and `app-0` may reach `app-1` on tcp/8080 (Allow).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use zonewall::inventory::Endpoint;
 use zonewall::policy::resource::{
-    AddressMatch, LabelFilter, Logging, Mode, PortRange, Protocol, RuleAction, RuleProvenance,
-    RuleType, Rulebase, ServiceEntry, ServiceMatch, Tier, ZonePolicy, ZonePolicySpec, ZoneRule,
+    AddressMatch, AddressSetSpec, LabelFilter, Logging, Mode, PortRange, Prefix, Protocol,
+    RuleAction, RuleProvenance, RuleType, Rulebase, ServiceEntry, ServiceMatch, Tier, ZonePolicy,
+    ZonePolicySpec, ZoneRule,
 };
+use zonewall::translate;
 
 pub const EXTERNAL_ZONE: &str = "untrust";
 pub const WORKLOAD_ZONES: [&str; 4] = ["dmz", "trusted", "restricted", "mgmt"];
@@ -117,7 +119,7 @@ fn selector(app: usize) -> AddressMatch {
 
 fn prefixes(list: Vec<String>) -> AddressMatch {
     AddressMatch {
-        prefixes: list,
+        prefixes: list.into_iter().map(Prefix::from).collect(),
         ..AddressMatch::default()
     }
 }
@@ -315,20 +317,42 @@ pub fn as_watch_delivers(
 }
 
 /// One ZonePolicy per zone: a rule goes to the egress list of every `from` zone and the
-/// ingress list of every `to` zone, in firewall order.
+/// ingress list of every `to` zone, in firewall order. As the translator does, a column with
+/// many prefixes names an address set, which each object that uses it carries once.
 pub fn zone_policies(rules: &[FirewallRule]) -> Vec<ZonePolicy> {
     let mut lists: BTreeMap<&str, (Vec<ZoneRule>, Vec<ZoneRule>)> = BTreeMap::new();
     for zone in WORKLOAD_ZONES.iter().chain([&EXTERNAL_ZONE]) {
         lists.entry(zone).or_default();
     }
+    let mut sets: BTreeMap<String, AddressSetSpec> = BTreeMap::new();
+    let mut named = |column: &AddressMatch| {
+        if column.prefixes.len() < translate::DEFAULT_ADDRESS_SETS_FROM {
+            return column.clone();
+        }
+        let name = translate::address_set_name(&column.prefixes);
+        sets.entry(name.clone()).or_insert_with(|| AddressSetSpec {
+            prefixes: column.prefixes.clone(),
+        });
+        AddressMatch {
+            any: column.any,
+            negate: column.negate,
+            prefixes: Vec::new(),
+            sets: vec![name],
+            wildcards: column.wildcards.clone(),
+            fqdns: column.fqdns.clone(),
+            selectors: column.selectors.clone(),
+        }
+    };
     for (position, rule) in rules.iter().enumerate() {
+        let source = named(&rule.source);
+        let destination = named(&rule.destination);
         let zone_rule = |peers: &[&str]| ZoneRule {
             action: rule.action,
             reset: None,
             rule_type: RuleType::Universal,
             peer_zones: peers.iter().map(|z| z.to_string()).collect(),
-            source: rule.source.clone(),
-            destination: rule.destination.clone(),
+            source: source.clone(),
+            destination: destination.clone(),
             service: rule.service.clone(),
             log: Logging {
                 start: false,
@@ -356,6 +380,15 @@ pub fn zone_policies(rules: &[FirewallRule]) -> Vec<ZonePolicy> {
     lists
         .into_iter()
         .map(|(zone, (egress, ingress))| {
+            let names: BTreeSet<&String> = egress
+                .iter()
+                .chain(&ingress)
+                .flat_map(|rule| rule.source.sets.iter().chain(&rule.destination.sets))
+                .collect();
+            let address_sets = names
+                .into_iter()
+                .map(|name| (name.clone(), sets[name].clone()))
+                .collect();
             ZonePolicy::new(
                 &format!("fw-{zone}"),
                 ZonePolicySpec {
@@ -367,6 +400,7 @@ pub fn zone_policies(rules: &[FirewallRule]) -> Vec<ZonePolicy> {
                     provenance: None,
                     egress,
                     ingress,
+                    address_sets,
                 },
             )
         })
@@ -417,9 +451,11 @@ mod tests {
         // The two feed rules name four zones on one side: three more rules on each side.
         assert_eq!(rules(|spec| spec.egress.len()), 103);
         assert_eq!(rules(|spec| spec.ingress.len()), 103);
-        let feed = &generated.policies[0].spec.egress[0];
+        let dmz = &generated.policies[0].spec;
+        let feed = &dmz.egress[0].destination;
+        assert!(feed.prefixes.is_empty(), "the feeds are a named set");
         assert_eq!(
-            feed.destination.prefixes.len(),
+            dmz.address_sets[&feed.sets[0]].prefixes.len(),
             800,
             "four in five prefixes are feeds"
         );

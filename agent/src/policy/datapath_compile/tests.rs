@@ -10,9 +10,9 @@ use super::*;
 use crate::model::Flow;
 use crate::policy::eval::{DecidedBy, PolicyVerdict};
 use crate::policy::resource::{
-    AddressMatch, FqdnMatch, LabelFilter, Logging, Part, PortRange, Protocol, Reset,
-    RuleProvenance, Rulebase, ServiceEntry, ServiceMatch, WildcardMatch, ZonePolicy,
-    ZonePolicySpec, ZoneRule,
+    AddressMatch, AddressSetSpec, FqdnMatch, LabelFilter, Logging, Part, PortRange, Prefix,
+    Protocol, Reset, RuleProvenance, Rulebase, ServiceEntry, ServiceMatch, WildcardMatch,
+    ZonePolicy, ZonePolicySpec, ZoneRule,
 };
 use crate::policy::resource::{Fidelity, Mode, RuleAction, RuleType, Tier};
 
@@ -118,7 +118,8 @@ fn address_match() -> impl Strategy<Value = AddressMatch> {
             .prop_map(|(prefixes, wildcard, fqdn, selectors, negate)| AddressMatch {
                 any: false,
                 negate,
-                prefixes: prefixes.iter().map(|&i| PREFIXES[i].to_string()).collect(),
+                prefixes: prefixes.iter().map(|&i| PREFIXES[i].into()).collect(),
+                sets: Vec::new(),
                 wildcards: wildcard
                     .map(|i| WildcardMatch {
                         address: WILDCARDS[i].0.to_string(),
@@ -265,22 +266,50 @@ fn policies(source_ports: bool) -> impl Strategy<Value = Vec<ZonePolicy>> {
         list.into_iter()
             .enumerate()
             .map(|(i, (tier, zone, audit, egress, ingress))| {
-                ZonePolicy::new(
-                    &format!("p{i}"),
-                    ZonePolicySpec {
-                        tier,
-                        order: i as u32 + 1,
-                        mode: if audit { Mode::Audit } else { Mode::Enforce },
-                        zone: POLICY_ZONES[zone].to_string(),
-                        part: None::<Part>,
-                        provenance: None,
-                        egress,
-                        ingress,
-                    },
-                )
+                let spec = ZonePolicySpec {
+                    tier,
+                    order: i as u32 + 1,
+                    mode: if audit { Mode::Audit } else { Mode::Enforce },
+                    zone: POLICY_ZONES[zone].to_string(),
+                    part: None::<Part>,
+                    provenance: None,
+                    egress,
+                    ingress,
+                    address_sets: BTreeMap::new(),
+                };
+                ZonePolicy::new(&format!("p{i}"), spec)
             })
             .collect()
     })
+}
+
+/// Moves every column's prefixes into a named set of the object. Names are numbered per
+/// object, so other objects give the same names to other prefixes (which must not be
+/// mistaken for each other), and some columns keep one prefix written out beside the set.
+fn name_address_sets(spec: &mut ZonePolicySpec) {
+    let mut names: HashMap<Vec<Prefix>, String> = HashMap::new();
+    let mut sets = BTreeMap::new();
+    for rule in spec.egress.iter_mut().chain(&mut spec.ingress) {
+        for column in [&mut rule.source, &mut rule.destination] {
+            if column.prefixes.is_empty() {
+                continue;
+            }
+            let keep = if column.prefixes.len() > 1 && column.negate {
+                column.prefixes.pop()
+            } else {
+                None
+            };
+            let prefixes = std::mem::replace(&mut column.prefixes, keep.into_iter().collect());
+            let count = names.len();
+            let name = names
+                .entry(prefixes.clone())
+                .or_insert_with(|| format!("s{count}"))
+                .clone();
+            sets.insert(name.clone(), AddressSetSpec { prefixes });
+            column.sets.push(name);
+        }
+    }
+    spec.address_sets = sets;
 }
 
 /// Each workload address goes to one of six workloads (or none); workloads get a zone and
@@ -540,6 +569,26 @@ proptest! {
             .map_err(TestCaseError::fail)?;
     }
 
+    /// Prefixes moved into named address sets compile to the verdicts they had written out.
+    /// Every object numbers its sets from `s0`, so objects share names for other prefixes.
+    #[test]
+    fn named_address_sets_give_the_verdicts_of_prefixes_written_out(
+        zone_policies in policies(false),
+        endpoints in endpoints(),
+        flows in prop::collection::vec(flow(), 50),
+    ) {
+        let written_out = PolicySet::new(&zone_policies).expect("generated policies are valid");
+        let mut named_policies = zone_policies.clone();
+        for policy in &mut named_policies {
+            name_address_sets(&mut policy.spec);
+        }
+        let named = PolicySet::new(&named_policies).expect("named sets are valid");
+        let compiled = compile(&named, EXTERNAL, &endpoints, &Limits::default())
+            .expect("compiles");
+        agrees_with_the_evaluator(&written_out, &compiled, &endpoints, &flows)
+            .map_err(TestCaseError::fail)?;
+    }
+
     /// Identity numbers kept from the tables of other endpoints ([`compile_after`]) give the
     /// same verdicts as a fresh compile, and every class both compiles have keeps its number.
     #[test]
@@ -706,6 +755,7 @@ fn zone_policy(
             provenance: None,
             egress,
             ingress,
+            address_sets: BTreeMap::new(),
         },
     )
 }
@@ -723,7 +773,7 @@ fn tcp(port: u16, end_port: Option<u16>) -> ServiceMatch {
 
 fn prefixes(list: &[&str]) -> AddressMatch {
     AddressMatch {
-        prefixes: list.iter().map(|s| s.to_string()).collect(),
+        prefixes: list.iter().map(|&s| s.into()).collect(),
         ..AddressMatch::default()
     }
 }
@@ -1158,10 +1208,10 @@ fn a_workload_leaving_a_class_that_stays_reuses_the_policy_entries() {
 /// 1,000 external prefixes in 10 address groups, 50 rules per zone and direction.
 fn realistic() -> (PolicySet, Vec<Endpoint>) {
     let zones = ["trust", "dmz", "restricted", "untrust"];
-    let groups: Vec<Vec<String>> = (0..10)
+    let groups: Vec<Vec<Prefix>> = (0..10)
         .map(|g| {
             (0..100)
-                .map(|i| format!("{}.{}.{}.0/24", 100 + g, i / 10, (i % 10) * 16))
+                .map(|i| format!("{}.{}.{}.0/24", 100 + g, i / 10, (i % 10) * 16).into())
                 .collect()
         })
         .collect();

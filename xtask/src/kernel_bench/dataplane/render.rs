@@ -45,8 +45,8 @@ fn members(address: &AddressMatch) -> Option<Vec<String>> {
     let mut out: Vec<String> = address
         .prefixes
         .iter()
+        .map(ToString::to_string)
         .filter(|p| !p.contains(':'))
-        .cloned()
         .collect();
     for selector in &address.selectors {
         let app: usize = selector
