@@ -294,7 +294,22 @@ fn main() -> ExitCode {
     }
 }
 
+/// The agent runs for months and its memory is budgeted (a DaemonSet on every node), but a
+/// policy load makes large short-lived buffers: file text, parser events, tables being built.
+/// glibc serves blocks above its mmap threshold from their own mappings, which go back to the
+/// kernel when freed, but raises that threshold (up to 32 MiB) each time such a block is
+/// freed, after which the buffers land in the heap and fragment it for good. A fixed
+/// threshold keeps them out of the heap.
+fn keep_large_buffers_out_of_the_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes a malloc tunable; called before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+    }
+}
+
 fn run_agent(args: AgentArgs) -> ExitCode {
+    keep_large_buffers_out_of_the_heap();
     let layout = PinLayout::new(&args.bpffs_root);
     if args.cleanup {
         return match Datapath::cleanup(&layout) {

@@ -531,28 +531,33 @@ impl Datapath {
         let mut trie: LpmTrie<&mut MapData, K, V> =
             LpmTrie::try_from(self.map_mut(name)?).map_err(|e| map_error("open", name, e))?;
         let diff = tables::diff(current, desired);
-        let keys: Vec<Key<K>> = diff
-            .upserts
-            .iter()
-            .map(|(prefix_len, data)| Key::new(*prefix_len, *data))
-            .collect();
-        let values: Vec<V> = diff.upserts.iter().map(|k| desired[k]).collect();
-        let mut batched = batched_upserts(name, fd, &keys, &values)?;
-        for (key, value) in keys.iter().zip(&values).skip(batched) {
-            trie.insert(key, value, 0)
-                .map_err(|e| map_error("insert", name, e))?;
+        // In chunks, so that a full table needs buffers for one chunk only.
+        let mut batched = 0;
+        for chunk in diff.upserts.chunks(WRITE_CHUNK) {
+            let keys: Vec<Key<K>> = chunk
+                .iter()
+                .map(|(prefix_len, data)| Key::new(*prefix_len, *data))
+                .collect();
+            let values: Vec<V> = chunk.iter().map(|k| desired[k]).collect();
+            let done = batched_upserts(name, fd, &keys, &values)?;
+            batched += done;
+            for (key, value) in keys.iter().zip(&values).skip(done) {
+                trie.insert(key, value, 0)
+                    .map_err(|e| map_error("insert", name, e))?;
+            }
         }
-        let stale: Vec<Key<K>> = diff
-            .removals
-            .iter()
-            .map(|(prefix_len, data)| Key::new(*prefix_len, *data))
-            .collect();
-        let done = batched_removals(name, fd, &stale)?;
-        batched += done;
-        for key in stale.iter().skip(done) {
-            match trie.remove(key) {
-                Ok(()) | Err(MapError::KeyNotFound) => {}
-                Err(e) => return Err(map_error("remove", name, e)),
+        for chunk in diff.removals.chunks(WRITE_CHUNK) {
+            let stale: Vec<Key<K>> = chunk
+                .iter()
+                .map(|(prefix_len, data)| Key::new(*prefix_len, *data))
+                .collect();
+            let done = batched_removals(name, fd, &stale)?;
+            batched += done;
+            for key in stale.iter().skip(done) {
+                match trie.remove(key) {
+                    Ok(()) | Err(MapError::KeyNotFound) => {}
+                    Err(e) => return Err(map_error("remove", name, e)),
+                }
             }
         }
         Ok(TableDiff {
@@ -722,6 +727,9 @@ impl EventReader {
         }
     }
 }
+
+/// Entries of one table written per batch call.
+const WRITE_CHUNK: usize = 16_384;
 
 /// Writes what the kernel takes in batches; returns how many entries (from the start) are
 /// written, so the caller writes the rest one by one.

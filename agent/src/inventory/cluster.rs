@@ -21,7 +21,7 @@
 use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Pod, PodSpec, PodStatus};
 
 use super::{Inventory, InventoryError, RawEndpoint, RawInventory, valid_zone};
 
@@ -71,6 +71,42 @@ fn pod_ips(pod: &Pod) -> Vec<String> {
         ips.push(ip.clone());
     }
     ips
+}
+
+/// Drops from a watched Pod everything [`inventory_from_cluster`] does not read, before the
+/// watch cache keeps it: the agent caches every pod of the cluster, and a whole Pod
+/// (containers, volumes, conditions, managed fields) takes several KiB.
+pub fn trim_pod(pod: &mut Pod) {
+    trim_metadata(&mut pod.metadata);
+    if let Some(spec) = pod.spec.take() {
+        pod.spec = Some(PodSpec {
+            node_name: spec.node_name,
+            host_network: spec.host_network,
+            ..PodSpec::default()
+        });
+    }
+    if let Some(status) = pod.status.take() {
+        pod.status = Some(PodStatus {
+            phase: status.phase,
+            pod_ip: status.pod_ip,
+            pod_ips: status.pod_ips,
+            ..PodStatus::default()
+        });
+    }
+}
+
+/// The same for a Namespace: only its name and labels are read.
+pub fn trim_namespace(namespace: &mut Namespace) {
+    trim_metadata(&mut namespace.metadata);
+    namespace.spec = None;
+    namespace.status = None;
+}
+
+/// Keeps what identifies the object (name, namespace, uid, resource version) and its labels.
+fn trim_metadata(metadata: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) {
+    metadata.managed_fields = None;
+    metadata.annotations = None;
+    metadata.owner_references = None;
 }
 
 /// Builds the inventory from the cluster's objects. Deterministic: pods are taken in
@@ -245,6 +281,49 @@ mod tests {
             })),
         ];
         (pods, namespaces)
+    }
+
+    /// What the watch caches keep of a pod gives the inventory the whole pod gives.
+    #[test]
+    fn trimmed_objects_give_the_same_inventory() {
+        let (mut pods, mut namespaces) = cluster();
+        pods.push(pod(serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {
+                "name": "web-full", "namespace": "shop", "uid": "u-1", "resourceVersion": "42",
+                "labels": {"app": "web"},
+                "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}"},
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                                     "name": "web", "uid": "u-0"}],
+                "managedFields": [{"manager": "kubelet", "operation": "Update"}]
+            },
+            "spec": {"nodeName": "node-a", "serviceAccountName": "web",
+                     "containers": [{"name": "web", "image": "web:1",
+                                     "env": [{"name": "A", "value": "b"}]}],
+                     "volumes": [{"name": "data", "emptyDir": {}}]},
+            "status": {"phase": "Running", "podIP": "10.244.1.6",
+                       "podIPs": [{"ip": "10.244.1.6"}],
+                       "conditions": [{"type": "Ready", "status": "True"}],
+                       "containerStatuses": [{"name": "web", "image": "web:1", "imageID": "x",
+                                              "ready": true, "restartCount": 0}]}
+        })));
+        let options = options(ZoneLabels::PodThenNamespace);
+        let whole = inventory_from_cluster(&pods, &namespaces, &options).unwrap();
+        let size = |pod: &Pod| serde_json::to_vec(pod).unwrap().len();
+        let before = size(pods.last().unwrap());
+        pods.iter_mut().for_each(trim_pod);
+        namespaces.iter_mut().for_each(trim_namespace);
+        assert!(
+            size(pods.last().unwrap()) * 2 < before,
+            "trimming drops most of a whole pod"
+        );
+        let trimmed = inventory_from_cluster(&pods, &namespaces, &options).unwrap();
+        assert_eq!(trimmed.inventory.endpoints, whole.inventory.endpoints);
+        assert_eq!(trimmed.local, whole.local);
+        assert_eq!(trimmed.left_out, whole.left_out);
+        let full = pods.last().unwrap();
+        assert_eq!(full.metadata.uid.as_deref(), Some("u-1"));
+        assert_eq!(full.metadata.resource_version.as_deref(), Some("42"));
     }
 
     #[test]

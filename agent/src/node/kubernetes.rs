@@ -20,13 +20,19 @@ use tokio::sync::Notify;
 
 use super::{FlowOutput, NodeError, Snapshot, Telemetry, local_workloads_of};
 use crate::datapath::Dataplane;
-use crate::inventory::cluster::{ClusterOptions, inventory_from_cluster};
+use crate::inventory::cluster::{ClusterOptions, inventory_from_cluster, trim_namespace, trim_pod};
 use crate::metrics::ReconcileErrorKind;
 use crate::policy::{PolicySet, ZonePolicy};
 
-/// Watches one kind of object into a store; every event wakes the reconcile loop; watch
-/// errors mark the API server unreachable until the next successful event.
-fn watch<K>(api: Api<K>, wake: std::sync::Arc<Notify>, telemetry: Telemetry) -> reflector::Store<K>
+/// Watches one kind of object into a store, `trim` applied to each object before the store
+/// keeps it; every event wakes the reconcile loop; watch errors mark the API server
+/// unreachable until the next successful event.
+fn watch<K>(
+    api: Api<K>,
+    trim: fn(&mut K),
+    wake: std::sync::Arc<Notify>,
+    telemetry: Telemetry,
+) -> reflector::Store<K>
 where
     K: kube::Resource<DynamicType = ()>
         + Clone
@@ -37,7 +43,11 @@ where
         + 'static,
 {
     let (reader, writer) = reflector::store();
-    let stream = reflector(writer, watcher(api, watcher::Config::default())).default_backoff();
+    let stream = reflector(
+        writer,
+        watcher(api, watcher::Config::default()).modify(trim),
+    )
+    .default_backoff();
     tokio::spawn(async move {
         futures::pin_mut!(stream);
         while let Some(event) = stream.next().await {
@@ -77,16 +87,19 @@ pub async fn run_kubernetes(
     let wake = std::sync::Arc::new(Notify::new());
     let policies = watch(
         Api::<ZonePolicy>::all(client.clone()),
+        |policy| policy.metadata.managed_fields = None,
         wake.clone(),
         telemetry.clone(),
     );
     let pods = watch(
         Api::<Pod>::all(client.clone()),
+        trim_pod,
         wake.clone(),
         telemetry.clone(),
     );
     let namespaces = watch(
         Api::<Namespace>::all(client),
+        trim_namespace,
         wake.clone(),
         telemetry.clone(),
     );

@@ -24,6 +24,7 @@ use crate::metrics::{
     AgentMetrics, AgentMetricsOptions, Metrics, Readiness, ReconcileErrorKind, RuleHit,
 };
 use crate::policy::ZonePolicy;
+use crate::policy::compile::{AddressCache, AddressPool, CompiledPolicy, compile_with};
 use crate::policy::datapath_compile::RuleOrigin;
 use crate::policy::datapath_compile::{self, CompileError, Compiled};
 use crate::policy::eval::{PolicySet, PolicySetError};
@@ -204,42 +205,49 @@ pub struct Snapshot {
 }
 
 /// What the last snapshot read, so the next one parses and compiles only what changed: the
-/// objects of each policy file by the SHA-256 of its text (a directory input), and the set
-/// they were compiled into, whose compiled objects [`PolicySet::new_shared`] takes over for
-/// the very same objects.
+/// objects of each policy file, compiled, by the SHA-256 of its text (a directory input).
+/// Only the compiled objects are kept, not the objects read: a large firewall's objects are
+/// tens of MiB, and nothing needs them once compiled.
 #[derive(Default)]
 pub struct LoadedPolicies {
-    files: HashMap<[u8; 32], Vec<Arc<ZonePolicy>>>,
-    set: Option<PolicySet>,
+    files: HashMap<[u8; 32], Vec<Arc<CompiledPolicy>>>,
 }
 
 impl LoadedPolicies {
     /// The input's policy set. A directory's files whose text did not change keep the objects
-    /// parsed last time; nothing is kept unless the whole set is valid.
+    /// compiled last time; nothing is kept unless the whole set is valid.
     fn load(&mut self, input: &PolicyInput) -> Result<PolicySet, NodeError> {
-        let mut files = HashMap::new();
-        let objects: Vec<Arc<ZonePolicy>> = match input {
-            PolicyInput::Policies(dir) => {
-                let mut objects = Vec::new();
-                for file in read_dir_texts(dir)? {
-                    let digest: [u8; 32] = Sha256::digest(file.text.as_bytes()).into();
-                    let parsed = match self.files.get(&digest) {
-                        Some(parsed) => parsed.clone(),
-                        None => parse_documents(&file.text, &file.path.display().to_string())?
-                            .into_iter()
-                            .map(Arc::new)
-                            .collect(),
-                    };
-                    objects.extend(parsed.iter().cloned());
-                    files.insert(digest, parsed);
-                }
-                objects
-            }
-            PolicyInput::Panos { .. } => load_policies(input)?.into_iter().map(Arc::new).collect(),
+        let PolicyInput::Policies(dir) = input else {
+            return Ok(PolicySet::new(&load_policies(input)?)?);
         };
-        let set = PolicySet::new_shared(&objects, self.set.as_ref())?;
+        // Each file read anew is compiled and dropped before the next is read; the parsed
+        // address columns go from one to the next.
+        let mut pool = AddressPool::default();
+        let mut results = Vec::new();
+        let mut files: HashMap<[u8; 32], Vec<Arc<CompiledPolicy>>> = HashMap::new();
+        for file in read_dir_texts(dir)? {
+            let digest: [u8; 32] = Sha256::digest(file.text.as_bytes()).into();
+            if let Some(compiled) = self.files.get(&digest) {
+                results.extend(compiled.iter().cloned().map(Ok));
+                files.insert(digest, compiled.clone());
+                continue;
+            }
+            let objects = parse_documents(&file.text, &file.path.display().to_string())?;
+            drop(file);
+            let mut addresses = AddressCache::with_pool(pool);
+            let mut compiled = Vec::with_capacity(objects.len());
+            for object in &objects {
+                let result = compile_with(object, &mut addresses).map(Arc::new);
+                if let Ok(done) = &result {
+                    compiled.push(Arc::clone(done));
+                }
+                results.push(result);
+            }
+            pool = addresses.into_pool();
+            files.insert(digest, compiled);
+        }
+        let set = PolicySet::from_compiled(results)?;
         self.files = files;
-        self.set = Some(set.clone());
         Ok(set)
     }
 }
