@@ -123,7 +123,7 @@ fn tcx_attach(program: BorrowedFd<'_>, ifindex: u32, attach_type: u32) -> anyhow
 }
 
 /// Namespaces created for the measurement; dropping this removes them (and the veth pair).
-struct Namespaces(Vec<String>);
+pub(super) struct Namespaces(pub(super) Vec<String>);
 
 impl Drop for Namespaces {
     fn drop(&mut self) {
