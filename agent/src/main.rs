@@ -302,7 +302,7 @@ fn main() -> ExitCode {
 /// threshold keeps them out of the heap.
 fn keep_large_buffers_out_of_the_heap() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes a malloc tunable; called before any thread starts.
+    // SAFETY: mallopt only sets a tunable of glibc's allocator, under its own lock.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
     }

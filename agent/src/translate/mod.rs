@@ -25,7 +25,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use foldhash::{HashMap, HashSet};
-use ipnet::IpNet;
 use sha2::{Digest as _, Sha256};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -612,17 +611,22 @@ fn set_bytes(name: &str, set: &AddressSetSpec) -> usize {
         + set
             .prefixes
             .iter()
-            .map(|prefix| INDENT + "- ''\n".len() + text_bound(prefix))
+            .map(|prefix| INDENT + "- ''\n".len() + text_len(prefix))
             .sum::<usize>()
 }
 
-/// Bytes a prefix takes written out, at most.
-fn text_bound(prefix: &Prefix) -> usize {
-    match prefix {
-        Prefix::Canonical(IpNet::V4(_)) => "255.255.255.255/32".len(),
-        Prefix::Canonical(IpNet::V6(_)) => "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/128".len(),
-        Prefix::Written(text) => text.len(),
+/// Bytes a prefix takes written out (counted, not written).
+fn text_len(prefix: &Prefix) -> usize {
+    struct Count(usize);
+    impl std::fmt::Write for Count {
+        fn write_str(&mut self, text: &str) -> std::fmt::Result {
+            self.0 += text.len();
+            Ok(())
+        }
     }
+    let mut count = Count(0);
+    let _ = std::fmt::Write::write_fmt(&mut count, format_args!("{prefix}"));
+    count.0
 }
 
 /// Whether an object's YAML fits the limit.

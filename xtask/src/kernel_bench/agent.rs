@@ -14,10 +14,8 @@
 
 use std::{
     fmt::Write as _,
-    io::{Read as _, Write as _},
-    net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream},
+    net::{IpAddr, Ipv4Addr},
     path::Path,
-    process::{Command, Stdio},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -32,9 +30,10 @@ use zonewall::{
     translate,
 };
 
+use super::end_to_end::{ready, standalone_agent};
 use super::generate::{self, Scale};
 use super::heap;
-use super::traffic::{Namespaces, in_netns, ip};
+use super::traffic::{Namespaces, ip};
 use crate::bench::release_binary;
 use crate::workspace_root;
 
@@ -120,8 +119,6 @@ struct AgentProcess {
     ready_after: Duration,
 }
 
-const METRICS_PORT: u16 = 19_192;
-
 /// The inventory file: every endpoint on one line.
 fn inventory_yaml(endpoints: &[Endpoint]) -> String {
     let mut out = format!("external_zone: {}\nendpoints:\n", generate::EXTERNAL_ZONE);
@@ -138,20 +135,6 @@ fn inventory_yaml(endpoints: &[Endpoint]) -> String {
         );
     }
     out
-}
-
-/// Whether the agent in namespace `netns` answers `/readyz` with 200.
-fn ready(netns: &str) -> bool {
-    in_netns(netns, || {
-        let address = SocketAddr::from((Ipv4Addr::LOCALHOST, METRICS_PORT));
-        let mut stream = TcpStream::connect_timeout(&address, Duration::from_millis(200))?;
-        stream.set_read_timeout(Some(Duration::from_secs(1)))?;
-        stream.write_all(b"GET /readyz HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response)?;
-        Ok(response.split_whitespace().nth(1) == Some("200"))
-    })
-    .unwrap_or(false)
 }
 
 /// The Panorama configuration of `bench sync` (10,000 rules, 100,000 address objects),
@@ -201,25 +184,8 @@ fn agent_process(
     let pins = super::measure::Pins::named("agent-process");
     let log = std::fs::File::create(dir.join("agent-process.log")).context("agent log")?;
     let started = Instant::now();
-    // nsenter, not `ip netns exec`, which would remount /sys without bpffs.
-    let mut child = Command::new("nsenter")
-        .arg(format!("--net=/run/netns/{netns}"))
-        .arg("--")
-        .arg(&binary)
-        .args(["agent", "--standalone", "--inventory"])
-        .arg(&inventory)
-        .arg("--policies")
-        .arg(&policy_dir)
-        .arg("--bpffs-root")
-        .arg(&pins.0.root)
-        .args(["--metrics-addr", &format!("127.0.0.1:{METRICS_PORT}")])
-        .arg("--cleanup-on-exit")
-        .env("ZONEWALL_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .context("start zonewall agent")?;
-    // nsenter replaces itself with the agent: the child's pid is the agent's.
+    let mut agent = standalone_agent(&binary, &netns, &inventory, &policy_dir, &pins, log)?;
+    let child = &mut agent.0;
     let pid = child.id().to_string();
     let measured = (|| {
         while !ready(&netns) {
@@ -248,17 +214,7 @@ fn agent_process(
             ready_after,
         })
     })();
-    // SAFETY: signalling our own child by its pid.
-    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while child.try_wait()?.is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    drop(agent);
     drop(pins);
     measured
 }

@@ -60,7 +60,7 @@ fn configs(dir: &Path) -> anyhow::Result<(std::path::PathBuf, std::path::PathBuf
 }
 
 /// A child process stopped with SIGTERM (and waited for) when dropped.
-struct Stopped(Child);
+pub(super) struct Stopped(pub(super) Child);
 
 impl Drop for Stopped {
     fn drop(&mut self) {
@@ -78,8 +78,42 @@ impl Drop for Stopped {
     }
 }
 
+/// A release `zonewall agent --standalone` in network namespace `netns`, on `inventory` and
+/// the policy directory `policies`, pinned under `pins` (removed when it stops), serving
+/// metrics on 127.0.0.1:`METRICS_PORT` there and logging to `log`.
+pub(super) fn standalone_agent(
+    binary: &Path,
+    netns: &str,
+    inventory: &Path,
+    policies: &Path,
+    pins: &Pins,
+    log: std::fs::File,
+) -> anyhow::Result<Stopped> {
+    // nsenter switches only the network namespace (`ip netns exec` would also mount a fresh
+    // /sys, hiding the bpffs the agent pins into), and replaces itself with the agent: the
+    // child's pid is the agent's.
+    let child = Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{netns}"))
+        .arg("--")
+        .arg(binary)
+        .args(["agent", "--standalone", "--inventory"])
+        .arg(inventory)
+        .arg("--policies")
+        .arg(policies)
+        .arg("--bpffs-root")
+        .arg(&pins.0.root)
+        .args(["--metrics-addr", &format!("127.0.0.1:{METRICS_PORT}")])
+        .arg("--cleanup-on-exit")
+        .env("ZONEWALL_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .context("start zonewall agent")?;
+    Ok(Stopped(child))
+}
+
 /// Whether the agent in namespace `node` answers `/readyz` with 200.
-fn ready(node: &str) -> bool {
+pub(super) fn ready(node: &str) -> bool {
     in_netns(node, || {
         let address = SocketAddr::from((Ipv4Addr::LOCALHOST, METRICS_PORT));
         let mut stream = TcpStream::connect_timeout(&address, Duration::from_millis(200))?;
@@ -157,27 +191,14 @@ pub fn run() -> anyhow::Result<()> {
     }
     let agent_log = std::fs::File::create(bench_dir.join("e2e-agent.log"))
         .context("create target/bench/e2e-agent.log")?;
-    let agent = Stopped(
-        // nsenter switches only the network namespace (`ip netns exec` would also mount a
-        // fresh /sys, hiding the bpffs the agent pins into).
-        Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{}", topology.node))
-            .arg("--")
-            .arg(&binary)
-            .args(["agent", "--standalone", "--inventory"])
-            .arg(&inventory)
-            .arg("--policies")
-            .arg(&output)
-            .arg("--bpffs-root")
-            .arg(&pins.0.root)
-            .args(["--metrics-addr", &format!("127.0.0.1:{METRICS_PORT}")])
-            .arg("--cleanup-on-exit")
-            .env("ZONEWALL_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(agent_log)
-            .spawn()
-            .context("start zonewall agent")?,
-    );
+    let agent = standalone_agent(
+        &binary,
+        &topology.node,
+        &inventory,
+        &output,
+        &pins,
+        agent_log,
+    )?;
     while !ready(&topology.node) {
         ensure!(
             started.elapsed() < DEADLINE * 2,
