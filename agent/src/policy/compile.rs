@@ -129,24 +129,18 @@ pub struct AddressPool {
     columns: HashSet<Arc<AddressSet>, foldhash::fast::RandomState>,
 }
 
-impl AddressPool {
-    fn set(&mut self, parsed: Vec<IpNet>) -> Arc<[IpNet]> {
-        if let Some(known) = self.sets.get(parsed.as_slice()) {
-            return Arc::clone(known);
-        }
-        let parsed: Arc<[IpNet]> = parsed.into();
-        self.sets.insert(Arc::clone(&parsed));
-        parsed
+/// The value of `pool` equal to `value`, which is added first when there is none.
+fn intern<T, V>(pool: &mut HashSet<Arc<T>, foldhash::fast::RandomState>, value: V) -> Arc<T>
+where
+    T: ?Sized + Eq + std::hash::Hash,
+    V: std::borrow::Borrow<T> + Into<Arc<T>>,
+{
+    if let Some(known) = pool.get(value.borrow()) {
+        return Arc::clone(known);
     }
-
-    fn column(&mut self, parsed: AddressSet) -> Arc<AddressSet> {
-        if let Some(known) = self.columns.get(&parsed) {
-            return Arc::clone(known);
-        }
-        let parsed = Arc::new(parsed);
-        self.columns.insert(Arc::clone(&parsed));
-        parsed
-    }
+    let value: Arc<T> = value.into();
+    pool.insert(Arc::clone(&value));
+    value
 }
 
 /// A parsed named set, compared by identity: equal content is one allocation in
@@ -215,7 +209,7 @@ impl<'a> AddressCache<'a> {
         if problems.list.len() != before {
             return parsed.into();
         }
-        let parsed = self.pool.set(parsed);
+        let parsed = intern(&mut self.pool.sets, parsed);
         self.sets.insert(prefixes, Arc::clone(&parsed));
         parsed
     }
@@ -251,7 +245,7 @@ impl<'a> AddressCache<'a> {
         if problems.list.len() != before {
             return Arc::new(parsed);
         }
-        let parsed = self.pool.column(parsed);
+        let parsed = intern(&mut self.pool.columns, parsed);
         self.parsed.insert(key, Arc::clone(&parsed));
         parsed
     }

@@ -389,6 +389,17 @@ pub struct AddressMatch {
     pub selectors: Vec<LabelFilter>,
 }
 
+impl ZoneRule {
+    /// The address sets its columns name.
+    pub fn address_sets(&self) -> impl Iterator<Item = &str> {
+        self.source
+            .sets
+            .iter()
+            .chain(&self.destination.sets)
+            .map(String::as_str)
+    }
+}
+
 /// `address` with the bits set in `mask` ignored.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Hash)]
 pub struct WildcardMatch {

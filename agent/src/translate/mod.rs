@@ -251,8 +251,7 @@ impl Conversions {
             .rules
             .iter()
             .flatten()
-            .flat_map(|rule| rule.source.sets.iter().chain(&rule.destination.sets))
-            .map(String::as_str)
+            .flat_map(ZoneRule::address_sets)
             .collect();
         self.sets.retain(|name, _| named.contains(name.as_str()));
     }
@@ -521,8 +520,7 @@ fn sets_named(sets: &SetTable, rules: &[&[ZoneRule]]) -> BTreeMap<String, Addres
     let names: BTreeSet<&str> = rules
         .iter()
         .flat_map(|list| list.iter())
-        .flat_map(|rule| rule.source.sets.iter().chain(&rule.destination.sets))
-        .map(String::as_str)
+        .flat_map(ZoneRule::address_sets)
         .collect();
     names
         .into_iter()
@@ -720,11 +718,8 @@ fn split(
             .unwrap_or(0);
         // The sets it names, each charged to the first rule of a part that names it.
         let named: Vec<(&str, usize)> = rule
-            .source
-            .sets
-            .iter()
-            .chain(&rule.destination.sets)
-            .filter_map(|name| sets.get_key_value(name.as_str()))
+            .address_sets()
+            .filter_map(|name| sets.get_key_value(name))
             .map(|(name, (_, set))| (name.as_str(), set_bytes(name, set)))
             .collect();
         let own = rule_bytes(&rule)? + warnings;

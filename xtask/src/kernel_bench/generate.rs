@@ -380,14 +380,14 @@ pub fn zone_policies(rules: &[FirewallRule]) -> Vec<ZonePolicy> {
     lists
         .into_iter()
         .map(|(zone, (egress, ingress))| {
-            let names: BTreeSet<&String> = egress
+            let names: BTreeSet<&str> = egress
                 .iter()
                 .chain(&ingress)
-                .flat_map(|rule| rule.source.sets.iter().chain(&rule.destination.sets))
+                .flat_map(ZoneRule::address_sets)
                 .collect();
             let address_sets = names
                 .into_iter()
-                .map(|name| (name.clone(), sets[name].clone()))
+                .map(|name| (name.to_string(), sets[name].clone()))
                 .collect();
             ZonePolicy::new(
                 &format!("fw-{zone}"),
