@@ -10,6 +10,7 @@
 //! say so.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
@@ -22,7 +23,8 @@ use super::{FlowOutput, NodeError, Snapshot, Telemetry, local_workloads_of};
 use crate::datapath::Dataplane;
 use crate::inventory::cluster::{ClusterOptions, inventory_from_cluster, trim_namespace, trim_pod};
 use crate::metrics::ReconcileErrorKind;
-use crate::policy::{PolicySet, ZonePolicy};
+use crate::policy::compile::{CompiledPolicy, compile};
+use crate::policy::{PolicySet, ValidationError, ZonePolicy};
 
 /// Watches one kind of object into a store, `trim` applied to each object before the store
 /// keeps it; every event wakes the reconcile loop; watch errors mark the API server
@@ -56,23 +58,103 @@ where
                     telemetry.metrics.set_apiserver_reachable(true);
                     wake.notify_one();
                 }
-                Err(e) => {
-                    telemetry.metrics.set_apiserver_reachable(false);
-                    telemetry.readiness.set_not_ready(
-                        "the API server is unreachable; the last good policy stays enforced",
-                    );
-                    telemetry
-                        .metrics
-                        .record_reconcile_error(ReconcileErrorKind::Watch);
-                    tracing::warn!(
-                        "watching {} failed, enforcing the last good policy: {e}",
-                        K::kind(&())
-                    );
-                }
+                Err(e) => watch_failed::<K>(&telemetry, &e),
             }
         }
     });
     reader
+}
+
+/// A watch error: the API server is unreachable until the next successful event.
+fn watch_failed<K: kube::Resource<DynamicType = ()>>(
+    telemetry: &Telemetry,
+    error: &watcher::Error,
+) {
+    telemetry.metrics.set_apiserver_reachable(false);
+    telemetry
+        .readiness
+        .set_not_ready("the API server is unreachable; the last good policy stays enforced");
+    telemetry
+        .metrics
+        .record_reconcile_error(ReconcileErrorKind::Watch);
+    tracing::warn!(
+        "watching {} failed, enforcing the last good policy: {error}",
+        K::kind(&())
+    );
+}
+
+/// One ZonePolicy as the cache keeps it: compiled, or why it is invalid.
+type CompiledObject = Result<Arc<CompiledPolicy>, Vec<ValidationError>>;
+
+/// The cluster's ZonePolicy objects, compiled as they arrive; the objects themselves are not
+/// kept (a large firewall's are tens of MiB, and nothing reads them once compiled). Like a
+/// reflector store, a relist replaces the contents only once it is complete.
+#[derive(Default)]
+struct CompiledPolicies {
+    /// By object name.
+    objects: BTreeMap<String, CompiledObject>,
+    /// A relist being received.
+    relist: Option<BTreeMap<String, CompiledObject>>,
+    /// A complete list has been received.
+    listed: bool,
+}
+
+impl CompiledPolicies {
+    fn compile(policy: &ZonePolicy) -> (String, CompiledObject) {
+        let name = policy.metadata.name.clone().unwrap_or_default();
+        (name, compile(policy).map(Arc::new))
+    }
+
+    fn apply(&mut self, event: watcher::Event<ZonePolicy>) {
+        match event {
+            watcher::Event::Init => self.relist = Some(BTreeMap::new()),
+            watcher::Event::InitApply(policy) => {
+                let (name, compiled) = Self::compile(&policy);
+                self.relist.get_or_insert_default().insert(name, compiled);
+            }
+            watcher::Event::InitDone => {
+                self.objects = self.relist.take().unwrap_or_default();
+                self.listed = true;
+            }
+            watcher::Event::Apply(policy) => {
+                let (name, compiled) = Self::compile(&policy);
+                self.objects.insert(name, compiled);
+            }
+            watcher::Event::Delete(policy) => {
+                self.objects
+                    .remove(policy.metadata.name.as_deref().unwrap_or_default());
+            }
+        }
+    }
+}
+
+/// Watches the ZonePolicy objects into a [`CompiledPolicies`], as [`watch`] does for the
+/// other kinds.
+fn watch_policies(
+    api: Api<ZonePolicy>,
+    wake: Arc<Notify>,
+    telemetry: Telemetry,
+) -> Arc<Mutex<CompiledPolicies>> {
+    let cache = Arc::new(Mutex::new(CompiledPolicies::default()));
+    let stream = watcher(api, watcher::Config::default()).default_backoff();
+    let filled = Arc::clone(&cache);
+    tokio::spawn(async move {
+        futures::pin_mut!(stream);
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(event) => {
+                    filled
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .apply(event);
+                    telemetry.metrics.set_apiserver_reachable(true);
+                    wake.notify_one();
+                }
+                Err(e) => watch_failed::<ZonePolicy>(&telemetry, &e),
+            }
+        }
+    });
+    cache
 }
 
 /// Runs until `stop` resolves.
@@ -85,9 +167,8 @@ pub async fn run_kubernetes(
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), NodeError> {
     let wake = std::sync::Arc::new(Notify::new());
-    let policies = watch(
+    let policies = watch_policies(
         Api::<ZonePolicy>::all(client.clone()),
-        |policy| policy.metadata.managed_fields = None,
         wake.clone(),
         telemetry.clone(),
     );
@@ -108,9 +189,12 @@ pub async fn run_kubernetes(
     tokio::select! {
         () = &mut stop => return Ok(()),
         ready = async {
-            policies.wait_until_ready().await?;
             pods.wait_until_ready().await?;
-            namespaces.wait_until_ready().await
+            namespaces.wait_until_ready().await?;
+            while !policies.lock().unwrap_or_else(std::sync::PoisonError::into_inner).listed {
+                wake.notified().await;
+            }
+            Ok::<_, reflector::store::WriterDropped>(())
         } => {
             if ready.is_err() {
                 return Ok(());
@@ -121,8 +205,6 @@ pub async fn run_kubernetes(
     let events = flows.is_some();
     let node_name = options.node_name.clone();
     let mut current: Option<Snapshot> = None;
-    // The last valid set, whose compiled objects the next reconcile reuses.
-    let mut policy_set: Option<PolicySet> = None;
     let mut enricher = None;
     let mut reconcile = true;
     let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -131,16 +213,22 @@ pub async fn run_kubernetes(
         if reconcile {
             reconcile = false;
             let started = Instant::now();
-            // Shared with the watch caches, not copied: a large policy is hundreds of MiB.
+            // Shared with the watch caches, not copied.
             let pod_list = pods.state();
             let namespace_list = namespaces.state();
-            let policy_list = policies.state();
+            let policy_list: Vec<CompiledObject> = policies
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .objects
+                .values()
+                .cloned()
+                .collect();
             let outcome = (|| {
                 let cluster = inventory_from_cluster(&pod_list, &namespace_list, options)?;
                 for line in &cluster.left_out {
                     tracing::debug!("not enforced as a workload: {line}");
                 }
-                let set = PolicySet::new_shared(&policy_list, policy_set.as_ref())?;
+                let set = PolicySet::from_compiled(policy_list.iter().cloned())?;
                 let previous = current.as_ref().map(|s: &Snapshot| &s.compiled);
                 let compiled = super::compile_set(&cluster.inventory, &set, previous)?;
                 telemetry.metrics.record_compile(started.elapsed());
@@ -152,11 +240,10 @@ pub async fn run_kubernetes(
                     workloads,
                 };
                 let report = telemetry.timed_apply(dataplane, &mut attached, &snapshot, events)?;
-                Ok::<_, NodeError>((report, snapshot, set))
+                Ok::<_, NodeError>((report, snapshot))
             })();
             match outcome {
-                Ok((report, snapshot, set)) => {
-                    policy_set = Some(set);
+                Ok((report, snapshot)) => {
                     if report.written > 0 || report.removed > 0 || current.is_none() {
                         tracing::info!(
                             generation = report.generation,
@@ -215,4 +302,54 @@ pub async fn run_kubernetes(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::load::parse_documents;
+
+    fn policy(name: &str, order: u32) -> ZonePolicy {
+        let text = format!(
+            "apiVersion: zonewall.io/v1alpha1\nkind: ZonePolicy\nmetadata:\n  name: {name}\nspec:\n  tier: firewall\n  order: {order}\n  mode: Enforce\n  zone: dmz\n  egress: []\n  ingress: []\n"
+        );
+        parse_documents(&text, "test.yaml")
+            .expect("test policy")
+            .remove(0)
+    }
+
+    fn names(cache: &CompiledPolicies) -> Vec<(&str, bool)> {
+        cache
+            .objects
+            .iter()
+            .map(|(name, compiled)| (name.as_str(), compiled.is_ok()))
+            .collect()
+    }
+
+    /// As a reflector store: a relist shows only once complete, events apply in between,
+    /// and an invalid object is kept as invalid (so the set is refused, not opened).
+    #[test]
+    fn the_compiled_cache_follows_the_watch_and_swaps_in_complete_lists() {
+        let mut cache = CompiledPolicies::default();
+        cache.apply(watcher::Event::Init);
+        cache.apply(watcher::Event::InitApply(policy("a", 1)));
+        cache.apply(watcher::Event::InitApply(policy("b", 2)));
+        assert!(
+            !cache.listed && cache.objects.is_empty(),
+            "nothing before the list ends"
+        );
+        cache.apply(watcher::Event::InitDone);
+        assert!(cache.listed);
+        assert_eq!(names(&cache), [("a", true), ("b", true)]);
+        cache.apply(watcher::Event::Apply(policy("b", 0)));
+        cache.apply(watcher::Event::Delete(policy("a", 1)));
+        assert_eq!(names(&cache), [("b", false)], "order 0 is invalid");
+        assert!(PolicySet::from_compiled(cache.objects.values().cloned()).is_err());
+        // A relist after a watch error: the old contents stay until it is complete.
+        cache.apply(watcher::Event::Init);
+        cache.apply(watcher::Event::InitApply(policy("c", 1)));
+        assert_eq!(names(&cache), [("b", false)]);
+        cache.apply(watcher::Event::InitDone);
+        assert_eq!(names(&cache), [("c", true)]);
+    }
 }

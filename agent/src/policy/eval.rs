@@ -17,8 +17,8 @@
 //! 6. After the last tier: allow.
 
 use std::borrow::Borrow;
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Weak};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -223,10 +223,6 @@ type ZoneKey = (Tier, Option<String>);
 pub struct PolicySet {
     /// (tier, zone or `None` for `any`) -> policies by order.
     by_zone: BTreeMap<ZoneKey, Vec<Arc<CompiledPolicy>>>,
-    /// The shared objects compiled by [`PolicySet::new_shared`], with their compilation,
-    /// for the next set to reuse. `Weak`: this set does not keep a deleted object alive, and
-    /// its allocation stays reserved, so no other object can show up at its address.
-    sources: Vec<(Weak<ZonePolicy>, Arc<CompiledPolicy>)>,
 }
 
 impl PolicySet {
@@ -237,48 +233,21 @@ impl PolicySet {
         let compiled = policies
             .iter()
             .map(|policy| compile_with(policy.borrow(), &mut addresses).map(Arc::new));
-        Self::assemble(compiled, Vec::new())
-    }
-
-    /// [`PolicySet::new`] over shared objects (the Kubernetes agent's watch cache): an object
-    /// `previous` compiled, the very same `Arc`, is not compiled again. A watch event replaces
-    /// the `Arc` of the object it changes, so one changed ZonePolicy costs one compilation.
-    pub fn new_shared(
-        policies: &[Arc<ZonePolicy>],
-        previous: Option<&PolicySet>,
-    ) -> Result<PolicySet, PolicySetError> {
-        let known: HashMap<*const ZonePolicy, &Arc<CompiledPolicy>> = previous
-            .iter()
-            .flat_map(|set| &set.sources)
-            .map(|(source, compiled)| (source.as_ptr(), compiled))
-            .collect();
-        let mut addresses = AddressCache::default();
-        let mut sources = Vec::with_capacity(policies.len());
-        let mut compiled = Vec::with_capacity(policies.len());
-        for policy in policies {
-            let result = match known.get(&Arc::as_ptr(policy)) {
-                Some(&reused) => Ok(Arc::clone(reused)),
-                None => compile_with(policy, &mut addresses).map(Arc::new),
-            };
-            if let Ok(done) = &result {
-                sources.push((Arc::downgrade(policy), Arc::clone(done)));
-            }
-            compiled.push(result);
-        }
-        Self::assemble(compiled.into_iter(), sources)
+        Self::assemble(compiled)
     }
 
     /// The set of objects compiled apart ([`compile_with`]), for a reader that keeps the
-    /// compiled objects rather than the objects it read: checked as [`PolicySet::new`] checks.
+    /// compiled objects rather than the objects it read (both agent modes): checked as
+    /// [`PolicySet::new`] checks. An object compiled once is shared by every set built from
+    /// it, so an unchanged object costs no compilation.
     pub fn from_compiled(
         compiled: impl IntoIterator<Item = Result<Arc<CompiledPolicy>, Vec<ValidationError>>>,
     ) -> Result<PolicySet, PolicySetError> {
-        Self::assemble(compiled.into_iter(), Vec::new())
+        Self::assemble(compiled.into_iter())
     }
 
     fn assemble(
         compiled: impl Iterator<Item = Result<Arc<CompiledPolicy>, Vec<ValidationError>>>,
-        sources: Vec<(Weak<ZonePolicy>, Arc<CompiledPolicy>)>,
     ) -> Result<PolicySet, PolicySetError> {
         let mut problems = Vec::new();
         let mut by_zone: BTreeMap<ZoneKey, Vec<Arc<CompiledPolicy>>> = BTreeMap::new();
@@ -308,7 +277,7 @@ impl PolicySet {
             }
             check_parts(*tier, &zone_name, list)?;
         }
-        Ok(PolicySet { by_zone, sources })
+        Ok(PolicySet { by_zone })
     }
 
     pub fn is_empty(&self) -> bool {

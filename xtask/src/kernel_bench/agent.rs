@@ -26,7 +26,11 @@ use zonewall::{
     firewall::panos,
     inventory::{Endpoint, Inventory},
     node,
-    policy::{PolicySet, ZonePolicy, resource::PortRange},
+    policy::{
+        PolicySet, PolicySetError, ZonePolicy,
+        compile::{CompiledPolicy, compile},
+        resource::PortRange,
+    },
     translate,
 };
 
@@ -219,6 +223,33 @@ fn agent_process(
     measured
 }
 
+/// Each object compiled, or taken over from `compiled_before` when it is the very same
+/// object as in `before` (the objects the previous compile was given), as the agent's caches
+/// do.
+pub(super) fn compiled_objects(
+    objects: &[Arc<ZonePolicy>],
+    before: &[Arc<ZonePolicy>],
+    compiled_before: &[Arc<CompiledPolicy>],
+) -> anyhow::Result<Vec<Arc<CompiledPolicy>>> {
+    let mut out = Vec::with_capacity(objects.len());
+    for (k, object) in objects.iter().enumerate() {
+        let kept = before
+            .get(k)
+            .filter(|b| Arc::ptr_eq(b, object))
+            .and_then(|_| compiled_before.get(k))
+            .cloned();
+        let compiled = match kept {
+            Some(kept) => kept,
+            None => Arc::new(
+                compile(object)
+                    .map_err(|problems| anyhow::anyhow!("{}", PolicySetError::Invalid(problems)))?,
+            ),
+        };
+        out.push(compiled);
+    }
+    Ok(out)
+}
+
 pub fn run() -> anyhow::Result<()> {
     let bench_dir = workspace_root().join("target/bench");
     std::fs::create_dir_all(&bench_dir).context("create target/bench")?;
@@ -247,7 +278,7 @@ pub fn run() -> anyhow::Result<()> {
     // The ZonePolicy objects and endpoints as handed to the agent (the generator's own copy
     // of the firewall rules is not part of it).
     drop(generated.rules);
-    // Shared objects, as the Kubernetes agent's watch cache holds them.
+    // Shared objects, as a watch delivers them.
     let policies: Vec<Arc<ZonePolicy>> = generated.policies.into_iter().map(Arc::new).collect();
     let heap_input = heap::live() - heap_start;
     let inventory = |endpoints: &[Endpoint]| {
@@ -258,7 +289,9 @@ pub fn run() -> anyhow::Result<()> {
     heap::reset_peak();
     let before_policy = heap::live();
     let started = Instant::now();
-    let set = PolicySet::new_shared(&policies, None)?;
+    // Compiled one by one as they arrive, as both agent modes keep them.
+    let objects = compiled_objects(&policies, &[], &[])?;
+    let set = PolicySet::from_compiled(objects.iter().cloned().map(Ok))?;
     let compiled = node::compile_set(&inventory(&endpoints)?, &set, None)?;
     let compile_seconds = started.elapsed().as_secs_f64();
     let started = Instant::now();
@@ -276,7 +309,6 @@ pub fn run() -> anyhow::Result<()> {
     // Pods change zone, one reconcile each: the policy objects are reused as compiled, the
     // tables compiled again with the live identity numbers, and only the difference is
     // written. Every change moves another dmz workload to restricted.
-    let mut set = set;
     let mut compiled = compiled;
     let mut changes = Vec::new();
     for moved in endpoints
@@ -290,7 +322,7 @@ pub fn run() -> anyhow::Result<()> {
     {
         endpoints[moved].zone = "restricted".to_owned();
         let started = Instant::now();
-        set = PolicySet::new_shared(&policies, Some(&set))?;
+        let set = PolicySet::from_compiled(objects.iter().cloned().map(Ok))?;
         compiled = node::compile_set(&inventory(&endpoints)?, &set, Some(&compiled))?;
         let recompile = started.elapsed();
         let report = datapath.apply(&DesiredTables::new(&compiled, &[], false))?;
@@ -326,7 +358,8 @@ pub fn run() -> anyhow::Result<()> {
         .filter(|(a, b)| !Arc::ptr_eq(a, b))
         .count();
     let started = Instant::now();
-    let set = PolicySet::new_shared(&changed, Some(&set))?;
+    let objects = compiled_objects(&changed, &policies, &objects)?;
+    let set = PolicySet::from_compiled(objects.iter().cloned().map(Ok))?;
     let compiled = node::compile_set(&inventory(&endpoints)?, &set, Some(&compiled))?;
     let rule_recompile = started.elapsed();
     let rule_change = datapath.apply(&DesiredTables::new(&compiled, &[], false))?;

@@ -506,6 +506,19 @@ fn check_equal(
     Ok(())
 }
 
+/// Each object compiled on its own, as the agent's caches hold them.
+fn compiled_objects(policies: &[ZonePolicy]) -> Vec<Arc<CompiledPolicy>> {
+    policies
+        .iter()
+        .map(|policy| Arc::new(crate::policy::compile::compile(policy).expect("valid")))
+        .collect()
+}
+
+/// The set of those objects, sharing them.
+fn set_of(objects: &[Arc<CompiledPolicy>]) -> PolicySet {
+    PolicySet::from_compiled(objects.iter().cloned().map(Ok)).expect("valid")
+}
+
 fn labels_of(endpoints: &[Endpoint]) -> TestLabels {
     TestLabels(
         endpoints
@@ -627,21 +640,20 @@ proptest! {
         which in any::<prop::sample::Index>(),
         flows in prop::collection::vec(flow(), 50),
     ) {
-        let first: Vec<Arc<ZonePolicy>> = zone_policies.into_iter().map(Arc::new).collect();
-        let previous = PolicySet::new_shared(&first, None).expect("generated policies are valid");
+        let first = compiled_objects(&zone_policies);
+        let previous = set_of(&first);
+        let k = which.index(first.len());
+        let mut values = zone_policies.clone();
+        values[k].spec.egress = replacement[0].spec.egress.clone();
+        values[k].spec.ingress = replacement[0].spec.ingress.clone();
         let mut second = first.clone();
-        let k = which.index(second.len());
-        let mut edited = (*second[k]).clone();
-        edited.spec.egress = replacement[0].spec.egress.clone();
-        edited.spec.ingress = replacement[0].spec.ingress.clone();
-        second[k] = Arc::new(edited);
-        let shared = PolicySet::new_shared(&second, Some(&previous)).expect("valid");
+        second[k] = compiled_objects(&values[k..=k]).remove(0);
+        let shared = set_of(&second);
         let reused = shared
             .policies()
             .filter(|p| previous.policies().any(|q| std::ptr::eq(*p, q)))
             .count();
         prop_assert_eq!(reused, second.len() - 1, "every unchanged object is reused");
-        let values: Vec<ZonePolicy> = second.iter().map(|p| (**p).clone()).collect();
         let fresh = PolicySet::new(&values).expect("valid");
         let a = compile(&shared, EXTERNAL, &endpoints, &Limits::default()).expect("compiles");
         let b = compile(&fresh, EXTERNAL, &endpoints, &Limits::default()).expect("compiles");
@@ -1302,12 +1314,9 @@ fn zones_a_change_leaves_alone_keep_their_entries_and_nothing_else_does() {
     )))
     .expect("inventory");
     let (external, endpoints) = (&inventory.external_zone, &inventory.endpoints);
-    let first: Vec<Arc<ZonePolicy>> = crate::translate::fixture_translation(false)
-        .policies
-        .into_iter()
-        .map(Arc::new)
-        .collect();
-    let set = PolicySet::new_shared(&first, None).expect("valid");
+    let objects = crate::translate::fixture_translation(false).policies;
+    let first = compiled_objects(&objects);
+    let set = set_of(&first);
     let before =
         compile_after(None, &set, external, endpoints, &Limits::default()).expect("compiles");
     let flip = |policy: &mut ZonePolicy| {
@@ -1326,13 +1335,13 @@ fn zones_a_change_leaves_alone_keep_their_entries_and_nothing_else_does() {
     let mut took_over = 0;
     for change in [&flip as &dyn Fn(&mut ZonePolicy) -> Option<()>, &add] {
         for k in 0..first.len() {
-            let mut edited = (*first[k]).clone();
+            let mut edited = objects[k].clone();
             if change(&mut edited).is_none() {
                 continue;
             }
             let mut second = first.clone();
-            second[k] = Arc::new(edited);
-            let shared = PolicySet::new_shared(&second, Some(&set)).expect("valid");
+            second[k] = compiled_objects(&[edited]).remove(0);
+            let shared = set_of(&second);
             let after = compile_after(
                 Some(&before),
                 &shared,

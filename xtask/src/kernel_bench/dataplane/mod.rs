@@ -19,10 +19,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, ensure};
 use zonewall::datapath::{Datapath, Dataplane, DesiredTables};
 use zonewall::inventory::Endpoint;
+use zonewall::policy::compile::CompiledPolicy;
 use zonewall::policy::datapath_compile::{self, Compiled, Limits};
 use zonewall::policy::resource::PortRange;
 use zonewall::policy::{PolicySet, ZonePolicy};
 
+use super::agent::compiled_objects;
 use super::generate::{self, ALLOWED_PORT, Scale};
 use super::measure::Pins;
 use super::traffic::in_netns;
@@ -337,28 +339,37 @@ fn verify(
     Ok(())
 }
 
-/// What the agent keeps from one compile for the next (see `node::kubernetes`).
-type Live = (PolicySet, Compiled);
+/// What the agent keeps from one compile for the next (see `node::kubernetes`): the objects
+/// as delivered, their compilation, and the tables.
+type Live = (Vec<Arc<ZonePolicy>>, Vec<Arc<CompiledPolicy>>, Compiled);
 
-/// Compiles as the Kubernetes agent does: objects it compiled before are reused, identity
-/// numbers kept from the live tables.
+/// Compiles as the agent does: objects it compiled before are reused, identity numbers kept
+/// from the live tables.
 fn compile(
     policies: &[Arc<ZonePolicy>],
     endpoints: &[Endpoint],
     local: &[(u32, IpAddr)],
     live: Option<&Live>,
 ) -> anyhow::Result<(DesiredTables, Live)> {
-    let set = PolicySet::new_shared(policies, live.map(|(set, _)| set))
+    let (before, compiled_before) = live.map_or((&[][..], &[][..]), |(before, objects, _)| {
+        (before.as_slice(), objects.as_slice())
+    });
+    let objects = compiled_objects(policies, before, compiled_before)
+        .context("the generated policies are invalid")?;
+    let set = PolicySet::from_compiled(objects.iter().cloned().map(Ok))
         .context("the generated policies are invalid")?;
     let compiled = datapath_compile::compile_after(
-        live.map(|(_, compiled)| compiled),
+        live.map(|(_, _, compiled)| compiled),
         &set,
         generate::EXTERNAL_ZONE,
         endpoints,
         &Limits::default(),
     )
     .context("compiling the generated policy")?;
-    Ok((DesiredTables::new(&compiled, local, false), (set, compiled)))
+    Ok((
+        DesiredTables::new(&compiled, local, false),
+        (policies.to_vec(), objects, compiled),
+    ))
 }
 
 fn zonewall(
