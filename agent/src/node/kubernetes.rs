@@ -23,7 +23,7 @@ use super::{FlowOutput, NodeError, Snapshot, Telemetry, local_workloads_of};
 use crate::datapath::Dataplane;
 use crate::inventory::cluster::{ClusterOptions, inventory_from_cluster, trim_namespace, trim_pod};
 use crate::metrics::ReconcileErrorKind;
-use crate::policy::compile::{CompiledPolicy, compile};
+use crate::policy::compile::{AddressCache, AddressPool, CompiledPolicy, compile_with};
 use crate::policy::{PolicySet, ValidationError, ZonePolicy};
 
 /// Watches one kind of object into a store, `trim` applied to each object before the store
@@ -97,19 +97,24 @@ struct CompiledPolicies {
     relist: Option<BTreeMap<String, CompiledObject>>,
     /// A complete list has been received.
     listed: bool,
+    /// Parsed address columns, shared by the objects that have equal ones.
+    pool: AddressPool,
 }
 
 impl CompiledPolicies {
-    fn compile(policy: &ZonePolicy) -> (String, CompiledObject) {
+    fn compile(&mut self, policy: &ZonePolicy) -> (String, CompiledObject) {
         let name = policy.metadata.name.clone().unwrap_or_default();
-        (name, compile(policy).map(Arc::new))
+        let mut addresses = AddressCache::with_pool(std::mem::take(&mut self.pool));
+        let compiled = compile_with(policy, &mut addresses).map(Arc::new);
+        self.pool = addresses.into_pool();
+        (name, compiled)
     }
 
     fn apply(&mut self, event: watcher::Event<ZonePolicy>) {
         match event {
             watcher::Event::Init => self.relist = Some(BTreeMap::new()),
             watcher::Event::InitApply(policy) => {
-                let (name, compiled) = Self::compile(&policy);
+                let (name, compiled) = self.compile(&policy);
                 self.relist.get_or_insert_default().insert(name, compiled);
             }
             watcher::Event::InitDone => {
@@ -117,7 +122,7 @@ impl CompiledPolicies {
                 self.listed = true;
             }
             watcher::Event::Apply(policy) => {
-                let (name, compiled) = Self::compile(&policy);
+                let (name, compiled) = self.compile(&policy);
                 self.objects.insert(name, compiled);
             }
             watcher::Event::Delete(policy) => {
@@ -125,6 +130,7 @@ impl CompiledPolicies {
                     .remove(policy.metadata.name.as_deref().unwrap_or_default());
             }
         }
+        self.pool.prune();
     }
 }
 
@@ -309,13 +315,18 @@ mod tests {
     use super::*;
     use crate::policy::load::parse_documents;
 
-    fn policy(name: &str, order: u32) -> ZonePolicy {
+    /// One rule to the address set `web`: 10.1.0.0/16 and `other`.
+    fn policy_to(name: &str, order: u32, other: &str) -> ZonePolicy {
         let text = format!(
-            "apiVersion: zonewall.io/v1alpha1\nkind: ZonePolicy\nmetadata:\n  name: {name}\nspec:\n  tier: firewall\n  order: {order}\n  mode: Enforce\n  zone: dmz\n  egress: []\n  ingress: []\n"
+            "apiVersion: zonewall.io/v1alpha1\nkind: ZonePolicy\nmetadata:\n  name: {name}\nspec:\n  tier: firewall\n  order: {order}\n  mode: Enforce\n  zone: dmz\n  egress:\n  - action: Allow\n    ruleType: Universal\n    peerZones: [any]\n    source: {{any: true}}\n    destination: {{sets: [web]}}\n    service: {{any: true}}\n    log: {{start: false, end: false}}\n  ingress: []\n  addressSets:\n    web:\n      prefixes: [10.1.0.0/16, {other}]\n"
         );
         parse_documents(&text, "test.yaml")
             .expect("test policy")
             .remove(0)
+    }
+
+    fn policy(name: &str, order: u32) -> ZonePolicy {
+        policy_to(name, order, "10.2.0.0/16")
     }
 
     fn names(cache: &CompiledPolicies) -> Vec<(&str, bool)> {
@@ -341,15 +352,28 @@ mod tests {
         cache.apply(watcher::Event::InitDone);
         assert!(cache.listed);
         assert_eq!(names(&cache), [("a", true), ("b", true)]);
+        // Equal columns of different objects are one parsed column.
+        let column = |cache: &CompiledPolicies, name: &str| {
+            let compiled = cache.objects[name].as_ref().expect("valid");
+            Arc::clone(&compiled.egress[0].destination)
+        };
+        let first = {
+            let first = column(&cache, "a");
+            assert!(Arc::ptr_eq(&first, &column(&cache, "b")));
+            assert_eq!(first.prefixes.len(), 2);
+            Arc::downgrade(&first)
+        };
         cache.apply(watcher::Event::Apply(policy("b", 0)));
         cache.apply(watcher::Event::Delete(policy("a", 1)));
         assert_eq!(names(&cache), [("b", false)], "order 0 is invalid");
         assert!(PolicySet::from_compiled(cache.objects.values().cloned()).is_err());
         // A relist after a watch error: the old contents stay until it is complete.
         cache.apply(watcher::Event::Init);
-        cache.apply(watcher::Event::InitApply(policy("c", 1)));
+        cache.apply(watcher::Event::InitApply(policy_to("c", 1, "10.3.0.0/16")));
         assert_eq!(names(&cache), [("b", false)]);
         cache.apply(watcher::Event::InitDone);
         assert_eq!(names(&cache), [("c", true)]);
+        // The objects that held the first column are gone, and so is the pool's hold on it.
+        assert!(first.upgrade().is_none());
     }
 }

@@ -129,6 +129,15 @@ pub struct AddressPool {
     columns: HashSet<Arc<AddressSet>, foldhash::fast::RandomState>,
 }
 
+impl AddressPool {
+    /// Drops what nothing else holds any more (the columns of compiled objects that are gone,
+    /// and parsed sets, which columns copy): for a pool kept as long as the agent runs.
+    pub fn prune(&mut self) {
+        self.sets.retain(|set| Arc::strong_count(set) > 1);
+        self.columns.retain(|column| Arc::strong_count(column) > 1);
+    }
+}
+
 /// The value of `pool` equal to `value`, which is added first when there is none.
 fn intern<T, V>(pool: &mut HashSet<Arc<T>, foldhash::fast::RandomState>, value: V) -> Arc<T>
 where

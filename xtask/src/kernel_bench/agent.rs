@@ -28,7 +28,7 @@ use zonewall::{
     node,
     policy::{
         PolicySet, PolicySetError, ZonePolicy,
-        compile::{CompiledPolicy, compile},
+        compile::{AddressCache, AddressPool, CompiledPolicy, compile_with},
         resource::PortRange,
     },
     translate,
@@ -225,12 +225,14 @@ fn agent_process(
 
 /// Each object compiled, or taken over from `compiled_before` when it is the very same
 /// object as in `before` (the objects the previous compile was given), as the agent's caches
-/// do.
+/// do; equal address columns are shared through `pool`.
 pub(super) fn compiled_objects(
     objects: &[Arc<ZonePolicy>],
     before: &[Arc<ZonePolicy>],
     compiled_before: &[Arc<CompiledPolicy>],
+    pool: &mut AddressPool,
 ) -> anyhow::Result<Vec<Arc<CompiledPolicy>>> {
+    let mut addresses = AddressCache::with_pool(std::mem::take(pool));
     let mut out = Vec::with_capacity(objects.len());
     for (k, object) in objects.iter().enumerate() {
         let kept = before
@@ -241,12 +243,14 @@ pub(super) fn compiled_objects(
         let compiled = match kept {
             Some(kept) => kept,
             None => Arc::new(
-                compile(object)
+                compile_with(object, &mut addresses)
                     .map_err(|problems| anyhow::anyhow!("{}", PolicySetError::Invalid(problems)))?,
             ),
         };
         out.push(compiled);
     }
+    *pool = addresses.into_pool();
+    pool.prune();
     Ok(out)
 }
 
@@ -290,7 +294,8 @@ pub fn run() -> anyhow::Result<()> {
     let before_policy = heap::live();
     let started = Instant::now();
     // Compiled one by one as they arrive, as both agent modes keep them.
-    let objects = compiled_objects(&policies, &[], &[])?;
+    let mut pool = AddressPool::default();
+    let objects = compiled_objects(&policies, &[], &[], &mut pool)?;
     let set = PolicySet::from_compiled(objects.iter().cloned().map(Ok))?;
     let compiled = node::compile_set(&inventory(&endpoints)?, &set, None)?;
     let compile_seconds = started.elapsed().as_secs_f64();
@@ -358,7 +363,7 @@ pub fn run() -> anyhow::Result<()> {
         .filter(|(a, b)| !Arc::ptr_eq(a, b))
         .count();
     let started = Instant::now();
-    let objects = compiled_objects(&changed, &policies, &objects)?;
+    let objects = compiled_objects(&changed, &policies, &objects, &mut pool)?;
     let set = PolicySet::from_compiled(objects.iter().cloned().map(Ok))?;
     let compiled = node::compile_set(&inventory(&endpoints)?, &set, Some(&compiled))?;
     let rule_recompile = started.elapsed();

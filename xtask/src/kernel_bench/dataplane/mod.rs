@@ -354,7 +354,7 @@ fn compile(
     let (before, compiled_before) = live.map_or((&[][..], &[][..]), |(before, objects, _)| {
         (before.as_slice(), objects.as_slice())
     });
-    let objects = compiled_objects(policies, before, compiled_before)
+    let objects = compiled_objects(policies, before, compiled_before, &mut Default::default())
         .context("the generated policies are invalid")?;
     let set = PolicySet::from_compiled(objects.iter().cloned().map(Ok))
         .context("the generated policies are invalid")?;
