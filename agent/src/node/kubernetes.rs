@@ -2,12 +2,13 @@
 //! watched into local caches; any change triggers a level-triggered reconcile (snapshot ->
 //! inventory -> compile -> diff -> apply) of the whole desired state, which is idempotent.
 //!
-//! The caches are kube's reflector stores: a store is filled by a complete list before it
-//! reports ready, and after a watch error the relisted objects replace the cache only once the
-//! new list is complete. So a reconcile never sees a partial cache, and nothing is deleted
-//! from the maps because a list was cut short. While the API server is unreachable the last
-//! good policy stays enforced; the metrics (`zonewall_apiserver_reachable`) and `/readyz`
-//! say so.
+//! The Pod and Namespace caches are kube's reflector stores; ZonePolicies are compiled as
+//! they arrive and only the compiled objects kept ([`CompiledPolicies`]). Each cache is filled
+//! by a complete list before it reports ready, and after a watch error the relisted objects
+//! replace the cache only once the new list is complete. So a reconcile never sees a partial
+//! cache, and nothing is deleted from the maps because a list was cut short. While the API
+//! server is unreachable the last good policy stays enforced; the metrics
+//! (`zonewall_apiserver_reachable`) and `/readyz` say so.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
