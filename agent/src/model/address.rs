@@ -97,6 +97,14 @@ impl Wildcard {
         }))
     }
 
+    /// `ip` with the bits of `mask` cleared: a wildcard with this mask contains `ip` exactly
+    /// when this is its address. `None` when the families differ.
+    pub fn base(ip: IpAddr, mask: IpAddr) -> Option<IpAddr> {
+        let (ip_bits, width) = to_bits(ip);
+        let (mask_bits, mask_width) = to_bits(mask);
+        (width == mask_width).then(|| from_bits(ip_bits & !mask_bits, width))
+    }
+
     pub fn contains(&self, ip: IpAddr) -> bool {
         let (addr_bits, width) = to_bits(self.address);
         let (ip_bits, ip_width) = to_bits(ip);
@@ -292,6 +300,11 @@ impl AddressSet {
 
     pub fn contains(&self, ip: IpAddr, labels: &dyn LabelSource) -> bool {
         self.match_reason(ip, labels).is_some()
+    }
+
+    /// Whether a workload with `labels` is in the set through a dynamic group.
+    pub fn holds_by_labels(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.dynamic.iter().any(|d| d.filter.matches_labels(labels))
     }
 }
 

@@ -73,7 +73,7 @@ use super::compile::{CompiledPolicy, CompiledRule};
 use super::eval::{Decider, Decision, Direction, Outcome, PolicySet};
 use super::resource::{Mode, RuleAction, RuleProvenance, RuleType, Tier};
 use crate::inventory::Endpoint;
-use crate::model::{AddressSet, LabelSource};
+use crate::model::{AddressSet, Wildcard};
 
 /// Map capacities the compiled tables must fit in. Exceeding one is an error, never a
 /// truncated table.
@@ -135,6 +135,8 @@ pub struct Compiled {
     pub approximations: Vec<String>,
     /// The external zone's prefix tree, for the next compile to reuse.
     external: Arc<ExternalTree>,
+    /// The workload zones' predicates indexed by prefix, for the next compile to reuse.
+    workload_index: Arc<WorkloadIndex>,
     /// What `policy` was computed from, for the next compile to reuse it.
     policy_basis: PolicyBasis,
 }
@@ -212,18 +214,122 @@ struct ExternalTree {
     wildcard_limit: usize,
 }
 
+/// Whether two lists of predicates (index, set) are equal sets at the same indexes (the same
+/// shared set answers at once; comparing a hundred thousand prefixes takes well under a
+/// millisecond, building a tree or index from them tens of them).
+fn same_predicates(a: &[(u32, Arc<AddressSet>)], b: &[(u32, Arc<AddressSet>)]) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|((i, a), (j, b))| i == j && (Arc::ptr_eq(a, b) || a == b))
+}
+
 impl ExternalTree {
-    /// Whether the tree was built from `predicates`: equal sets at the same indexes (the
-    /// same shared set answers at once; comparing a hundred thousand prefixes takes well
-    /// under a millisecond, building the tree tens of them).
+    /// Whether the tree was built from `predicates`.
     fn made_of(&self, predicates: &[(u32, Arc<AddressSet>)], wildcard_limit: usize) -> bool {
-        self.wildcard_limit == wildcard_limit
-            && self.predicates.len() == predicates.len()
-            && self
-                .predicates
+        self.wildcard_limit == wildcard_limit && same_predicates(&self.predicates, predicates)
+    }
+}
+
+/// Which predicates hold a workload address, found by lookups rather than by testing every
+/// prefix of every predicate for every address (with a large firewall's address groups,
+/// seconds per reconcile): a hash lookup per prefix length present (resolved FQDN addresses
+/// are host prefixes) and per wildcard mask present; dynamic groups are matched once per
+/// distinct label set.
+#[derive(Debug, Default)]
+struct WorkloadIndex {
+    /// What it was built from: the predicates of the workload zones (index, set).
+    predicates: Vec<(u32, Arc<AddressSet>)>,
+    /// Truncated prefix -> the predicates holding it.
+    prefixes: HashMap<IpNet, Vec<u32>>,
+    /// The prefix lengths present, per family.
+    lengths_v4: Vec<u8>,
+    lengths_v6: Vec<u8>,
+    /// Wildcard mask -> wildcard address -> the predicates holding it.
+    wildcards: HashMap<IpAddr, HashMap<IpAddr, Vec<u32>>>,
+    /// Predicates that hold every address.
+    any: Vec<u32>,
+    /// Predicates with dynamic groups.
+    by_labels: Vec<u32>,
+}
+
+impl WorkloadIndex {
+    fn new(predicates: Vec<(u32, Arc<AddressSet>)>) -> WorkloadIndex {
+        let mut index = WorkloadIndex::default();
+        let (mut v4, mut v6) = (BTreeSet::new(), BTreeSet::new());
+        for (p, set) in &predicates {
+            let resolved = set
+                .fqdns
                 .iter()
-                .zip(predicates)
-                .all(|((i, a), (j, b))| i == j && (Arc::ptr_eq(a, b) || a == b))
+                .flat_map(|f| &f.resolved)
+                .map(|&ip| IpNet::from(ip));
+            for net in set.prefixes.iter().copied().chain(resolved) {
+                let net = net.trunc();
+                match net {
+                    IpNet::V4(_) => v4.insert(net.prefix_len()),
+                    IpNet::V6(_) => v6.insert(net.prefix_len()),
+                };
+                index.prefixes.entry(net).or_default().push(*p);
+            }
+            for w in &set.wildcards {
+                if let Some(base) = Wildcard::base(w.address, w.mask) {
+                    let holders = index.wildcards.entry(w.mask).or_default();
+                    holders.entry(base).or_default().push(*p);
+                }
+            }
+            if set.any {
+                index.any.push(*p);
+            }
+            if !set.dynamic.is_empty() {
+                index.by_labels.push(*p);
+            }
+        }
+        index.lengths_v4 = v4.into_iter().collect();
+        index.lengths_v6 = v6.into_iter().collect();
+        index.predicates = predicates;
+        index
+    }
+
+    /// The predicates whose dynamic groups hold a workload with `labels`.
+    fn dynamic_matches(
+        &self,
+        labels: &BTreeMap<String, String>,
+        predicates: &[&Arc<AddressSet>],
+    ) -> Vec<u32> {
+        self.by_labels
+            .iter()
+            .copied()
+            .filter(|&p| predicates[p as usize].holds_by_labels(labels))
+            .collect()
+    }
+
+    /// The predicates of `relevant` holding `ip`, sorted, given those whose dynamic groups
+    /// hold its workload (`dynamic`): the same as testing each of them.
+    fn class(&self, ip: IpAddr, dynamic: &[u32], relevant: &BTreeSet<u32>) -> Vec<u32> {
+        let lengths = match ip {
+            IpAddr::V4(_) => &self.lengths_v4,
+            IpAddr::V6(_) => &self.lengths_v6,
+        };
+        let by_prefix = lengths
+            .iter()
+            .filter_map(|&len| IpNet::new(ip, len).ok())
+            .filter_map(|net| self.prefixes.get(&net.trunc()))
+            .flatten();
+        let by_wildcard = self
+            .wildcards
+            .iter()
+            .filter_map(|(&mask, holders)| holders.get(&Wildcard::base(ip, mask)?))
+            .flatten();
+        let mut class: Vec<u32> = by_prefix
+            .chain(by_wildcard)
+            .chain(&self.any)
+            .chain(dynamic)
+            .copied()
+            .filter(|p| relevant.contains(p))
+            .collect();
+        class.sort_unstable();
+        class.dedup();
+        class
     }
 }
 
@@ -349,15 +455,6 @@ struct RuleInfo {
     destination: u32,
 }
 
-/// Labels of the one workload address being classified.
-struct WorkloadLabels<'a>(&'a BTreeMap<String, String>);
-
-impl LabelSource for WorkloadLabels<'_> {
-    fn labels(&self, _ip: IpAddr) -> Option<&BTreeMap<String, String>> {
-        Some(self.0)
-    }
-}
-
 fn host_net(ip: IpAddr) -> IpNet {
     IpNet::from(ip)
 }
@@ -415,10 +512,31 @@ pub fn compile_after(
     let empty = BTreeSet::new();
     let relevant_of = |zone: &str| relevant.get(zone).unwrap_or(&empty);
 
-    // Classes of workload addresses.
+    // Classes of workload addresses, through the index of the workload zones' predicates
+    // (the previous compile's when it was made of the same ones).
+    let workload_predicates: Vec<(u32, Arc<AddressSet>)> = endpoints
+        .iter()
+        .map(|e| e.zone.as_str())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .flat_map(|zone| relevant_of(zone).iter().copied())
+        .collect::<BTreeSet<u32>>()
+        .into_iter()
+        .map(|p| (p, Arc::clone(compiler.predicates[p as usize])))
+        .collect();
+    let workload_index = match previous.map(|p| &p.workload_index) {
+        Some(index) if same_predicates(&index.predicates, &workload_predicates) => {
+            Arc::clone(index)
+        }
+        _ => Arc::new(WorkloadIndex::new(workload_predicates)),
+    };
     let mut owners: BTreeMap<IpAddr, &Endpoint> = BTreeMap::new();
     let mut workload_classes: Vec<(IpAddr, String, Vec<u32>)> = Vec::new();
+    let mut dynamic_of: HashMap<&BTreeMap<String, String>, Vec<u32>> = HashMap::new();
     for endpoint in endpoints {
+        let dynamic = dynamic_of.entry(&endpoint.labels).or_insert_with(|| {
+            workload_index.dynamic_matches(&endpoint.labels, &compiler.predicates)
+        });
         for &ip in &endpoint.ips {
             if let Some(other) = owners.insert(ip, endpoint) {
                 return Err(CompileError::Endpoint {
@@ -429,12 +547,7 @@ pub fn compile_after(
                     ),
                 });
             }
-            let labels = WorkloadLabels(&endpoint.labels);
-            let class = relevant_of(&endpoint.zone)
-                .iter()
-                .copied()
-                .filter(|&p| compiler.predicates[p as usize].contains(ip, &labels))
-                .collect();
+            let class = workload_index.class(ip, dynamic, relevant_of(&endpoint.zone));
             workload_classes.push((ip, endpoint.zone.clone(), class));
         }
     }
@@ -595,6 +708,7 @@ pub fn compile_after(
         rules: compiler.rule_table,
         approximations: compiler.approximations,
         external,
+        workload_index,
         policy_basis: basis,
     })
 }

@@ -7,7 +7,7 @@ use zonewall_common as abi;
 
 use super::emulate::Datapath;
 use super::*;
-use crate::model::Flow;
+use crate::model::{Flow, LabelSource};
 use crate::policy::eval::{DecidedBy, PolicyVerdict};
 use crate::policy::resource::{
     AddressMatch, AddressSetSpec, FqdnMatch, LabelFilter, Logging, Part, PortRange, Prefix,
