@@ -1,7 +1,8 @@
 //! The agent's Kubernetes mode against a fake API server (kube's own `Client` over a mock
 //! service, objects as the API server returns them) and a fake dataplane that records every
-//! table it is given: pods, namespaces and ZonePolicies turn into the right verdicts; a zone
-//! label change moves a workload; a watch reset with a slow relist and an API outage never
+//! table it is given: nothing is applied until the agent's own Node is listed; pods,
+//! namespaces and ZonePolicies turn into the right verdicts; a zone label change moves a
+//! workload; a watch reset with a slow relist and an API outage never
 //! make the agent apply tables built from a partial or empty cache.
 
 #[path = "sync_common/fake_api.rs"]
@@ -110,6 +111,7 @@ fn verdict(tables: &DesiredTables, source: Ipv4Addr, destination: Ipv4Addr, port
 
 const PODS: &str = "/api/v1/pods";
 const NAMESPACES: &str = "/api/v1/namespaces";
+const NODES: &str = "/api/v1/nodes";
 const WEB: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 5);
 const API: Ipv4Addr = Ipv4Addr::new(10, 244, 2, 7);
 
@@ -196,6 +198,29 @@ async fn scenario() {
             .await
         })
     };
+
+    // Its Node is not in the cluster yet (as under a wrong --node-name): nothing is applied,
+    // and readiness names the flag.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(
+        recorder.applies().is_empty(),
+        "nothing applied without its node"
+    );
+    let reason = telemetry.readiness.status().expect_err("not ready");
+    assert!(
+        reason.contains("node node-a is not in the cluster") && reason.contains("--node-name"),
+        "{reason}"
+    );
+    assert!(
+        api.requests()
+            .iter()
+            .any(|r| r.path == NODES && r.query.contains("fieldSelector=metadata.name%3Dnode-a")),
+        "the agent asks for its own Node only"
+    );
+    api.put(
+        NODES,
+        json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-a"}}),
+    );
 
     // dmz -> trusted on tcp/8080 is the fixture's `dmz-to-app`; tcp/22 is not allowed.
     eventually("the first apply", || !recorder.applies().is_empty()).await;

@@ -21,7 +21,7 @@
 use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use k8s_openapi::api::core::v1::{Namespace, Pod, PodSpec, PodStatus};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, PodSpec, PodStatus};
 
 use super::{Inventory, InventoryError, RawEndpoint, RawInventory, valid_zone};
 
@@ -100,6 +100,14 @@ pub fn trim_namespace(namespace: &mut Namespace) {
     trim_metadata(&mut namespace.metadata);
     namespace.spec = None;
     namespace.status = None;
+}
+
+/// The same for a Node: the agent reads only that its own exists.
+pub fn trim_node(node: &mut Node) {
+    trim_metadata(&mut node.metadata);
+    node.metadata.labels = None;
+    node.spec = None;
+    node.status = None;
 }
 
 /// Keeps what identifies the object (name, namespace, uid, resource version) and its labels.

@@ -100,7 +100,8 @@ impl EncodeLabelValue for FlowVerdict {
 pub enum ReconcileErrorKind {
     /// A Kubernetes list or watch (ZonePolicy, Pod, Namespace, Node) failed.
     Watch,
-    /// The standalone inventory file could not be read or parsed.
+    /// The standalone inventory file could not be read or parsed, or (Kubernetes mode) this
+    /// node is not in the cluster.
     Inventory,
     /// A policy source (ZonePolicy object, policy directory, firewall configuration) is
     /// invalid.

@@ -1,6 +1,8 @@
-//! The agent in Kubernetes mode: ZonePolicy objects, every Pod and every Namespace are
-//! watched into local caches; any change triggers a level-triggered reconcile (snapshot ->
-//! inventory -> compile -> diff -> apply) of the whole desired state, which is idempotent.
+//! The agent in Kubernetes mode: ZonePolicy objects, every Pod, every Namespace and its own
+//! Node are watched into local caches; any change triggers a level-triggered reconcile
+//! (snapshot -> inventory -> compile -> diff -> apply) of the whole desired state, which is
+//! idempotent. A node name that is no Node of the cluster (a wrong `--node-name`, which would
+//! make no pod local) is reported and not reconciled.
 //!
 //! The Pod and Namespace caches are kube's reflector stores; ZonePolicies are compiled as
 //! they arrive and only the compiled objects kept ([`CompiledPolicies`]). Each cache is filled
@@ -15,23 +17,26 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use kube::runtime::{WatchStreamExt as _, reflector, watcher};
 use kube::{Api, Client};
 use tokio::sync::Notify;
 
 use super::{FlowOutput, NodeError, Snapshot, Telemetry, local_workloads_of};
 use crate::datapath::Dataplane;
-use crate::inventory::cluster::{ClusterOptions, inventory_from_cluster, trim_namespace, trim_pod};
+use crate::inventory::cluster::{
+    ClusterOptions, inventory_from_cluster, trim_namespace, trim_node, trim_pod,
+};
 use crate::metrics::ReconcileErrorKind;
 use crate::policy::compile::{AddressCache, AddressPool, CompiledPolicy, compile_with};
 use crate::policy::{PolicySet, ValidationError, ZonePolicy};
 
-/// Watches one kind of object into a store, `trim` applied to each object before the store
-/// keeps it; every event wakes the reconcile loop; watch errors mark the API server
-/// unreachable until the next successful event.
+/// Watches one kind of object (those `config` selects) into a store, `trim` applied to each
+/// object before the store keeps it; every event wakes the reconcile loop; watch errors mark
+/// the API server unreachable until the next successful event.
 fn watch<K>(
     api: Api<K>,
+    config: watcher::Config,
     trim: fn(&mut K),
     wake: std::sync::Arc<Notify>,
     telemetry: Telemetry,
@@ -46,11 +51,7 @@ where
         + 'static,
 {
     let (reader, writer) = reflector::store();
-    let stream = reflector(
-        writer,
-        watcher(api, watcher::Config::default()).modify(trim),
-    )
-    .default_backoff();
+    let stream = reflector(writer, watcher(api, config).modify(trim)).default_backoff();
     tokio::spawn(async move {
         futures::pin_mut!(stream);
         while let Some(event) = stream.next().await {
@@ -143,7 +144,9 @@ fn watch_policies(
     telemetry: Telemetry,
 ) -> Arc<Mutex<CompiledPolicies>> {
     let cache = Arc::new(Mutex::new(CompiledPolicies::default()));
-    let stream = watcher(api, watcher::Config::default()).default_backoff();
+    // One object per list page: each is compiled and dropped before the next is read, where
+    // a page of all of them (tens of MiB of JSON for a large firewall) would be held whole.
+    let stream = watcher(api, watcher::Config::default().page_size(1)).default_backoff();
     let filled = Arc::clone(&cache);
     tokio::spawn(async move {
         futures::pin_mut!(stream);
@@ -181,13 +184,23 @@ pub async fn run_kubernetes(
     );
     let pods = watch(
         Api::<Pod>::all(client.clone()),
+        watcher::Config::default(),
         trim_pod,
         wake.clone(),
         telemetry.clone(),
     );
     let namespaces = watch(
-        Api::<Namespace>::all(client),
+        Api::<Namespace>::all(client.clone()),
+        watcher::Config::default(),
         trim_namespace,
+        wake.clone(),
+        telemetry.clone(),
+    );
+    // Its own Node only: that the name it enforces for is a node of the cluster.
+    let nodes = watch(
+        Api::<Node>::all(client),
+        watcher::Config::default().fields(&format!("metadata.name={}", options.node_name)),
+        trim_node,
         wake.clone(),
         telemetry.clone(),
     );
@@ -198,6 +211,7 @@ pub async fn run_kubernetes(
         ready = async {
             pods.wait_until_ready().await?;
             namespaces.wait_until_ready().await?;
+            nodes.wait_until_ready().await?;
             while !policies.lock().unwrap_or_else(std::sync::PoisonError::into_inner).listed {
                 wake.notified().await;
             }
@@ -215,9 +229,37 @@ pub async fn run_kubernetes(
     let mut enricher = None;
     let mut reconcile = true;
     let mut tick = tokio::time::interval(Duration::from_millis(100));
+    // After a long reconcile the ticks missed are not made up in a burst (which would also
+    // bring the periodic reconcile forward).
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut ticks: u64 = 0;
+    // Whether the last reconcile found this node missing (said once per absence).
+    let mut node_missing = false;
     loop {
-        if reconcile {
+        // Pods are this node's by `spec.nodeName`: under a name that is no node of the
+        // cluster none would be, and nothing would be enforced here. Such a state is not
+        // applied: what is live stays, and readiness says why.
+        let node_listed = || {
+            nodes
+                .state()
+                .iter()
+                .any(|n| n.metadata.name.as_deref() == Some(node_name.as_str()))
+        };
+        if reconcile && !node_listed() {
+            reconcile = false;
+            let reason = format!(
+                "node {node_name} is not in the cluster: --node-name (ZONEWALL_NODE_NAME) must be this node's name, spec.nodeName through the downward API"
+            );
+            telemetry.readiness.set_not_ready(&reason);
+            telemetry
+                .metrics
+                .record_reconcile_error(ReconcileErrorKind::Inventory);
+            if !node_missing {
+                tracing::error!("{reason}; the last good policy stays live");
+            }
+            node_missing = true;
+        } else if reconcile {
+            node_missing = false;
             reconcile = false;
             let started = Instant::now();
             // Shared with the watch caches, not copied.
@@ -266,6 +308,7 @@ pub async fn run_kubernetes(
                     telemetry.readiness.set_ready();
                     enricher = Some(super::enricher(&snapshot, &attached, &node_name));
                     current = Some(snapshot);
+                    super::release_freed_memory();
                 }
                 Err(e) => {
                     telemetry.metrics.record_reconcile_error(e.kind());
@@ -273,12 +316,13 @@ pub async fn run_kubernetes(
                 }
             }
         }
-        // Level-triggered: any change wakes a full reconcile (after a burst settles); a
-        // reconcile also runs every 10 s. Flow events are read every 100 ms.
+        // Level-triggered: any change wakes a full reconcile (after 10 ms, for the rest of a
+        // burst; changes during a reconcile are one wake-up for the next); a reconcile also
+        // runs every 10 s. Flow events are read every 100 ms.
         tokio::select! {
             () = &mut stop => break,
             () = wake.notified() => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                tokio::time::sleep(Duration::from_millis(10)).await;
                 reconcile = true;
             }
             _ = tick.tick() => {}

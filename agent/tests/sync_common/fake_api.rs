@@ -304,7 +304,9 @@ impl FakeApi {
                 "the API server is down",
             );
         }
-        if parts.method == Method::GET && (path == "/api/v1/pods" || path == "/api/v1/namespaces") {
+        if parts.method == Method::GET
+            && ["/api/v1/pods", "/api/v1/namespaces", "/api/v1/nodes"].contains(&path.as_str())
+        {
             return self.other(&path, &query).await;
         }
         if path.starts_with(EVENTS) {
