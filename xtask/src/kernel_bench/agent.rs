@@ -1,13 +1,18 @@
 //! `cargo xtask bench agent`: the agent's own footprint at scale: 10,000 endpoints and the
 //! 10,000-rule / 100,000-prefix policy.
-//! - The real agent: a release `zonewall agent --standalone` given the policy as files and
-//!   the endpoints as its inventory, in a network namespace of its own (no interface there,
-//!   so every endpoint is a peer and nothing is attached); its resident memory once ready,
-//!   and its peak (the kernel maps are reported apart: they are kernel memory charged to the
-//!   process's cgroup, not its RSS). Twice: on the 10,000-rule Panorama configuration of
-//!   `bench sync` as `zonewall translate` writes it (objects under the API server's size
-//!   limit, as the sync controller publishes them), and on the generated policy below, one
-//!   whole object per zone (its blocklist feed alone is more than an API object may hold).
+//! - The real agent: a release `zonewall agent` in a network namespace of its own (no
+//!   interface there, so every endpoint is a peer and nothing is attached); its resident
+//!   memory once ready, and its peak (the kernel maps are reported apart: they are kernel
+//!   memory charged to the process's cgroup, not its RSS). Three runs:
+//!   - standalone, on the 10,000-rule Panorama configuration of `bench sync` as `zonewall
+//!     translate` writes it (objects under the API server's size limit, as the sync
+//!     controller publishes them), the endpoints as its inventory file;
+//!   - in Kubernetes mode on the same objects, served with a realistic Pod for each endpoint
+//!     by a stand-in for the API server on loopback (`api_standin`); then pods move to
+//!     another zone by watch events, and the time to the new generation in the kernel (read
+//!     from the pinned config map) is taken;
+//!   - standalone, on the generated policy below, one whole object per zone (its blocklist
+//!     feed alone is more than an API object may hold).
 //! - In this process, with a counting allocator: the heap the policy objects take, what the
 //!   agent keeps beside them, and the time from one pod changing zone (or one rule changing)
 //!   to the new map entries being live (compile of the whole state, diff, write, switch).
@@ -16,13 +21,14 @@ use std::{
     fmt::Write as _,
     net::{IpAddr, Ipv4Addr},
     path::Path,
+    process::Child,
     sync::Arc,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, bail, ensure};
 use zonewall::{
-    datapath::{Datapath, Dataplane, DesiredTables},
+    datapath::{Datapath, Dataplane, DesiredTables, PinLayout},
     firewall::panos,
     inventory::{Endpoint, Inventory},
     node,
@@ -34,7 +40,8 @@ use zonewall::{
     translate,
 };
 
-use super::end_to_end::{ready, standalone_agent};
+use super::api_standin::{self, Collection};
+use super::end_to_end::{Stopped, agent_command, ready, standalone_agent};
 use super::generate::{self, Scale};
 use super::heap;
 use super::traffic::{Namespaces, ip};
@@ -107,18 +114,15 @@ fn mib(bytes: usize) -> f64 {
 
 /// What the real agent process used.
 struct AgentProcess {
-    /// Which policy.
+    /// Which mode and policy.
     input: &'static str,
-    /// Files and objects it read.
-    files: usize,
+    /// What it read, and how large.
+    read: String,
     /// Resident memory once ready, and its peak, in KiB.
     rss: u64,
     peak: u64,
     /// Kernel memory of its maps.
     maps: u64,
-    /// Bytes of the policy files and the inventory it read.
-    policy_bytes: u64,
-    inventory_bytes: u64,
     /// From start to ready.
     ready_after: Duration,
 }
@@ -157,9 +161,41 @@ fn translated_panorama() -> anyhow::Result<Vec<ZonePolicy>> {
     Ok(translate::translate(&resolved, &options)?.policies)
 }
 
-/// Runs the release agent on `policies` and `endpoints` until it is ready, and reads its
-/// memory; it is stopped (and cleans up what it created) before this returns.
-fn agent_process(
+/// A fresh network namespace for the agent process, with only `lo` (removed when dropped).
+fn agent_netns(name: &str) -> anyhow::Result<(String, Namespaces)> {
+    let netns = format!("zwb{}-{name}", std::process::id());
+    ip(&["netns", "add", &netns])?;
+    let namespaces = Namespaces(vec![netns.clone()]);
+    ip(&["-n", &netns, "link", "set", "lo", "up"])?;
+    Ok((netns, namespaces))
+}
+
+/// Waits until the agent in `netns` answers `/readyz`, then 2 s more (settled: what it holds
+/// while enforcing, not a moment of the start); the time from `started` to ready.
+fn settled_when_ready(
+    netns: &str,
+    agent: &mut Child,
+    started: Instant,
+) -> anyhow::Result<Duration> {
+    while !ready(netns) {
+        if let Some(status) = agent.try_wait()? {
+            bail!("the agent exited ({status}) before it was ready; see its log in target/bench");
+        }
+        ensure!(
+            started.elapsed() < Duration::from_secs(120),
+            "the agent was not ready after 120 s; see its log in target/bench"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let ready_after = started.elapsed();
+    std::thread::sleep(Duration::from_secs(2));
+    Ok(ready_after)
+}
+
+/// Runs the release agent in standalone mode on `policies` and `endpoints` until it is
+/// ready, and reads its memory; it is stopped (and cleans up what it created) before this
+/// returns.
+fn standalone_process(
     input: &'static str,
     policies: &[ZonePolicy],
     endpoints: &[Endpoint],
@@ -172,7 +208,7 @@ fn agent_process(
     let mut policy_bytes = 0;
     for policy in policies {
         let yaml = translate::object_yaml(policy)?;
-        policy_bytes += yaml.len() as u64;
+        policy_bytes += yaml.len();
         let name = policy.metadata.name.as_deref().unwrap_or("unnamed");
         std::fs::write(policy_dir.join(format!("{name}.yaml")), yaml)
             .context("write a policy file")?;
@@ -181,46 +217,386 @@ fn agent_process(
     let inventory_text = inventory_yaml(endpoints);
     std::fs::write(&inventory, &inventory_text).context("write the inventory")?;
 
-    let netns = format!("zwb{}-agent", std::process::id());
-    ip(&["netns", "add", &netns])?;
-    let _namespaces = Namespaces(vec![netns.clone()]);
-    ip(&["-n", &netns, "link", "set", "lo", "up"])?;
+    let (netns, _namespaces) = agent_netns("agent")?;
     let pins = super::measure::Pins::named("agent-process");
     let log = std::fs::File::create(dir.join("agent-process.log")).context("agent log")?;
     let started = Instant::now();
     let mut agent = standalone_agent(&binary, &netns, &inventory, &policy_dir, &pins, log)?;
-    let child = &mut agent.0;
-    let pid = child.id().to_string();
-    let measured = (|| {
-        while !ready(&netns) {
-            if let Some(status) = child.try_wait()? {
-                bail!(
-                    "the agent exited ({status}) before it was ready; see target/bench/agent-process.log"
-                );
-            }
-            ensure!(
-                started.elapsed() < Duration::from_secs(120),
-                "the agent was not ready after 120 s; see target/bench/agent-process.log"
-            );
-            std::thread::sleep(Duration::from_millis(50));
+    let pid = agent.0.id().to_string();
+    let ready_after = settled_when_ready(&netns, &mut agent.0, started)?;
+    Ok(AgentProcess {
+        input,
+        read: format!(
+            "{} objects, {:.1} MiB of YAML; inventory {:.1} MiB",
+            policies.len(),
+            mib(policy_bytes),
+            mib(inventory_text.len())
+        ),
+        rss: status_kib(&pid, "VmRSS"),
+        peak: status_kib(&pid, "VmHWM"),
+        maps: map_memory_bytes(&pid),
+        ready_after,
+    })
+}
+
+/// Namespaces the pods of the Kubernetes-mode run are spread over.
+const NAMESPACES: usize = 40;
+/// The node the measured agent runs as; every pod runs on one of `NODES` others, so all
+/// 10,000 are peers and none is attached (as in the standalone run).
+const NODE: &str = "bench-node";
+const NODES: usize = 100;
+
+/// A Pod as the API server serves it for a Deployment's replica: managed fields, volumes,
+/// probes and statuses included, `zonewall.io/zone` among its labels.
+fn pod_json(k: usize, endpoint: &Endpoint, zone: &str, version: u64) -> anyhow::Result<Vec<u8>> {
+    use serde_json::json;
+    let name = &endpoint.name;
+    let namespace = format!("team-{}", k % NAMESPACES);
+    let uid = format!("0a1b2c3d-{:04x}-4000-8000-{k:012x}", k % 0x1_0000);
+    let owner = format!("5e6f7a8b-{:04x}-4000-8000-{:012x}", k % 97, k / 10);
+    let hash = "7d9c5b6f4";
+    let node = format!("node-{}", k % NODES);
+    let host_ip = format!("192.168.{}.{}", (k % NODES) / 250, (k % NODES) % 250 + 1);
+    let ips: Vec<_> = endpoint
+        .ips
+        .iter()
+        .map(|ip| json!({"ip": ip.to_string()}))
+        .collect();
+    let mut labels: serde_json::Map<String, serde_json::Value> = endpoint
+        .labels
+        .iter()
+        .map(|(k, v)| (k.clone(), json!(v)))
+        .collect();
+    labels.insert("pod-template-hash".into(), json!(hash));
+    labels.insert("zonewall.io/zone".into(), json!(zone));
+    let time = "2026-11-01T08:00:00Z";
+    let condition = |kind: &str| json!({"type": kind, "status": "True", "lastProbeTime": null, "lastTransitionTime": time});
+    let pod = json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "generateName": format!("{name}-{hash}-"),
+            "namespace": namespace,
+            "uid": uid,
+            "resourceVersion": version.to_string(),
+            "creationTimestamp": time,
+            "labels": labels,
+            "annotations": {"kubectl.kubernetes.io/restartedAt": time},
+            "ownerReferences": [{
+                "apiVersion": "apps/v1", "kind": "ReplicaSet", "name": format!("{name}-{hash}"),
+                "uid": owner, "controller": true, "blockOwnerDeletion": true
+            }],
+            "managedFields": [
+                {
+                    "manager": "kube-controller-manager", "operation": "Update", "apiVersion": "v1",
+                    "time": time, "fieldsType": "FieldsV1",
+                    "fieldsV1": {
+                        "f:metadata": {
+                            "f:generateName": {},
+                            "f:labels": {".": {}, "f:app": {}, "f:pod-template-hash": {}, "f:zonewall.io/zone": {}},
+                            "f:ownerReferences": {".": {}, format!("k:{{\"uid\":\"{owner}\"}}"): {}}
+                        },
+                        "f:spec": {
+                            "f:containers": {"k:{\"name\":\"app\"}": {
+                                ".": {}, "f:image": {}, "f:imagePullPolicy": {}, "f:name": {},
+                                "f:ports": {".": {}, "k:{\"containerPort\":8080,\"protocol\":\"TCP\"}": {
+                                    ".": {}, "f:containerPort": {}, "f:name": {}, "f:protocol": {}}},
+                                "f:readinessProbe": {".": {}, "f:failureThreshold": {}, "f:httpGet": {
+                                    ".": {}, "f:path": {}, "f:port": {}, "f:scheme": {}},
+                                    "f:periodSeconds": {}, "f:successThreshold": {}, "f:timeoutSeconds": {}},
+                                "f:resources": {".": {}, "f:limits": {".": {}, "f:cpu": {}, "f:memory": {}},
+                                    "f:requests": {".": {}, "f:cpu": {}, "f:memory": {}}},
+                                "f:terminationMessagePath": {}, "f:terminationMessagePolicy": {}}},
+                            "f:dnsPolicy": {}, "f:enableServiceLinks": {}, "f:restartPolicy": {},
+                            "f:schedulerName": {}, "f:securityContext": {},
+                            "f:terminationGracePeriodSeconds": {}
+                        }
+                    }
+                },
+                {
+                    "manager": "kubelet", "operation": "Update", "apiVersion": "v1", "time": time,
+                    "fieldsType": "FieldsV1", "subresource": "status",
+                    "fieldsV1": {"f:status": {
+                        "f:conditions": {
+                            "k:{\"type\":\"ContainersReady\"}": {".": {}, "f:lastProbeTime": {}, "f:lastTransitionTime": {}, "f:status": {}, "f:type": {}},
+                            "k:{\"type\":\"Initialized\"}": {".": {}, "f:lastProbeTime": {}, "f:lastTransitionTime": {}, "f:status": {}, "f:type": {}},
+                            "k:{\"type\":\"Ready\"}": {".": {}, "f:lastProbeTime": {}, "f:lastTransitionTime": {}, "f:status": {}, "f:type": {}}
+                        },
+                        "f:containerStatuses": {}, "f:hostIP": {}, "f:hostIPs": {}, "f:phase": {},
+                        "f:podIP": {}, "f:podIPs": {".": {}}, "f:startTime": {}
+                    }}
+                }
+            ]
+        },
+        "spec": {
+            "volumes": [{"name": "kube-api-access-x7k2p", "projected": {"sources": [
+                {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+                {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+                {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}}
+            ], "defaultMode": 420}}],
+            "containers": [{
+                "name": "app", "image": "registry.example/app:1.4.2",
+                "ports": [{"name": "http", "containerPort": 8080, "protocol": "TCP"}],
+                "env": [{"name": "LOG_LEVEL", "value": "info"}],
+                "resources": {"limits": {"cpu": "500m", "memory": "256Mi"}, "requests": {"cpu": "100m", "memory": "128Mi"}},
+                "volumeMounts": [{"name": "kube-api-access-x7k2p", "readOnly": true,
+                    "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"}],
+                "readinessProbe": {"httpGet": {"path": "/ready", "port": 8080, "scheme": "HTTP"},
+                    "timeoutSeconds": 1, "periodSeconds": 10, "successThreshold": 1, "failureThreshold": 3},
+                "terminationMessagePath": "/dev/termination-log", "terminationMessagePolicy": "File",
+                "imagePullPolicy": "IfNotPresent"
+            }],
+            "restartPolicy": "Always", "terminationGracePeriodSeconds": 30, "dnsPolicy": "ClusterFirst",
+            "serviceAccountName": "default", "serviceAccount": "default", "nodeName": node,
+            "securityContext": {}, "schedulerName": "default-scheduler",
+            "tolerations": [
+                {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300},
+                {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}
+            ],
+            "priority": 0, "enableServiceLinks": true, "preemptionPolicy": "PreemptLowerPriority"
+        },
+        "status": {
+            "phase": "Running",
+            "conditions": [condition("PodReadyToStartContainers"), condition("Initialized"),
+                condition("Ready"), condition("ContainersReady"), condition("PodScheduled")],
+            "hostIP": host_ip, "hostIPs": [{"ip": host_ip}],
+            "podIP": endpoint.ips.first().map(ToString::to_string), "podIPs": ips,
+            "startTime": time,
+            "containerStatuses": [{
+                "name": "app", "state": {"running": {"startedAt": time}}, "lastState": {},
+                "ready": true, "restartCount": 0, "image": "registry.example/app:1.4.2",
+                "imageID": format!("registry.example/app@sha256:{:064x}", 0xfeed_u64),
+                "containerID": format!("containerd://{:064x}", k), "started": true
+            }],
+            "qosClass": "Burstable"
         }
-        let ready_after = started.elapsed();
-        // Settled: what it holds while enforcing, not a moment of the start.
-        std::thread::sleep(Duration::from_secs(2));
-        Ok(AgentProcess {
-            input,
-            files: policies.len(),
-            rss: status_kib(&pid, "VmRSS"),
-            peak: status_kib(&pid, "VmHWM"),
-            maps: map_memory_bytes(&pid),
-            policy_bytes,
-            inventory_bytes: inventory_text.len() as u64,
-            ready_after,
-        })
-    })();
-    drop(agent);
-    drop(pins);
-    measured
+    });
+    Ok(serde_json::to_vec(&pod)?)
+}
+
+fn namespace_json(k: usize) -> anyhow::Result<Vec<u8>> {
+    let name = format!("team-{k}");
+    Ok(serde_json::to_vec(&serde_json::json!({
+        "apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": name, "uid": format!("9c8d7e6f-0000-4000-8000-{k:012x}"),
+            "resourceVersion": "10", "creationTimestamp": "2026-10-01T08:00:00Z",
+            "labels": {"kubernetes.io/metadata.name": name, "team": name}},
+        "spec": {"finalizers": ["kubernetes"]},
+        "status": {"phase": "Active"}
+    }))?)
+}
+
+/// The measured agent's own Node (the stand-in serves no other: the agent selects its own).
+fn node_json() -> anyhow::Result<Vec<u8>> {
+    Ok(serde_json::to_vec(&serde_json::json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": NODE, "uid": "3f2e1d0c-0000-4000-8000-000000000001",
+            "resourceVersion": "20", "creationTimestamp": "2026-10-01T08:00:00Z",
+            "labels": {"kubernetes.io/hostname": NODE, "kubernetes.io/os": "linux"}},
+        "spec": {"podCIDR": "10.250.0.0/24", "podCIDRs": ["10.250.0.0/24"]},
+        "status": {
+            "addresses": [{"type": "InternalIP", "address": "192.168.250.1"},
+                {"type": "Hostname", "address": NODE}],
+            "conditions": [{"type": "Ready", "status": "True",
+                "lastHeartbeatTime": "2026-11-01T08:00:00Z",
+                "lastTransitionTime": "2026-10-01T08:00:00Z",
+                "reason": "KubeletReady", "message": "kubelet is posting ready status"}]
+        }
+    }))?)
+}
+
+/// The live policy generation, read from the agent's pinned `ZW_CONFIG` map with the bpf
+/// system call (this process links no BPF library).
+struct PinnedGeneration(std::os::fd::OwnedFd);
+
+impl PinnedGeneration {
+    fn open(pins: &PinLayout) -> anyhow::Result<PinnedGeneration> {
+        use std::os::fd::FromRawFd as _;
+        use std::os::unix::ffi::OsStrExt as _;
+        let path = pins.maps().join("ZW_CONFIG");
+        let name = std::ffi::CString::new(path.as_os_str().as_bytes())?;
+        #[repr(C)]
+        struct ObjGet {
+            pathname: u64,
+            bpf_fd: u32,
+            file_flags: u32,
+        }
+        let attr = ObjGet {
+            pathname: name.as_ptr() as u64,
+            bpf_fd: 0,
+            file_flags: 0,
+        };
+        // SAFETY: BPF_OBJ_GET reads `attr` (a NUL-terminated path that outlives the call).
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                7, // BPF_OBJ_GET
+                &raw const attr,
+                size_of::<ObjGet>(),
+            )
+        };
+        ensure!(
+            fd >= 0,
+            "open {}: {}",
+            path.display(),
+            std::io::Error::last_os_error()
+        );
+        // SAFETY: a new descriptor the kernel just gave us.
+        Ok(PinnedGeneration(unsafe {
+            std::os::fd::OwnedFd::from_raw_fd(fd as i32)
+        }))
+    }
+
+    fn read(&self) -> anyhow::Result<u32> {
+        use std::os::fd::AsRawFd as _;
+        #[repr(C)]
+        struct Lookup {
+            map_fd: u32,
+            _pad: u32,
+            key: u64,
+            value: u64,
+            flags: u64,
+        }
+        let key = 0u32;
+        let mut value = zonewall_common::Config::default();
+        let attr = Lookup {
+            map_fd: self.0.as_raw_fd() as u32,
+            _pad: 0,
+            key: (&raw const key) as u64,
+            value: (&raw mut value) as u64,
+            flags: 0,
+        };
+        // SAFETY: BPF_MAP_LOOKUP_ELEM writes one value of the map's value size (8 bytes, a
+        // `Config`) into `value`.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                1, // BPF_MAP_LOOKUP_ELEM
+                &raw const attr,
+                size_of::<Lookup>(),
+            )
+        };
+        ensure!(
+            rc == 0,
+            "read ZW_CONFIG: {}",
+            std::io::Error::last_os_error()
+        );
+        Ok(value.generation)
+    }
+}
+
+/// The release agent in Kubernetes mode against the API stand-in serving `policies` as
+/// ZonePolicy objects and a Pod for each of `endpoints` (their labels, their zone as the
+/// `zonewall.io/zone` label); its memory once ready, then the time from a watch event that
+/// moves one pod to another zone to the new generation in the kernel, `POD_CHANGES` times.
+fn kubernetes_process(
+    policies: &[ZonePolicy],
+    endpoints: &[Endpoint],
+    dir: &Path,
+) -> anyhow::Result<(AgentProcess, Vec<Duration>)> {
+    let binary = release_binary()?;
+    let pods = endpoints
+        .iter()
+        .enumerate()
+        .map(|(k, e)| pod_json(k, e, &e.zone, 100))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let namespaces = (0..NAMESPACES)
+        .map(namespace_json)
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let objects = policies
+        .iter()
+        .map(serde_json::to_vec)
+        .collect::<Result<Vec<_>, _>>()?;
+    let pods = Arc::new(Collection::new("v1", "PodList", pods));
+    let namespaces = Collection::new("v1", "NamespaceList", namespaces);
+    let objects = Collection::new("zonewall.io/v1alpha1", "ZonePolicyList", objects);
+    let read = format!(
+        "{} ZonePolicy objects, {:.1} MiB of JSON; {} Pods, {:.1} MiB, in {NAMESPACES} Namespaces",
+        policies.len(),
+        mib(objects.bytes()),
+        endpoints.len(),
+        mib(pods.bytes())
+    );
+
+    let (netns, _namespaces) = agent_netns("agent-kube")?;
+    let (listener, port) = api_standin::listen_in(&netns)?;
+    api_standin::serve(
+        listener,
+        [
+            ("/api/v1/pods", pods.clone()),
+            ("/api/v1/namespaces", Arc::new(namespaces)),
+            ("/apis/zonewall.io/v1alpha1/zonepolicies", Arc::new(objects)),
+            (
+                "/api/v1/nodes",
+                Arc::new(Collection::new("v1", "NodeList", vec![node_json()?])),
+            ),
+        ]
+        .into_iter()
+        .collect(),
+    );
+    let kubeconfig = dir.join("agent-kubeconfig");
+    std::fs::write(&kubeconfig, api_standin::kubeconfig(port)).context("write the kubeconfig")?;
+    let pins = super::measure::Pins::named("agent-kube");
+    let log = std::fs::File::create(dir.join("agent-kube.log")).context("agent log")?;
+    let started = Instant::now();
+    let mut agent = Stopped(
+        agent_command(&binary, &netns, &pins)
+            .args(["--node-name", NODE])
+            .env("KUBECONFIG", &kubeconfig)
+            .stderr(log)
+            .spawn()
+            .context("start zonewall agent")?,
+    );
+    let pid = agent.0.id().to_string();
+    let ready_after = settled_when_ready(&netns, &mut agent.0, started)?;
+    let process = AgentProcess {
+        input: "Kubernetes mode, the Panorama configuration as translated, from an API stand-in",
+        read,
+        rss: status_kib(&pid, "VmRSS"),
+        peak: status_kib(&pid, "VmHWM"),
+        maps: map_memory_bytes(&pid),
+        ready_after,
+    };
+
+    // Pods move from dmz to restricted, one watch event each.
+    let generation = PinnedGeneration::open(&pins.0)?;
+    let mut changes = Vec::new();
+    let moved = endpoints
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.zone == "dmz")
+        .step_by(97)
+        .take(POD_CHANGES);
+    for (version, (k, endpoint)) in (101..).zip(moved) {
+        let event = pod_json(k, endpoint, "restricted", version)?;
+        let before = generation.read()?;
+        let sent = Instant::now();
+        ensure!(
+            pods.send("MODIFIED", &event) > 0,
+            "the agent watches no pods"
+        );
+        while generation.read()? == before {
+            ensure!(
+                sent.elapsed() < Duration::from_secs(10),
+                "no new generation 10 s after a pod changed zone; see target/bench/agent-kube.log"
+            );
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        changes.push(sent.elapsed());
+        // The agent finishes the apply (the old slot brought up to date) before the next.
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    ensure!(
+        changes.len() == POD_CHANGES,
+        "not enough dmz workloads to move"
+    );
+    let process = AgentProcess {
+        peak: status_kib(&pid, "VmHWM"),
+        ..process
+    };
+    changes.sort();
+    Ok((process, changes))
 }
 
 /// Each object compiled, or taken over from `compiled_before` when it is the very same
@@ -257,23 +633,27 @@ pub(super) fn compiled_objects(
 pub fn run() -> anyhow::Result<()> {
     let bench_dir = workspace_root().join("target/bench");
     std::fs::create_dir_all(&bench_dir).context("create target/bench")?;
-    let processes = {
+    let (processes, kube_changes) = {
         let generated = generate::generate(SCALE);
         let endpoints = endpoints(&generated.endpoints);
-        [
-            agent_process(
-                "the Panorama configuration as translated",
-                &translated_panorama()?,
+        let translated = translated_panorama()?;
+        let (kubernetes, changes) = kubernetes_process(&translated, &endpoints, &bench_dir)?;
+        let processes = [
+            standalone_process(
+                "standalone, the Panorama configuration as translated",
+                &translated,
                 &endpoints,
                 &bench_dir,
             )?,
-            agent_process(
-                "the generated policy, one object per zone",
+            kubernetes,
+            standalone_process(
+                "standalone, the generated policy, one object per zone",
                 &generated.policies,
                 &endpoints,
                 &bench_dir,
             )?,
-        ]
+        ];
+        (processes, changes)
     };
     let rss_start = status_kib("self", "VmRSS");
     let heap_start = heap::live();
@@ -396,17 +776,22 @@ pub fn run() -> anyhow::Result<()> {
     );
     for process in &processes {
         println!(
-            "  the release agent process on {} ({} objects, {:.1} MiB of YAML; inventory {:.1} MiB): ready after {:.1} s; resident memory {:.0} MiB with the policy live, {:.0} MiB peak; its kernel maps {:.0} MiB",
+            "  the release agent process, {} ({}): ready after {:.1} s; resident memory {:.0} MiB with the policy live, {:.0} MiB peak; its kernel maps {:.0} MiB",
             process.input,
-            process.files,
-            process.policy_bytes as f64 / (1024.0 * 1024.0),
-            process.inventory_bytes as f64 / (1024.0 * 1024.0),
+            process.read,
             process.ready_after.as_secs_f64(),
             process.rss as f64 / 1024.0,
             process.peak as f64 / 1024.0,
             process.maps as f64 / (1024.0 * 1024.0)
         );
     }
+    let kube_change = kube_changes[POD_CHANGES / 2];
+    let kube_slowest = kube_changes[POD_CHANGES - 1];
+    println!(
+        "  the Kubernetes-mode process, one pod changes zone ({POD_CHANGES} watch events, median): new generation in the kernel after {:.0} ms (slowest {:.0} ms)",
+        kube_change.as_secs_f64() * 1000.0,
+        kube_slowest.as_secs_f64() * 1000.0,
+    );
     println!(
         "  this process: resident memory {:.0} MiB at start, {:.0} MiB with the policy live, {:.0} MiB peak (the generator's garbage included); kernel maps (both table slots) {:.0} MiB",
         rss_start as f64 / 1024.0,
@@ -432,7 +817,7 @@ pub fn run() -> anyhow::Result<()> {
     );
     let verdict = |met: bool| if met { "met" } else { "NOT met" };
     println!(
-        "  targets: agent resident memory < 100 MiB with the policy live: {} ({}); at its peak while loading: {} ({}); the agent's own state < 100 MiB: {} ({:.0} MiB kept, {:.0} MiB peak); one pod change live < 100 ms: {}",
+        "  targets: agent resident memory < 100 MiB with the policy live: {} ({}); at its peak while loading: {} ({}); the agent's own state < 100 MiB: {} ({:.0} MiB kept, {:.0} MiB peak); one pod change live < 100 ms: {} in process, {} from a watch event",
         verdict(processes.iter().all(|p| p.rss < 100 * 1024)),
         processes
             .iter()
@@ -448,7 +833,8 @@ pub fn run() -> anyhow::Result<()> {
         verdict(heap_state < 100 << 20 && heap_peak < 100 << 20),
         mib(heap_state),
         mib(heap_peak),
-        verdict(change_total.as_millis() < 100)
+        verdict(change_total.as_millis() < 100),
+        verdict(kube_change.as_millis() < 100)
     );
     Ok(())
 }

@@ -78,9 +78,30 @@ impl Drop for Stopped {
     }
 }
 
-/// A release `zonewall agent --standalone` in network namespace `netns`, on `inventory` and
-/// the policy directory `policies`, pinned under `pins` (removed when it stops), serving
-/// metrics on 127.0.0.1:`METRICS_PORT` there and logging to `log`.
+/// A release `zonewall agent` in network namespace `netns`, pinned under `pins` (removed when
+/// it stops), serving metrics on 127.0.0.1:`METRICS_PORT` there; the caller adds where its
+/// workloads and policy come from, and its output.
+pub(super) fn agent_command(binary: &Path, netns: &str, pins: &Pins) -> Command {
+    // nsenter switches only the network namespace (`ip netns exec` would also mount a fresh
+    // /sys, hiding the bpffs the agent pins into), and replaces itself with the agent: the
+    // child's pid is the agent's.
+    let mut command = Command::new("nsenter");
+    command
+        .arg(format!("--net=/run/netns/{netns}"))
+        .arg("--")
+        .arg(binary)
+        .arg("agent")
+        .arg("--bpffs-root")
+        .arg(&pins.0.root)
+        .args(["--metrics-addr", &format!("127.0.0.1:{METRICS_PORT}")])
+        .arg("--cleanup-on-exit")
+        .env("ZONEWALL_LOG", "info")
+        .stdout(Stdio::null());
+    command
+}
+
+/// [`agent_command`] in standalone mode, on `inventory` and the policy directory `policies`,
+/// logging to `log`.
 pub(super) fn standalone_agent(
     binary: &Path,
     netns: &str,
@@ -89,23 +110,11 @@ pub(super) fn standalone_agent(
     pins: &Pins,
     log: std::fs::File,
 ) -> anyhow::Result<Stopped> {
-    // nsenter switches only the network namespace (`ip netns exec` would also mount a fresh
-    // /sys, hiding the bpffs the agent pins into), and replaces itself with the agent: the
-    // child's pid is the agent's.
-    let child = Command::new("nsenter")
-        .arg(format!("--net=/run/netns/{netns}"))
-        .arg("--")
-        .arg(binary)
-        .args(["agent", "--standalone", "--inventory"])
+    let child = agent_command(binary, netns, pins)
+        .args(["--standalone", "--inventory"])
         .arg(inventory)
         .arg("--policies")
         .arg(policies)
-        .arg("--bpffs-root")
-        .arg(&pins.0.root)
-        .args(["--metrics-addr", &format!("127.0.0.1:{METRICS_PORT}")])
-        .arg("--cleanup-on-exit")
-        .env("ZONEWALL_LOG", "info")
-        .stdout(Stdio::null())
         .stderr(log)
         .spawn()
         .context("start zonewall agent")?;

@@ -8,6 +8,8 @@
 #[cfg(feature = "kernel-bench")]
 mod agent;
 #[cfg(feature = "kernel-bench")]
+mod api_standin;
+#[cfg(feature = "kernel-bench")]
 mod dataplane;
 #[cfg(feature = "kernel-bench")]
 mod end_to_end;
