@@ -4,7 +4,8 @@
 //! idempotent. A node name that is no Node of the cluster (a wrong `--node-name`, which would
 //! make no pod local) is reported and not reconciled.
 //!
-//! The Pod and Namespace caches are kube's reflector stores; ZonePolicies are compiled as
+//! The Pod, Namespace and Node caches are kube's reflector stores (a Pod read only for the
+//! fields the inventory uses, [`ClusterPod`]); ZonePolicies are compiled as
 //! they arrive and only the compiled objects kept ([`CompiledPolicies`]). Each cache is filled
 //! by a complete list before it reports ready, and after a watch error the relisted objects
 //! replace the cache only once the new list is complete. So a reconcile never sees a partial
@@ -17,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node};
 use kube::runtime::{WatchStreamExt as _, reflector, watcher};
 use kube::{Api, Client};
 use tokio::sync::Notify;
@@ -25,7 +26,7 @@ use tokio::sync::Notify;
 use super::{FlowOutput, NodeError, Snapshot, Telemetry, local_workloads_of};
 use crate::datapath::Dataplane;
 use crate::inventory::cluster::{
-    ClusterOptions, inventory_from_cluster, trim_namespace, trim_node, trim_pod,
+    ClusterOptions, ClusterPod, inventory_from_cluster, trim_namespace, trim_node, trim_pod,
 };
 use crate::metrics::ReconcileErrorKind;
 use crate::policy::compile::{AddressCache, AddressPool, CompiledPolicy, compile_with};
@@ -183,7 +184,7 @@ pub async fn run_kubernetes(
         telemetry.clone(),
     );
     let pods = watch(
-        Api::<Pod>::all(client.clone()),
+        Api::<ClusterPod>::all(client.clone()),
         watcher::Config::default(),
         trim_pod,
         wake.clone(),
