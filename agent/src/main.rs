@@ -265,8 +265,10 @@ fn protocol(text: &str) -> Result<u8, String> {
 fn init_logging() -> Result<(), String> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("ZONEWALL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colour only on a terminal: escape codes in a log file or a collector are noise.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match std::env::var("ZONEWALL_LOG_FORMAT").as_deref() {
         Ok("json") => builder.json().init(),
