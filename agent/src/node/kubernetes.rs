@@ -307,7 +307,9 @@ pub async fn run_kubernetes(
                         );
                     }
                     telemetry.readiness.set_ready();
-                    enricher = Some(super::enricher(&snapshot, &attached, &node_name));
+                    if flows.is_some() {
+                        enricher = Some(super::enricher(&snapshot, &attached, &node_name));
+                    }
                     current = Some(snapshot);
                     super::release_freed_memory();
                 }

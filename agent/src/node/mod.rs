@@ -512,7 +512,10 @@ pub async fn run_standalone(
         tracing::warn!("{approximation}");
     }
     let node_name = flows.as_ref().map(|f| f.node.clone()).unwrap_or_default();
-    let mut enricher = enricher(&current, &attached, &node_name);
+    // Only a flow output reads it (it names every workload and rule: MiBs at scale).
+    let mut enricher = flows
+        .is_some()
+        .then(|| enricher(&current, &attached, &node_name));
     release_freed_memory();
     tokio::pin!(stop);
     let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -526,11 +529,11 @@ pub async fn run_standalone(
             _ = tick.tick() => {}
         }
         ticks += 1;
-        if let Some(flows) = flows.as_mut()
+        if let (Some(flows), Some(enricher)) = (flows.as_mut(), enricher.as_ref())
             && let Err(e) = pump_events(
                 dataplane,
                 &mut flows.reader,
-                &enricher,
+                enricher,
                 ticks.is_multiple_of(10),
                 Some(&telemetry.metrics),
                 flows.consumer,
@@ -569,7 +572,9 @@ pub async fn run_standalone(
                     "policy reloaded"
                 );
                 current = snapshot;
-                enricher = self::enricher(&current, &attached, &node_name);
+                if enricher.is_some() {
+                    enricher = Some(self::enricher(&current, &attached, &node_name));
+                }
                 release_freed_memory();
             }
             Err(e) => {
@@ -580,11 +585,11 @@ pub async fn run_standalone(
             }
         }
     }
-    if let Some(flows) = flows.as_mut() {
+    if let (Some(flows), Some(enricher)) = (flows.as_mut(), enricher.as_ref()) {
         let _ = pump_events(
             dataplane,
             &mut flows.reader,
-            &enricher,
+            enricher,
             false,
             Some(&telemetry.metrics),
             flows.consumer,
