@@ -298,6 +298,30 @@ impl Capacities {
 /// Programs run to completion within microseconds in softirq context; the margin is wide.
 const GRACE: Duration = Duration::from_millis(10);
 
+/// The live policy generation of a datapath pinned under a [`PinLayout`], read from its
+/// pinned config map without loading anything: for observers of a running agent (the
+/// benchmarks time a change to the generation it switches to).
+pub struct PinnedGeneration(Array<MapData, Config>);
+
+impl PinnedGeneration {
+    pub fn open(layout: &PinLayout) -> Result<PinnedGeneration, DatapathError> {
+        let name = map_names::CONFIG;
+        let data =
+            MapData::from_pin(layout.maps().join(name)).map_err(|e| map_error("open", name, e))?;
+        let array =
+            Array::try_from(aya::maps::Map::Array(data)).map_err(|e| map_error("open", name, e))?;
+        Ok(PinnedGeneration(array))
+    }
+
+    pub fn read(&self) -> Result<u32, DatapathError> {
+        let config = self
+            .0
+            .get(&0, 0)
+            .map_err(|e| map_error("lookup", map_names::CONFIG, e))?;
+        Ok(config.generation)
+    }
+}
+
 /// The loaded programs and maps, pinned (see [`PinLayout`]): maps, links and so enforcement
 /// outlive the process. [`Datapath::cleanup`] removes them.
 pub struct Datapath {

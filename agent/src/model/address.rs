@@ -106,10 +106,7 @@ impl Wildcard {
     }
 
     pub fn contains(&self, ip: IpAddr) -> bool {
-        let (addr_bits, width) = to_bits(self.address);
-        let (ip_bits, ip_width) = to_bits(ip);
-        let (mask_bits, _) = to_bits(self.mask);
-        width == ip_width && (ip_bits & !mask_bits) == addr_bits
+        Wildcard::base(ip, self.mask) == Some(self.address)
     }
 
     /// Number of don't-care bits outside the trailing contiguous run: the expansion has

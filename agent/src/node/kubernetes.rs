@@ -234,18 +234,18 @@ pub async fn run_kubernetes(
     // bring the periodic reconcile forward).
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut ticks: u64 = 0;
+    // Pods are this node's by `spec.nodeName`: under a name that is no node of the cluster
+    // none would be, and nothing would be enforced here. Such a state is not applied: what is
+    // live stays, and readiness says why.
+    let node_listed = || {
+        nodes
+            .state()
+            .iter()
+            .any(|n| n.metadata.name.as_deref() == Some(node_name.as_str()))
+    };
     // Whether the last reconcile found this node missing (said once per absence).
     let mut node_missing = false;
     loop {
-        // Pods are this node's by `spec.nodeName`: under a name that is no node of the
-        // cluster none would be, and nothing would be enforced here. Such a state is not
-        // applied: what is live stays, and readiness says why.
-        let node_listed = || {
-            nodes
-                .state()
-                .iter()
-                .any(|n| n.metadata.name.as_deref() == Some(node_name.as_str()))
-        };
         if reconcile && !node_listed() {
             reconcile = false;
             let reason = format!(

@@ -28,7 +28,7 @@ use std::{
 
 use anyhow::{Context as _, bail, ensure};
 use zonewall::{
-    datapath::{Datapath, Dataplane, DesiredTables, PinLayout},
+    datapath::{Datapath, Dataplane, DesiredTables, PinnedGeneration},
     firewall::panos,
     inventory::{Endpoint, Inventory},
     node,
@@ -404,86 +404,6 @@ fn node_json() -> anyhow::Result<Vec<u8>> {
                 "reason": "KubeletReady", "message": "kubelet is posting ready status"}]
         }
     }))?)
-}
-
-/// The live policy generation, read from the agent's pinned `ZW_CONFIG` map with the bpf
-/// system call (this process links no BPF library).
-struct PinnedGeneration(std::os::fd::OwnedFd);
-
-impl PinnedGeneration {
-    fn open(pins: &PinLayout) -> anyhow::Result<PinnedGeneration> {
-        use std::os::fd::FromRawFd as _;
-        use std::os::unix::ffi::OsStrExt as _;
-        let path = pins.maps().join("ZW_CONFIG");
-        let name = std::ffi::CString::new(path.as_os_str().as_bytes())?;
-        #[repr(C)]
-        struct ObjGet {
-            pathname: u64,
-            bpf_fd: u32,
-            file_flags: u32,
-        }
-        let attr = ObjGet {
-            pathname: name.as_ptr() as u64,
-            bpf_fd: 0,
-            file_flags: 0,
-        };
-        // SAFETY: BPF_OBJ_GET reads `attr` (a NUL-terminated path that outlives the call).
-        let fd = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                7, // BPF_OBJ_GET
-                &raw const attr,
-                size_of::<ObjGet>(),
-            )
-        };
-        ensure!(
-            fd >= 0,
-            "open {}: {}",
-            path.display(),
-            std::io::Error::last_os_error()
-        );
-        // SAFETY: a new descriptor the kernel just gave us.
-        Ok(PinnedGeneration(unsafe {
-            std::os::fd::OwnedFd::from_raw_fd(fd as i32)
-        }))
-    }
-
-    fn read(&self) -> anyhow::Result<u32> {
-        use std::os::fd::AsRawFd as _;
-        #[repr(C)]
-        struct Lookup {
-            map_fd: u32,
-            _pad: u32,
-            key: u64,
-            value: u64,
-            flags: u64,
-        }
-        let key = 0u32;
-        let mut value = zonewall_common::Config::default();
-        let attr = Lookup {
-            map_fd: self.0.as_raw_fd() as u32,
-            _pad: 0,
-            key: (&raw const key) as u64,
-            value: (&raw mut value) as u64,
-            flags: 0,
-        };
-        // SAFETY: BPF_MAP_LOOKUP_ELEM writes one value of the map's value size (8 bytes, a
-        // `Config`) into `value`.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                1, // BPF_MAP_LOOKUP_ELEM
-                &raw const attr,
-                size_of::<Lookup>(),
-            )
-        };
-        ensure!(
-            rc == 0,
-            "read ZW_CONFIG: {}",
-            std::io::Error::last_os_error()
-        );
-        Ok(value.generation)
-    }
 }
 
 /// The release agent in Kubernetes mode against the API stand-in serving `policies` as

@@ -271,11 +271,10 @@ impl WorkloadIndex {
                 };
                 index.prefixes.entry(net).or_default().push(*p);
             }
+            // `contains` is exactly: the address's base under the mask is this address.
             for w in &set.wildcards {
-                if let Some(base) = Wildcard::base(w.address, w.mask) {
-                    let holders = index.wildcards.entry(w.mask).or_default();
-                    holders.entry(base).or_default().push(*p);
-                }
+                let holders = index.wildcards.entry(w.mask).or_default();
+                holders.entry(w.address).or_default().push(*p);
             }
             if set.any {
                 index.any.push(*p);
