@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use zonewall::datapath::{ApplyReport, Counters, DatapathError, Dataplane, DesiredTables};
 use zonewall::inventory::cluster::{ClusterOptions, ZoneLabels};
 use zonewall::node::{PolicyInput, Telemetry, kubernetes::run_kubernetes, load_policies};
+use zonewall::policy::datapath_compile::LpmKey;
 use zonewall::policy::resource::Mode;
 use zonewall_common::{self as abi, FlowEvent, RuleStats};
 
@@ -71,16 +72,18 @@ impl Dataplane for Recorder {
 }
 
 /// The longest-prefix entry of `table` for `data` (what an LPM trie returns).
-fn lpm<const N: usize, V: Copy>(table: &BTreeMap<(u32, [u8; N]), V>, data: [u8; N]) -> Option<V> {
+fn lpm<K: LpmKey, V: Copy>(table: &[(K, V)], data: K::Data) -> Option<V> {
+    let data = data.as_ref();
     table
         .iter()
-        .filter(|((len, key), _)| {
-            (0..*len as usize).all(|bit| {
+        .filter(|(key, _)| {
+            let bytes = key.data();
+            (0..key.prefix_len() as usize).all(|bit| {
                 let mask = 0x80u8 >> (bit % 8);
-                key[bit / 8] & mask == data[bit / 8] & mask
+                bytes.as_ref()[bit / 8] & mask == data[bit / 8] & mask
             })
         })
-        .max_by_key(|((len, _), _)| *len)
+        .max_by_key(|(key, _)| key.prefix_len())
         .map(|(_, value)| *value)
 }
 

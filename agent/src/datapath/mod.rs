@@ -8,7 +8,6 @@ mod sys;
 mod tables;
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,7 +29,7 @@ use zonewall_common::{
 pub use interfaces::{InterfaceError, discover_interface, interface_index};
 pub use tables::{DesiredTables, PolicyMaps, TableDiff, endpoint_key};
 
-use crate::policy::datapath_compile::Compiled;
+use crate::policy::datapath_compile::{LpmEntries, LpmKey};
 
 /// The eBPF object built from `ebpf/` by `build.rs`.
 pub static EBPF_OBJECT: &[u8] =
@@ -528,41 +527,49 @@ impl Datapath {
         Ok(EventReader(ring))
     }
 
-    /// Every entry of an LPM trie, keyed as [`DesiredTables`] keys them.
-    fn read_lpm<K: aya::Pod + Ord, V: aya::Pod>(
+    /// Every entry of an LPM trie, in key order (as [`DesiredTables`] holds them).
+    fn read_lpm<K: LpmKey, V: aya::Pod>(
         &self,
         name: &'static str,
-    ) -> Result<BTreeMap<(u32, K), V>, DatapathError> {
-        let trie: LpmTrie<&MapData, K, V> =
+    ) -> Result<LpmEntries<K, V>, DatapathError>
+    where
+        K::Data: aya::Pod,
+    {
+        let trie: LpmTrie<&MapData, K::Data, V> =
             LpmTrie::try_from(self.map(name)?).map_err(|e| map_error("open", name, e))?;
-        let mut current = BTreeMap::new();
+        let mut current = Vec::new();
         for entry in trie.iter() {
             let (key, value) = entry.map_err(|e| map_error("iterate", name, e))?;
-            current.insert((key.prefix_len(), key.data()), value);
+            current.push((K::from_parts(key.prefix_len(), key.data()), value));
         }
-        Ok(current)
+        current.sort_unstable_by_key(|(k, _)| k.order());
+        Ok(Arc::new(current))
     }
 
     /// Makes the trie `name`, which holds `current`, hold `desired`: writes what differs and
     /// removes what is gone.
-    fn write_lpm<K: aya::Pod + Ord, V: aya::Pod + PartialEq>(
+    fn write_lpm<K: LpmKey, V: aya::Pod + PartialEq>(
         &mut self,
         name: &'static str,
-        current: &BTreeMap<(u32, K), V>,
-        desired: &BTreeMap<(u32, K), V>,
-    ) -> Result<TableDiff, DatapathError> {
+        current: &LpmEntries<K, V>,
+        desired: &LpmEntries<K, V>,
+    ) -> Result<TableDiff, DatapathError>
+    where
+        K::Data: aya::Pod,
+    {
+        let diff = tables::diff_lpm(current, desired);
+        if diff.upserts.is_empty() && diff.removals.is_empty() {
+            return Ok(TableDiff::default());
+        }
         let fd = self.map_fd(name)?;
-        let mut trie: LpmTrie<&mut MapData, K, V> =
+        let mut trie: LpmTrie<&mut MapData, K::Data, V> =
             LpmTrie::try_from(self.map_mut(name)?).map_err(|e| map_error("open", name, e))?;
-        let diff = tables::diff(current, desired);
+        let key = |k: &K| Key::new(k.prefix_len(), k.data());
         // In chunks, so that a full table needs buffers for one chunk only.
         let mut batched = 0;
         for chunk in diff.upserts.chunks(WRITE_CHUNK) {
-            let keys: Vec<Key<K>> = chunk
-                .iter()
-                .map(|(prefix_len, data)| Key::new(*prefix_len, *data))
-                .collect();
-            let values: Vec<V> = chunk.iter().map(|k| desired[k]).collect();
+            let keys: Vec<Key<K::Data>> = chunk.iter().map(|(k, _)| key(k)).collect();
+            let values: Vec<V> = chunk.iter().map(|(_, v)| *v).collect();
             let done = batched_upserts(name, fd, &keys, &values)?;
             batched += done;
             for (key, value) in keys.iter().zip(&values).skip(done) {
@@ -571,10 +578,7 @@ impl Datapath {
             }
         }
         for chunk in diff.removals.chunks(WRITE_CHUNK) {
-            let stale: Vec<Key<K>> = chunk
-                .iter()
-                .map(|(prefix_len, data)| Key::new(*prefix_len, *data))
-                .collect();
+            let stale: Vec<Key<K::Data>> = chunk.iter().map(key).collect();
             let done = batched_removals(name, fd, &stale)?;
             batched += done;
             for key in stale.iter().skip(done) {
@@ -705,10 +709,11 @@ impl Datapath {
         let fd = self.map_fd(name)?;
         let mut map: HashMap<&mut MapData, EndpointKey, EndpointValue> =
             HashMap::try_from(self.map_mut(name)?).map_err(|e| map_error("open", name, e))?;
-        let diff = tables::diff(current, desired);
-        let values: Vec<EndpointValue> = diff.upserts.iter().map(|k| desired[k]).collect();
-        let upserts_batched = batched_upserts(name, fd, &diff.upserts, &values)?;
-        for (key, value) in diff.upserts.iter().zip(&values).skip(upserts_batched) {
+        let diff = tables::diff(current, desired, |k| *k);
+        let (keys, values): (Vec<EndpointKey>, Vec<EndpointValue>) =
+            diff.upserts.iter().copied().unzip();
+        let upserts_batched = batched_upserts(name, fd, &keys, &values)?;
+        for (key, value) in keys.iter().zip(&values).skip(upserts_batched) {
             map.insert(key, value, 0)
                 .map_err(|e| map_error("insert", name, e))?;
         }
@@ -720,9 +725,8 @@ impl Datapath {
             }
         }
         Ok(TableDiff {
-            written: diff.upserts.len(),
-            removed: diff.removals.len(),
             batched: upserts_batched + removals_batched,
+            ..diff.summary()
         })
     }
 
@@ -1145,11 +1149,6 @@ fn map_error(op: &'static str, map: &'static str, source: MapError) -> DatapathE
         map,
         source: Box::new(source),
     }
-}
-
-/// The desired tables for a compiled policy and the local workloads' interfaces.
-pub fn desired_tables(compiled: &Compiled, local: &[(u32, IpAddr)], events: bool) -> DesiredTables {
-    DesiredTables::new(compiled, local, events)
 }
 
 #[cfg(test)]

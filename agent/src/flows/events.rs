@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 use zonewall_common::{self as abi, FlowEvent};
 
@@ -23,7 +24,7 @@ use crate::policy::resource::{Rulebase as PolicyRulebase, Tier};
 #[derive(Clone, Debug)]
 pub struct Enricher {
     zones: Vec<String>,
-    rules: BTreeMap<u32, RuleEntry>,
+    rules: Arc<BTreeMap<u32, RuleEntry>>,
     workloads: HashMap<IpAddr, Workload>,
     interfaces: HashMap<u32, String>,
     node: String,
@@ -86,7 +87,7 @@ impl Enricher {
         }
         Enricher {
             zones: compiled.zones.clone(),
-            rules: compiled.rules.clone(),
+            rules: Arc::clone(&compiled.rules),
             workloads,
             interfaces,
             node: node.to_owned(),

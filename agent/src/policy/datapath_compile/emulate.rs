@@ -8,7 +8,7 @@ use std::net::IpAddr;
 
 use zonewall_common as abi;
 
-use super::{Compiled, direction_code};
+use super::{Compiled, LpmKey, direction_code};
 use crate::policy::eval::Direction;
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -93,14 +93,11 @@ impl<V: Copy> Lpm<V> {
     }
 }
 
-fn policy_data(key: &abi::PolicyKey) -> Vec<u8> {
-    let mut data = Vec::with_capacity(12);
-    data.push(key.direction);
-    data.extend_from_slice(&key.subject_identity_be);
-    data.extend_from_slice(&key.peer_identity_be);
-    data.push(key.protocol);
-    data.extend_from_slice(&key.port_be);
-    data
+/// (prefix length, data, value) of every entry of a table.
+fn parts<K: LpmKey, V: Copy>(table: &[(K, V)]) -> impl Iterator<Item = (u32, Vec<u8>, V)> {
+    table
+        .iter()
+        .map(|(k, v)| (k.prefix_len(), k.data().as_ref().to_vec(), *v))
 }
 
 /// The compiled maps, as the kernel would hold them.
@@ -123,27 +120,9 @@ impl Datapath {
     /// Loads the entries; fails on entries the kernel would reject or merge.
     pub fn new(compiled: &Compiled) -> Result<Datapath, EmulationError> {
         Ok(Datapath {
-            identity_v4: Lpm::new(
-                abi::map_names::IDENTITY_V4,
-                compiled
-                    .identity_v4
-                    .iter()
-                    .map(|(k, v)| (k.prefix_len, k.addr_be.to_vec(), *v)),
-            )?,
-            identity_v6: Lpm::new(
-                abi::map_names::IDENTITY_V6,
-                compiled
-                    .identity_v6
-                    .iter()
-                    .map(|(k, v)| (k.prefix_len, k.addr_be.to_vec(), *v)),
-            )?,
-            policy: Lpm::new(
-                abi::map_names::POLICY,
-                compiled
-                    .policy
-                    .iter()
-                    .map(|(k, v)| (k.prefix_len, policy_data(k), *v)),
-            )?,
+            identity_v4: Lpm::new(abi::map_names::IDENTITY_V4, parts(&compiled.identity_v4))?,
+            identity_v6: Lpm::new(abi::map_names::IDENTITY_V6, parts(&compiled.identity_v6))?,
+            policy: Lpm::new(abi::map_names::POLICY, parts(&compiled.policy))?,
         })
     }
 
@@ -184,7 +163,7 @@ impl Datapath {
             protocol,
             port_be: port.to_be_bytes(),
         };
-        let value = self.policy.lookup(&policy_data(&key))?;
+        let value = self.policy.lookup(&key.data())?;
         Some(Lookup {
             subject,
             peer,

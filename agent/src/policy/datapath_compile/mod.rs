@@ -117,6 +117,91 @@ pub enum CompileError {
     Endpoint { endpoint: String, problem: String },
 }
 
+/// A key of an LPM trie: a prefix length and the bytes it applies to.
+///
+/// Every table of entries (the compiler's, the datapath's record of a map) is sorted by
+/// [`LpmKey::order`] and holds no key twice, so two tables compare in one pass.
+pub trait LpmKey: Copy + Eq {
+    type Data: Copy + Ord + AsRef<[u8]>;
+    fn prefix_len(&self) -> u32;
+    fn data(&self) -> Self::Data;
+    fn from_parts(prefix_len: u32, data: Self::Data) -> Self;
+    fn order(&self) -> (Self::Data, u32) {
+        (self.data(), self.prefix_len())
+    }
+}
+
+impl LpmKey for abi::IdentityKeyV4 {
+    type Data = [u8; 4];
+    fn prefix_len(&self) -> u32 {
+        self.prefix_len
+    }
+    fn data(&self) -> [u8; 4] {
+        self.addr_be
+    }
+    fn from_parts(prefix_len: u32, addr_be: [u8; 4]) -> Self {
+        abi::IdentityKeyV4 {
+            prefix_len,
+            addr_be,
+        }
+    }
+}
+
+impl LpmKey for abi::IdentityKeyV6 {
+    type Data = [u8; 16];
+    fn prefix_len(&self) -> u32 {
+        self.prefix_len
+    }
+    fn data(&self) -> [u8; 16] {
+        self.addr_be
+    }
+    fn from_parts(prefix_len: u32, addr_be: [u8; 16]) -> Self {
+        abi::IdentityKeyV6 {
+            prefix_len,
+            addr_be,
+        }
+    }
+}
+
+/// Data: direction, subject identity, peer identity, protocol, port.
+impl LpmKey for abi::PolicyKey {
+    type Data = [u8; 12];
+    fn prefix_len(&self) -> u32 {
+        self.prefix_len
+    }
+    fn data(&self) -> [u8; 12] {
+        let (s, p) = (self.subject_identity_be, self.peer_identity_be);
+        [
+            self.direction,
+            s[0],
+            s[1],
+            s[2],
+            s[3],
+            p[0],
+            p[1],
+            p[2],
+            p[3],
+            self.protocol,
+            self.port_be[0],
+            self.port_be[1],
+        ]
+    }
+    fn from_parts(prefix_len: u32, d: [u8; 12]) -> Self {
+        abi::PolicyKey {
+            prefix_len,
+            direction: d[0],
+            subject_identity_be: [d[1], d[2], d[3], d[4]],
+            peer_identity_be: [d[5], d[6], d[7], d[8]],
+            protocol: d[9],
+            port_be: [d[10], d[11]],
+        }
+    }
+}
+
+/// The entries of one LPM trie in [`LpmKey::order`], shared between a compile, the next
+/// compile that needs the same entries, and the datapath's record of what a map holds.
+pub type LpmEntries<K, V> = Arc<Vec<(K, V)>>;
+
 /// What the compiler produced: map entries in key order plus the tables userspace keeps.
 #[derive(Clone, Debug)]
 pub struct Compiled {
@@ -125,12 +210,13 @@ pub struct Compiled {
     /// By id. Ids are dense from 1 unless numbers were kept from a previous compile
     /// ([`compile_after`]).
     pub identities: Vec<Identity>,
-    pub identity_v4: Vec<(abi::IdentityKeyV4, abi::IdentityValue)>,
-    pub identity_v6: Vec<(abi::IdentityKeyV6, abi::IdentityValue)>,
+    pub identity_v4: LpmEntries<abi::IdentityKeyV4, abi::IdentityValue>,
+    pub identity_v6: LpmEntries<abi::IdentityKeyV6, abi::IdentityValue>,
     /// Shared with the next compile when it needs the same entries.
-    pub policy: Arc<Vec<(abi::PolicyKey, abi::PolicyValue)>>,
-    /// Rule id -> what it is; includes the fixed `RULE_ID_*` implicit decisions.
-    pub rules: BTreeMap<u32, RuleEntry>,
+    pub policy: LpmEntries<abi::PolicyKey, abi::PolicyValue>,
+    /// Rule id -> what it is; includes the fixed `RULE_ID_*` implicit decisions. Shared
+    /// with the next compile when its policies are the same objects.
+    pub rules: Arc<BTreeMap<u32, RuleEntry>>,
     /// Rules represented conservatively instead of exactly, with what was done.
     pub approximations: Vec<String>,
     /// The external zone's prefix tree, for the next compile to reuse.
@@ -141,12 +227,12 @@ pub struct Compiled {
     policy_basis: PolicyBasis,
 }
 
-/// The inputs of the policy entries: the compiled policies (the same objects; holding them
-/// keeps their addresses from being reused by others) and every identity's number, zone and
-/// class.
+/// The inputs of the policy entries: the compiled policies as numbered (the same objects;
+/// holding them keeps their addresses from being reused by others) and every identity's
+/// number, zone and class.
 #[derive(Clone)]
 struct PolicyBasis {
-    policies: Vec<Arc<CompiledPolicy>>,
+    numbering: Arc<Numbering>,
     identities: Vec<(u32, String, Vec<u32>)>,
     /// What the entries of one zone's subjects in one direction depend on besides the
     /// identities (see [`ZoneBasis`]).
@@ -168,13 +254,7 @@ struct ZoneBasis {
 
 impl PolicyBasis {
     fn same(&self, other: &Self) -> bool {
-        self.policies.len() == other.policies.len()
-            && self
-                .policies
-                .iter()
-                .zip(&other.policies)
-                .all(|(a, b)| Arc::ptr_eq(a, b))
-            && self.identities == other.identities
+        Arc::ptr_eq(&self.numbering, &other.numbering) && self.identities == other.identities
     }
 }
 
@@ -183,7 +263,7 @@ impl std::fmt::Debug for PolicyBasis {
         write!(
             f,
             "PolicyBasis({} policies, {} identities)",
-            self.policies.len(),
+            self.numbering.policies.len(),
             self.identities.len()
         )
     }
@@ -293,7 +373,7 @@ impl WorkloadIndex {
     fn dynamic_matches(
         &self,
         labels: &BTreeMap<String, String>,
-        predicates: &[&Arc<AddressSet>],
+        predicates: &[Arc<AddressSet>],
     ) -> Vec<u32> {
         self.by_labels
             .iter()
@@ -498,16 +578,32 @@ pub fn compile_after(
     endpoints: &[Endpoint],
     limits: &Limits,
 ) -> Result<Compiled, CompileError> {
-    let mut compiler = Compiler::new(set, limits);
-    compiler.number_rules()?;
     let zones: Vec<String> = endpoints
         .iter()
-        .map(|e| e.zone.clone())
-        .chain([external_zone.to_string()])
+        .map(|e| e.zone.as_str())
+        .chain([external_zone])
         .collect::<BTreeSet<_>>()
         .into_iter()
+        .map(str::to_owned)
         .collect();
-    let relevant = compiler.relevant_predicates(&zones);
+    let numbering = match previous.map(|p| &p.policy_basis.numbering) {
+        Some(numbering) if numbering.zones == zones && numbering.made_of(set) => {
+            Arc::clone(numbering)
+        }
+        _ => {
+            let mut numbering = Numbering::new(set)?;
+            numbering.relevant = numbering.relevant_predicates(set, &zones);
+            numbering.zones = zones.clone();
+            Arc::new(numbering)
+        }
+    };
+    check_capacity("rules", numbering.rule_table.len(), limits.max_rules)?;
+    let compiler = Compiler {
+        set,
+        limits,
+        numbering: Arc::clone(&numbering),
+    };
+    let relevant = &numbering.relevant;
     let empty = BTreeSet::new();
     let relevant_of = |zone: &str| relevant.get(zone).unwrap_or(&empty);
 
@@ -521,7 +617,7 @@ pub fn compile_after(
         .flat_map(|zone| relevant_of(zone).iter().copied())
         .collect::<BTreeSet<u32>>()
         .into_iter()
-        .map(|p| (p, Arc::clone(compiler.predicates[p as usize])))
+        .map(|p| (p, Arc::clone(&numbering.predicates[p as usize])))
         .collect();
     let workload_index = match previous.map(|p| &p.workload_index) {
         Some(index) if same_predicates(&index.predicates, &workload_predicates) => {
@@ -529,12 +625,13 @@ pub fn compile_after(
         }
         _ => Arc::new(WorkloadIndex::new(workload_predicates)),
     };
-    let mut owners: BTreeMap<IpAddr, &Endpoint> = BTreeMap::new();
-    let mut workload_classes: Vec<(IpAddr, String, Vec<u32>)> = Vec::new();
-    let mut dynamic_of: HashMap<&BTreeMap<String, String>, Vec<u32>> = HashMap::new();
+    type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+    let mut owners: FastMap<IpAddr, &Endpoint> = FastMap::default();
+    let mut workload_classes: Vec<(IpAddr, &str, Vec<u32>)> = Vec::with_capacity(endpoints.len());
+    let mut dynamic_of: FastMap<&BTreeMap<String, String>, Vec<u32>> = FastMap::default();
     for endpoint in endpoints {
         let dynamic = dynamic_of.entry(&endpoint.labels).or_insert_with(|| {
-            workload_index.dynamic_matches(&endpoint.labels, &compiler.predicates)
+            workload_index.dynamic_matches(&endpoint.labels, &numbering.predicates)
         });
         for &ip in &endpoint.ips {
             if let Some(other) = owners.insert(ip, endpoint) {
@@ -547,7 +644,7 @@ pub fn compile_after(
                 });
             }
             let class = workload_index.class(ip, dynamic, relevant_of(&endpoint.zone));
-            workload_classes.push((ip, endpoint.zone.clone(), class));
+            workload_classes.push((ip, &endpoint.zone, class));
         }
     }
 
@@ -556,7 +653,7 @@ pub fn compile_after(
     // reconcile where only workloads or services changed), built again otherwise.
     let external_relevant: Vec<(u32, Arc<AddressSet>)> = relevant_of(external_zone)
         .iter()
-        .map(|&p| (p, Arc::clone(compiler.predicates[p as usize])))
+        .map(|&p| (p, Arc::clone(&numbering.predicates[p as usize])))
         .collect();
     let external = match previous.map(|p| &p.external) {
         Some(tree) if tree.made_of(&external_relevant, limits.max_wildcard_prefixes) => {
@@ -574,9 +671,7 @@ pub fn compile_after(
     // node per prefix but only a handful of classes.
     let mut classes: BTreeMap<(&str, &[u32]), usize> = BTreeMap::new();
     for (_, zone, class) in &workload_classes {
-        *classes
-            .entry((zone.as_str(), class.as_slice()))
-            .or_default() += 1;
+        *classes.entry((*zone, class.as_slice())).or_default() += 1;
     }
     for (_, class) in external_tree {
         classes
@@ -659,6 +754,11 @@ pub fn compile_after(
             )),
         }
     }
+    // In key order (IpNet's is address first as well; sorting sorted entries is one pass).
+    identity_v4.sort_unstable_by_key(|(k, _)| k.order());
+    identity_v6.sort_unstable_by_key(|(k, _)| k.order());
+    identity_v4.shrink_to_fit();
+    identity_v6.shrink_to_fit();
     check_capacity(
         "IPv4 identity entries",
         identity_v4.len(),
@@ -673,7 +773,7 @@ pub fn compile_after(
     // The policy entries are a function of the policies and the identities alone: a pod
     // that joins or leaves a class that exists anyway changes none of them.
     let mut basis = PolicyBasis {
-        policies: set.shared_policies().cloned().collect(),
+        numbering: Arc::clone(&numbering),
         identities: identities
             .iter()
             .map(|i| (i.id, i.zone.clone(), i.member_of.clone()))
@@ -701,11 +801,11 @@ pub fn compile_after(
     Ok(Compiled {
         zones,
         identities,
-        identity_v4,
-        identity_v6,
+        identity_v4: Arc::new(identity_v4),
+        identity_v6: Arc::new(identity_v6),
         policy,
-        rules: compiler.rule_table,
-        approximations: compiler.approximations,
+        rules: Arc::clone(&numbering.rule_table),
+        approximations: numbering.approximations.clone(),
         external,
         workload_index,
         policy_basis: basis,
@@ -741,20 +841,32 @@ fn number_identities<'k>(
     numbers
 }
 
-struct Compiler<'a> {
-    set: &'a PolicySet,
-    limits: &'a Limits,
+/// The set's rules numbered and its address columns interned: a function of the compiled
+/// policies alone (the same objects in the same order), so a compile where only workloads
+/// changed takes it over, with the zones' relevant predicates when the zones are the same.
+#[derive(Default)]
+struct Numbering {
+    /// What it was made of; holding the objects keeps their addresses (the keys of `rules`)
+    /// from being reused by others.
+    policies: Vec<Arc<CompiledPolicy>>,
     /// Distinct address columns, in first-seen order over the set's fixed policy order.
-    predicates: Vec<&'a Arc<AddressSet>>,
+    predicates: Vec<Arc<AddressSet>>,
     /// A rule using each predicate, for error messages.
     predicate_users: Vec<String>,
-    rules: HashMap<*const CompiledRule, RuleInfo, foldhash::fast::RandomState>,
-    rule_table: BTreeMap<u32, RuleEntry>,
+    /// By the rule's address.
+    rules: HashMap<usize, RuleInfo, foldhash::fast::RandomState>,
+    rule_table: Arc<BTreeMap<u32, RuleEntry>>,
     approximations: Vec<String>,
+    /// The zones `relevant` was worked out for.
+    zones: Vec<String>,
+    /// For each of `zones`, the predicates that can be evaluated on one of its addresses.
+    relevant: BTreeMap<String, BTreeSet<u32>>,
 }
 
-impl<'a> Compiler<'a> {
-    fn new(set: &'a PolicySet, limits: &'a Limits) -> Self {
+impl Numbering {
+    /// Rule ids in the set's fixed order (tier, zone, order; egress before ingress), the
+    /// predicate list, and the source-port checks.
+    fn new<'s>(set: &'s PolicySet) -> Result<Numbering, CompileError> {
         let mut rule_table = BTreeMap::new();
         for (id, origin, decision) in [
             (
@@ -784,42 +896,31 @@ impl<'a> Compiler<'a> {
                 },
             );
         }
-        Compiler {
-            set,
-            limits,
-            predicates: Vec::new(),
-            predicate_users: Vec::new(),
-            rules: HashMap::default(),
-            rule_table,
-            approximations: Vec::new(),
-        }
-    }
-
-    /// Rule ids in the set's fixed order (tier, zone, order; egress before ingress), the
-    /// predicate list, and the source-port checks.
-    fn number_rules(&mut self) -> Result<(), CompileError> {
+        let mut predicates: Vec<Arc<AddressSet>> = Vec::new();
+        let mut predicate_users = Vec::new();
+        let mut rules = HashMap::default();
+        let mut approximations = Vec::new();
         // Equal columns are usually one shared set (see `AddressCache`): the pointer answers
         // first, the content only for sets parsed apart.
         let mut by_pointer: HashMap<*const AddressSet, u32, foldhash::fast::RandomState> =
             HashMap::default();
-        let mut by_content: HashMap<&'a AddressSet, u32, foldhash::fast::RandomState> =
+        let mut by_content: HashMap<&'s AddressSet, u32, foldhash::fast::RandomState> =
             HashMap::default();
         let mut next_id = abi::RULE_ID_FIRST;
-        let set = self.set;
         for policy in set.policies() {
             for direction in DIRECTIONS {
                 for rule in rules_of(policy, direction) {
                     // Named only when a message or a new predicate needs it.
                     let name = || rule_name(policy, direction, rule);
-                    let mut intern = |column: &'a Arc<AddressSet>| -> u32 {
+                    let mut intern = |column: &'s Arc<AddressSet>| -> u32 {
                         let pointer = Arc::as_ptr(column);
                         if let Some(&index) = by_pointer.get(&pointer) {
                             return index;
                         }
                         let index = *by_content.entry(&**column).or_insert_with(|| {
-                            self.predicates.push(column);
-                            self.predicate_users.push(name());
-                            (self.predicates.len() - 1) as u32
+                            predicates.push(Arc::clone(column));
+                            predicate_users.push(name());
+                            (predicates.len() - 1) as u32
                         });
                         by_pointer.insert(pointer, index);
                         index
@@ -833,19 +934,19 @@ impl<'a> Compiler<'a> {
                             .iter()
                             .any(|e| e.source_ports.is_some())
                     {
-                        self.note_source_ports(policy, rule, &name())?;
+                        approximations.push(source_ports_note(policy, rule, &name())?);
                     }
                     let id = next_id;
                     next_id += 1;
-                    self.rules.insert(
-                        rule as *const CompiledRule,
+                    rules.insert(
+                        rule as *const CompiledRule as usize,
                         RuleInfo {
                             id,
                             source,
                             destination,
                         },
                     );
-                    self.rule_table.insert(
+                    rule_table.insert(
                         id,
                         RuleEntry {
                             id,
@@ -864,44 +965,44 @@ impl<'a> Compiler<'a> {
                 }
             }
         }
-        check_capacity("rules", self.rule_table.len(), self.limits.max_rules)
+        Ok(Numbering {
+            policies: set.shared_policies().cloned().collect(),
+            predicates,
+            predicate_users,
+            rules,
+            rule_table: Arc::new(rule_table),
+            approximations,
+            zones: Vec::new(),
+            relevant: BTreeMap::new(),
+        })
     }
 
-    fn note_source_ports(
-        &mut self,
-        policy: &CompiledPolicy,
-        rule: &CompiledRule,
-        name: &str,
-    ) -> Result<(), CompileError> {
-        let done = match rule.action {
-            RuleAction::Pass if policy.mode == Mode::Enforce => {
-                return Err(CompileError::Unrepresentable {
-                    rule: name.to_string(),
-                    problem: "a Pass rule that restricts source ports cannot be enforced in the kernel (its key has no source port, and matching more or fewer flows could open what a later tier closes); remove the source ports or use Allow/Deny".to_string(),
-                });
-            }
-            action if is_deny(action) => "this deny blocks every source port",
-            _ => "this rule never matches (its flows fall through to the following rules)",
-        };
-        self.approximations.push(format!(
-            "{name}: source ports are not matched in the kernel; {done}"
-        ));
-        Ok(())
+    /// Whether it was made of `set`'s policies, the very same objects in the same order.
+    fn made_of(&self, set: &PolicySet) -> bool {
+        let mut policies = set.shared_policies();
+        self.policies
+            .iter()
+            .all(|p| policies.next().is_some_and(|q| Arc::ptr_eq(p, q)))
+            && policies.next().is_none()
     }
 
     fn info(&self, rule: &CompiledRule) -> &RuleInfo {
         self.rules
-            .get(&(rule as *const CompiledRule))
-            .expect("every rule of the set was numbered in number_rules")
+            .get(&(rule as *const CompiledRule as usize))
+            .expect("every rule of the set was numbered")
     }
 
     /// For each zone, the predicates that can be evaluated on one of its addresses.
-    fn relevant_predicates(&self, zones: &[String]) -> BTreeMap<String, BTreeSet<u32>> {
+    fn relevant_predicates(
+        &self,
+        set: &PolicySet,
+        zones: &[String],
+    ) -> BTreeMap<String, BTreeSet<u32>> {
         let mut relevant: Vec<BTreeSet<u32>> = vec![BTreeSet::new(); zones.len()];
         for (z, zone) in zones.iter().enumerate() {
             for direction in DIRECTIONS {
                 for tier in Tier::ALL {
-                    let Some(policies) = self.set.governing(tier, zone) else {
+                    let Some(policies) = set.governing(tier, zone) else {
                         continue;
                     };
                     for policy in policies {
@@ -924,7 +1025,37 @@ impl<'a> Compiler<'a> {
         }
         zones.iter().cloned().zip(relevant).collect()
     }
+}
 
+/// What is done with a rule that restricts source ports (which the kernel's key does not
+/// hold), or why it cannot be enforced.
+fn source_ports_note(
+    policy: &CompiledPolicy,
+    rule: &CompiledRule,
+    name: &str,
+) -> Result<String, CompileError> {
+    let done = match rule.action {
+        RuleAction::Pass if policy.mode == Mode::Enforce => {
+            return Err(CompileError::Unrepresentable {
+                rule: name.to_string(),
+                problem: "a Pass rule that restricts source ports cannot be enforced in the kernel (its key has no source port, and matching more or fewer flows could open what a later tier closes); remove the source ports or use Allow/Deny".to_string(),
+            });
+        }
+        action if is_deny(action) => "this deny blocks every source port",
+        _ => "this rule never matches (its flows fall through to the following rules)",
+    };
+    Ok(format!(
+        "{name}: source ports are not matched in the kernel; {done}"
+    ))
+}
+
+struct Compiler<'a> {
+    set: &'a PolicySet,
+    limits: &'a Limits,
+    numbering: Arc<Numbering>,
+}
+
+impl<'a> Compiler<'a> {
     /// The prefix tree of the external zone's predicates, in pre-order (every node after its
     /// ancestors), each node with the class of the addresses whose longest match it is.
     fn external_tree(
@@ -936,7 +1067,7 @@ impl<'a> Compiler<'a> {
             direct.entry(net).or_default();
         }
         for &p in relevant {
-            let set = self.predicates[p as usize];
+            let set = &self.numbering.predicates[p as usize];
             let mut nets: Vec<IpNet> = Vec::new();
             if set.any {
                 nets.extend(root_nets());
@@ -949,7 +1080,7 @@ impl<'a> Compiler<'a> {
                 let expanded = wildcard
                     .to_prefixes(self.limits.max_wildcard_prefixes)
                     .ok_or_else(|| CompileError::Unrepresentable {
-                        rule: self.predicate_users[p as usize].clone(),
+                        rule: self.numbering.predicate_users[p as usize].clone(),
                         problem: format!(
                             "wildcard {wildcard} expands to more than {} prefixes; use a mask with fewer non-contiguous bits or raise the wildcard limit",
                             self.limits.max_wildcard_prefixes
@@ -980,7 +1111,7 @@ impl<'a> Compiler<'a> {
 
     fn value(&self, outcome: &Outcome<'_>) -> abi::PolicyValue {
         let id_of = |decider: &Decider<'_>| match decider {
-            Decider::Rule { rule, .. } => self.info(rule).id,
+            Decider::Rule { rule, .. } => self.numbering.info(rule).id,
             Decider::EndOfTier(_) => abi::RULE_ID_FIREWALL_END,
             Decider::NoZonePolicy(_) => abi::RULE_ID_FIREWALL_NO_ZONE_POLICY,
             Decider::DefaultAllow => abi::RULE_ID_DEFAULT_ALLOW,
@@ -1022,9 +1153,11 @@ impl<'a> Compiler<'a> {
         for tier in Tier::ALL {
             for policy in self.set.governing(tier, zone).unwrap_or(&[]) {
                 basis.policies.push(Arc::as_ptr(policy) as usize);
-                basis
-                    .rule_ids
-                    .extend(rules_of(policy, direction).iter().map(|r| self.info(r).id));
+                basis.rule_ids.extend(
+                    rules_of(policy, direction)
+                        .iter()
+                        .map(|r| self.numbering.info(r).id),
+                );
             }
         }
         basis
@@ -1040,7 +1173,7 @@ impl<'a> Compiler<'a> {
         let mut zone_bases = ZoneBases::new();
         // Membership as bitsets over the predicates: the pair loop below asks millions of
         // times at the benchmark's size.
-        let words = self.predicates.len().div_ceil(64);
+        let words = self.numbering.predicates.len().div_ceil(64);
         let bits: Vec<Vec<u64>> = identities
             .iter()
             .map(|identity| {
@@ -1117,7 +1250,7 @@ impl<'a> Compiler<'a> {
                 for tier in Tier::ALL {
                     for policy in self.set.governing(tier, &subject.zone).unwrap_or(&[]) {
                         for rule in rules_of(policy, direction).iter().filter(|r| r.active) {
-                            let info = self.info(rule);
+                            let info = self.numbering.info(rule);
                             let (held, peer_column, peer_negated) = match direction {
                                 Direction::Egress => (
                                     holds(s, info.source, rule.negate_source),
@@ -1176,7 +1309,8 @@ impl<'a> Compiler<'a> {
                 )?;
             }
         }
-        entries.sort_by_key(|(key, _)| policy_key_order(key));
+        entries.sort_by_key(|(key, _)| key.order());
+        entries.shrink_to_fit();
         Ok((entries, zone_bases))
     }
 
@@ -1309,17 +1443,6 @@ fn value_order(value: &abi::PolicyValue) -> ValueOrder {
         value.action,
         value.audit_action,
         value.flags,
-    )
-}
-
-fn policy_key_order(key: &abi::PolicyKey) -> (u8, [u8; 4], [u8; 4], u8, [u8; 2], u32) {
-    (
-        key.direction,
-        key.subject_identity_be,
-        key.peer_identity_be,
-        key.protocol,
-        key.port_be,
-        key.prefix_len,
     )
 }
 

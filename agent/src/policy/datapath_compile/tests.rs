@@ -537,6 +537,16 @@ fn agrees_with_the_evaluator(
     flows: &[TestFlow],
 ) -> Result<(), String> {
     let datapath = Datapath::new(compiled).expect("entries load");
+    // The datapath shares tables in key order and has to copy and sort any other.
+    fn in_key_order<K: LpmKey, V>(table: &[(K, V)]) -> bool {
+        table.is_sorted_by(|a, b| a.0.order() < b.0.order())
+    }
+    if !(in_key_order(&compiled.identity_v4)
+        && in_key_order(&compiled.identity_v6)
+        && in_key_order(&compiled.policy))
+    {
+        return Err("a table is not in key order".into());
+    }
     let labels = labels_of(endpoints);
     for test_flow in flows {
         let flow = evaluator_flow(endpoints, test_flow);
@@ -552,7 +562,7 @@ fn agrees_with_the_evaluator(
 /// taken over from.
 fn nothing_kept(compiled: &Compiled) -> Compiled {
     let mut kept = compiled.clone();
-    kept.policy_basis.policies.clear();
+    kept.policy_basis.numbering = Arc::default();
     kept.policy_basis.zones.clear();
     kept
 }
@@ -1179,6 +1189,10 @@ fn a_workload_leaving_a_class_that_stays_reuses_the_policy_entries() {
         Arc::ptr_eq(&first.policy, &second.policy),
         "policy entries reused"
     );
+    assert!(
+        Arc::ptr_eq(&first.rules, &second.rules),
+        "rule numbering reused"
+    );
     // And the reused entries still give the evaluator's verdicts.
     let addresses: Vec<IpAddr> = endpoints
         .iter()
@@ -1213,7 +1227,9 @@ fn a_workload_leaving_a_class_that_stays_reuses_the_policy_entries() {
     )
     .expect("compiles");
     assert!(!Arc::ptr_eq(&second.policy, &third.policy));
+    assert!(!Arc::ptr_eq(&second.rules, &third.rules));
     assert_eq!(second.policy, third.policy);
+    assert_eq!(second.rules, third.rules);
 }
 
 /// A configuration shaped like a mid-size cluster: 4 zones, 400 workloads in 8 label sets,
