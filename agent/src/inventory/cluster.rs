@@ -19,7 +19,7 @@
 //! external zone, never into a more trusted one.
 
 use std::borrow::{Borrow, Cow};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 
 use k8s_openapi::api::core::v1::{Namespace, Node, PodIP};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -114,20 +114,20 @@ impl kube::Resource for ClusterPod {
     }
 }
 
-fn pod_ips(pod: &ClusterPod) -> Vec<String> {
+fn pod_ips(pod: &ClusterPod) -> Vec<&str> {
     let Some(status) = &pod.status else {
         return Vec::new();
     };
-    let mut ips: Vec<String> = status
+    let mut ips: Vec<&str> = status
         .pod_ips
         .iter()
         .flatten()
-        .map(|p| p.ip.clone())
+        .map(|p| p.ip.as_str())
         .collect();
     if ips.is_empty()
         && let Some(ip) = &status.pod_ip
     {
-        ips.push(ip.clone());
+        ips.push(ip);
     }
     ips
 }
@@ -181,70 +181,82 @@ pub fn inventory_from_cluster<P: Borrow<ClusterPod>, N: Borrow<Namespace>>(
     sorted.sort_by(|a, b| {
         (&a.metadata.namespace, &a.metadata.name).cmp(&(&b.metadata.namespace, &b.metadata.name))
     });
-    let mut endpoints = Vec::new();
+    let mut endpoints = Vec::with_capacity(sorted.len());
     let mut local = BTreeSet::new();
     let mut left_out = Vec::new();
-    let mut claimed: BTreeMap<String, String> = BTreeMap::new();
+    // Address -> the (namespace, name) of the pod that has it.
+    let mut claimed: HashMap<&str, (&str, &str)> = HashMap::with_capacity(sorted.len());
     for pod in sorted {
-        let namespace = pod.metadata.namespace.clone().unwrap_or_default();
-        let name = pod.metadata.name.clone().unwrap_or_default();
-        let qualified = format!("{namespace}/{name}");
+        let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
+        let name = pod.metadata.name.as_deref().unwrap_or_default();
+        // Named only for what is left out or local.
+        let qualified = || format!("{namespace}/{name}");
         let spec = pod.spec.as_ref();
         if spec.and_then(|s| s.host_network).unwrap_or(false) {
             left_out.push(format!(
-                "{qualified}: host network (shares the node's address)"
+                "{}: host network (shares the node's address)",
+                qualified()
             ));
             continue;
         }
         let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
         if matches!(phase, Some("Succeeded" | "Failed")) {
-            left_out.push(format!("{qualified}: finished ({})", phase.unwrap_or("")));
+            left_out.push(format!(
+                "{}: finished ({})",
+                qualified(),
+                phase.unwrap_or("")
+            ));
             continue;
         }
         let ips = pod_ips(pod);
         if ips.is_empty() {
-            left_out.push(format!("{qualified}: no address yet"));
+            left_out.push(format!("{}: no address yet", qualified()));
             continue;
         }
-        let labels = pod.metadata.labels.clone().unwrap_or_default();
+        let labels = pod.metadata.labels.as_ref();
         let pod_zone = match options.zone_labels {
-            ZoneLabels::PodThenNamespace => labels.get(&options.zone_label).map(String::as_str),
+            ZoneLabels::PodThenNamespace => labels
+                .and_then(|l| l.get(&options.zone_label))
+                .map(String::as_str),
             ZoneLabels::NamespaceOnly => None,
         };
         let zone = pod_zone
-            .or_else(|| namespace_zone.get(namespace.as_str()).copied())
+            .or_else(|| namespace_zone.get(namespace).copied())
             .or(options.default_zone.as_deref());
         let Some(zone) = zone else {
             left_out.push(format!(
-                "{qualified}: no {} label on the pod or its namespace and no default zone",
+                "{}: no {} label on the pod or its namespace and no default zone",
+                qualified(),
                 options.zone_label
             ));
             continue;
         };
         if !valid_zone(zone) {
             left_out.push(format!(
-                "{qualified}: zone {zone:?} is not a valid zone name"
+                "{}: zone {zone:?} is not a valid zone name",
+                qualified()
             ));
             continue;
         }
-        if let Some(owner) = ips.iter().find_map(|ip| claimed.get(ip)) {
+        if let Some((owner_namespace, owner)) = ips.iter().find_map(|ip| claimed.get(ip)) {
             left_out.push(format!(
-                "{qualified}: its address is also claimed by {owner}"
+                "{}: its address is also claimed by {owner_namespace}/{owner}",
+                qualified()
             ));
             continue;
         }
         for ip in &ips {
-            claimed.insert(ip.clone(), qualified.clone());
+            claimed.insert(ip, (namespace, name));
         }
         if spec.and_then(|s| s.node_name.as_deref()) == Some(options.node_name.as_str()) {
-            local.insert(qualified.clone());
+            local.insert(qualified());
         }
         endpoints.push(RawEndpoint {
-            name,
-            namespace: Some(namespace),
+            name: name.to_owned(),
+            namespace: Some(namespace.to_owned()),
             zone: zone.to_owned(),
-            ips,
-            labels,
+            ips: ips.into_iter().map(str::to_owned).collect(),
+            labels: labels.cloned().unwrap_or_default(),
             interface: None,
         });
     }

@@ -174,11 +174,13 @@ impl Inventory {
                 ),
             });
         }
-        let mut endpoints = Vec::with_capacity(raw.endpoints.len());
-        let mut by_ip: HashMap<IpAddr, usize> = HashMap::new();
-        let mut names: HashMap<(Option<String>, String), usize> = HashMap::new();
-        let mut interfaces: HashMap<String, usize> = HashMap::new();
-        for (index, e) in raw.endpoints.into_iter().enumerate() {
+        // Checked by reference, then moved: the names are not copied.
+        let mut addresses: Vec<Vec<IpAddr>> = Vec::with_capacity(raw.endpoints.len());
+        let mut by_ip: HashMap<IpAddr, usize> = HashMap::with_capacity(raw.endpoints.len());
+        let mut names: HashMap<(Option<&str>, &str), usize> =
+            HashMap::with_capacity(raw.endpoints.len());
+        let mut interfaces: HashMap<&str, usize> = HashMap::new();
+        for (index, e) in raw.endpoints.iter().enumerate() {
             let fail = |problem: String| InventoryError::InvalidEndpoint {
                 origin: origin.to_string(),
                 index: index + 1,
@@ -198,7 +200,7 @@ impl Inventory {
                     "namespace {ns:?} is not a valid Kubernetes name"
                 )));
             }
-            if let Some(previous) = names.insert((e.namespace.clone(), e.name.clone()), index) {
+            if let Some(previous) = names.insert((e.namespace.as_deref(), &e.name), index) {
                 return Err(fail(format!(
                     "the same name is already used by endpoint #{}",
                     previous + 1
@@ -238,22 +240,28 @@ impl Inventory {
                         "interface {interface:?} is not a valid Linux interface name (1-15 bytes, no '/', ':' or spaces)"
                     )));
                 }
-                if let Some(previous) = interfaces.insert(interface.clone(), index) {
+                if let Some(previous) = interfaces.insert(interface, index) {
                     return Err(fail(format!(
                         "interface {interface} is already used by endpoint #{}",
                         previous + 1
                     )));
                 }
             }
-            endpoints.push(Endpoint {
+            addresses.push(ips);
+        }
+        let endpoints = raw
+            .endpoints
+            .into_iter()
+            .zip(addresses)
+            .map(|(e, ips)| Endpoint {
                 name: e.name,
                 namespace: e.namespace,
                 zone: e.zone,
                 ips,
                 labels: e.labels,
                 interface: e.interface,
-            });
-        }
+            })
+            .collect();
         Ok(Inventory {
             origin: origin.to_string(),
             external_zone: raw.external_zone,

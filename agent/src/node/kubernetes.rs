@@ -30,6 +30,7 @@ use crate::inventory::cluster::{
 };
 use crate::metrics::ReconcileErrorKind;
 use crate::policy::compile::{AddressCache, AddressPool, CompiledPolicy, compile_with};
+use crate::policy::datapath_compile::Compiled;
 use crate::policy::{PolicySet, ValidationError, ZonePolicy};
 
 /// Watches one kind of object (those `config` selects) into a store, `trim` applied to each
@@ -226,7 +227,9 @@ pub async fn run_kubernetes(
     let mut attached = BTreeMap::new();
     let events = flows.is_some();
     let node_name = options.node_name.clone();
-    let mut current: Option<Snapshot> = None;
+    // The live policy, which the next compile starts from. The inventory is not kept: the
+    // next reconcile builds it from the caches again.
+    let mut current: Option<Compiled> = None;
     let mut enricher = None;
     let mut reconcile = true;
     let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -279,7 +282,7 @@ pub async fn run_kubernetes(
                     tracing::debug!("not enforced as a workload: {line}");
                 }
                 let set = PolicySet::from_compiled(policy_list.iter().cloned())?;
-                let previous = current.as_ref().map(|s: &Snapshot| &s.compiled);
+                let previous = current.as_ref();
                 let compiled = super::compile_set(&cluster.inventory, &set, previous)?;
                 telemetry.metrics.record_compile(started.elapsed());
                 let workloads =
@@ -310,7 +313,7 @@ pub async fn run_kubernetes(
                     if flows.is_some() {
                         enricher = Some(super::enricher(&snapshot, &attached, &node_name));
                     }
-                    current = Some(snapshot);
+                    current = Some(snapshot.compiled);
                     super::release_freed_memory();
                 }
                 Err(e) => {
@@ -319,15 +322,12 @@ pub async fn run_kubernetes(
                 }
             }
         }
-        // Level-triggered: any change wakes a full reconcile (after 10 ms, for the rest of a
-        // burst; changes during a reconcile are one wake-up for the next); a reconcile also
-        // runs every 10 s. Flow events are read every 100 ms.
+        // Level-triggered: any change wakes a full reconcile at once (the caches hold it
+        // before the wake-up; the changes that arrive during a reconcile are one wake-up for
+        // the next); a reconcile also runs every 10 s. Flow events are read every 100 ms.
         tokio::select! {
             () = &mut stop => break,
-            () = wake.notified() => {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                reconcile = true;
-            }
+            () = wake.notified() => reconcile = true,
             _ = tick.tick() => {}
         }
         ticks += 1;
@@ -347,9 +347,9 @@ pub async fn run_kubernetes(
             tracing::error!("reading flow events failed: {e}");
         }
         if ticks.is_multiple_of(10)
-            && let Some(snapshot) = &current
+            && let Some(compiled) = &current
         {
-            telemetry.refresh(dataplane, &snapshot.compiled);
+            telemetry.refresh(dataplane, compiled);
         }
         if ticks % 100 == 1 {
             telemetry.refresh_conntrack(dataplane);
