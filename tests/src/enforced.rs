@@ -229,6 +229,55 @@ impl Enforced {
         );
     }
 
+    /// Checks the batched reads of the rule statistics against one lookup per index through
+    /// aya: the raw batch of every per-CPU value, and the totals the datapath reports.
+    pub fn check_rule_stats_reads(&self) {
+        use aya::maps::{Map, MapData, PerCpuArray};
+        use std::os::fd::{AsFd as _, AsRawFd as _};
+        use zonewall::datapath::sys;
+        use zonewall_common::{RuleStats, map_names};
+        let layout = PinLayout::new(self.topology.pin_root.join("zonewall"));
+        let map = MapData::from_pin(layout.maps().join(map_names::RULE_STATS))
+            .expect("open the pinned rule statistics");
+        let used = self.compiled.rules.keys().next_back().expect("rules") + 1;
+        let cpus = aya::util::nr_cpus().expect("possible CPUs");
+        let slot = size_of::<RuleStats>();
+        let batched = sys::lookup_array(map.fd().as_fd().as_raw_fd(), used, slot * cpus)
+            .expect("a batch lookup of the per-CPU rule statistics");
+        assert_eq!(
+            batched.len(),
+            used as usize * slot * cpus,
+            "every index read"
+        );
+        let array = PerCpuArray::<_, RuleStats>::try_from(Map::PerCpuArray(map)).expect("array");
+        let mut totals = BTreeMap::new();
+        for index in 0..used {
+            let per_cpu = array.get(&index, 0).expect("lookup");
+            for (cpu, stats) in per_cpu.iter().enumerate() {
+                let at = (index as usize * cpus + cpu) * slot;
+                assert_eq!(
+                    batched[at..at + slot],
+                    sys::bytes_of(std::slice::from_ref(stats)),
+                    "rule {index}, CPU {cpu}"
+                );
+            }
+            let packets: u64 = per_cpu.iter().map(|s| s.packets).sum();
+            let bytes: u64 = per_cpu.iter().map(|s| s.bytes).sum();
+            if packets > 0 {
+                totals.insert(index, (packets, bytes));
+            }
+        }
+        assert!(!totals.is_empty(), "traffic counted for some rule");
+        let reported: BTreeMap<u32, (u64, u64)> = self
+            .datapath
+            .rule_stats()
+            .expect("read rule statistics")
+            .into_iter()
+            .map(|(id, stats)| (id, (stats.packets, stats.bytes)))
+            .collect();
+        assert_eq!(reported, totals);
+    }
+
     /// Packets the kernel counted for the firewall rule `name` (at egress or ingress).
     pub fn rule_packets(&self, name: &str) -> u64 {
         let stats = self.datapath.rule_stats().expect("read rule statistics");

@@ -133,6 +133,7 @@ fn zones_decide_tcp_udp_and_icmp_in_both_families() {
     ] {
         assert!(node.rule_packets(rule) > 0, "rule {rule} has no hits");
     }
+    node.check_rule_stats_reads();
 }
 
 #[test]

@@ -4,7 +4,7 @@
 //! [`Dataplane`] trait, so its logic can be tested without a kernel.
 
 mod interfaces;
-mod sys;
+pub mod sys;
 mod tables;
 
 use std::collections::BTreeMap;
@@ -471,9 +471,12 @@ impl Datapath {
     fn map_data(&self, name: &'static str) -> Result<&MapData, DatapathError> {
         use aya::maps::Map;
         match self.map(name)? {
-            Map::LpmTrie(data) | Map::HashMap(data) | Map::LruHashMap(data) => Ok(data),
+            Map::LpmTrie(data)
+            | Map::HashMap(data)
+            | Map::LruHashMap(data)
+            | Map::PerCpuArray(data) => Ok(data),
             _ => Err(DatapathError::Missing {
-                kind: "hash or LPM trie map",
+                kind: "hash, LPM trie or per-CPU array map",
                 name,
             }),
         }
@@ -1085,24 +1088,47 @@ impl Dataplane for Datapath {
         let name = map_names::RULE_STATS;
         let array = PerCpuArray::<_, RuleStats>::try_from(self.map(name)?)
             .map_err(|source| map_error("open", name, source))?;
-        let mut out = BTreeMap::new();
-        // Only the ids the live policy uses: the array has a slot per possible rule id, and
-        // reading all of them every second would be tens of thousands of lookups.
-        let used = self.rule_slots.unwrap_or_else(|| array.len());
-        for index in 0..used.min(array.len()) {
+        // Only the ids the live policy uses: the array has a slot per possible rule id.
+        let used = self
+            .rule_slots
+            .unwrap_or_else(|| array.len())
+            .min(array.len());
+        let sum = |per_cpu: &mut dyn Iterator<Item = RuleStats>| {
+            per_cpu.fold(RuleStats::default(), |total, stats| RuleStats {
+                packets: total.packets + stats.packets,
+                bytes: total.bytes + stats.bytes,
+            })
+        };
+        // In batches (a few system calls however many rules), then one index at a time from
+        // where the batches stopped (all of them where the kernel has no batch lookup).
+        let mut totals: Vec<RuleStats> = Vec::with_capacity(used as usize);
+        if let Ok(cpus) = aya::util::nr_cpus() {
+            let slot = size_of::<RuleStats>().next_multiple_of(8);
+            match sys::lookup_array(self.map_fd(name)?, used, slot * cpus) {
+                Ok(values) => totals.extend(values.chunks_exact(slot * cpus).map(|value| {
+                    sum(&mut value.chunks_exact(slot).map(|bytes| {
+                        let field = |at: usize| {
+                            u64::from_ne_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
+                        };
+                        RuleStats {
+                            packets: field(0),
+                            bytes: field(8),
+                        }
+                    }))
+                })),
+                Err(e) => tracing::debug!(map = name, ?e, "no batch lookup; one call per rule"),
+            }
+        }
+        for index in totals.len() as u32..used {
             let per_cpu = array
                 .get(&index, 0)
                 .map_err(|source| map_error("lookup", name, source))?;
-            let mut total = RuleStats::default();
-            for stats in per_cpu.iter() {
-                total.packets += stats.packets;
-                total.bytes += stats.bytes;
-            }
-            if total.packets > 0 {
-                out.insert(index, total);
-            }
+            totals.push(sum(&mut per_cpu.iter().copied()));
         }
-        Ok(out)
+        Ok((0..)
+            .zip(totals)
+            .filter(|(_, total)| total.packets > 0)
+            .collect())
     }
 }
 

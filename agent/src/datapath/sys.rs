@@ -141,6 +141,62 @@ pub fn count(map: RawFd, key_size: usize, value_size: usize) -> Result<u64, Batc
     }
 }
 
+/// Reads the values of indexes `0..len` of an array map with `BPF_MAP_LOOKUP_BATCH`, 4,096 per
+/// system call (one call per index costs milliseconds at ten thousand rules). `value_size` is
+/// what the kernel copies per index: for a per-CPU array, each CPU's value rounded up to 8
+/// bytes, times the possible CPUs. The values come back to back, in index order.
+pub fn lookup_array(map: RawFd, len: u32, value_size: usize) -> Result<Vec<u8>, BatchError> {
+    const CHUNK: u32 = 4096;
+    let mut values = vec![0u8; value_size * len as usize];
+    let mut keys = vec![0u32; CHUNK as usize];
+    // An array's position token is the last index read.
+    let (mut position, mut next) = (0u32, 0u32);
+    let mut done = 0u32;
+    while done < len {
+        let chunk = (len - done).min(CHUNK);
+        let mut attr = BatchAttr {
+            in_batch: if done == 0 {
+                0
+            } else {
+                std::ptr::from_ref(&position) as u64
+            },
+            out_batch: std::ptr::from_mut(&mut next) as u64,
+            keys: keys.as_mut_ptr() as u64,
+            values: values[done as usize * value_size..].as_mut_ptr() as u64,
+            count: chunk,
+            map_fd: map as u32,
+            ..BatchAttr::default()
+        };
+        // SAFETY: `keys` holds `CHUNK` indexes, `values` `chunk` values from `done` on, the
+        // tokens one index each; all outlive the call.
+        let result = unsafe { batch_call(BPF_MAP_LOOKUP_BATCH, &mut attr) };
+        let read = attr.count.min(chunk);
+        if keys[..read as usize]
+            .iter()
+            .zip(done..)
+            .any(|(key, expected)| *key != expected)
+        {
+            return Err(BatchError::Failed {
+                done: done as usize,
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "the batch lookup returned indexes out of order",
+                ),
+            });
+        }
+        done += read;
+        match result {
+            Ok(()) => {}
+            // The end of the array.
+            Err(error) if error.raw_os_error() == Some(libc::ENOENT) => break,
+            Err(error) => return Err(batch_error(error, done as usize)),
+        }
+        position = next;
+    }
+    values.truncate(done as usize * value_size);
+    Ok(values)
+}
+
 /// The bytes of plain-old-data values, back to back.
 pub fn bytes_of<T: aya::Pod>(items: &[T]) -> Vec<u8> {
     let mut out = Vec::with_capacity(std::mem::size_of_val(items));
