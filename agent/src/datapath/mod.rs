@@ -1093,29 +1093,17 @@ impl Dataplane for Datapath {
             .rule_slots
             .unwrap_or_else(|| array.len())
             .min(array.len());
-        let sum = |per_cpu: &mut dyn Iterator<Item = RuleStats>| {
-            per_cpu.fold(RuleStats::default(), |total, stats| RuleStats {
-                packets: total.packets + stats.packets,
-                bytes: total.bytes + stats.bytes,
-            })
-        };
         // In batches (a few system calls however many rules), then one index at a time from
         // where the batches stopped (all of them where the kernel has no batch lookup).
         let mut totals: Vec<RuleStats> = Vec::with_capacity(used as usize);
         if let Ok(cpus) = aya::util::nr_cpus() {
             let slot = size_of::<RuleStats>().next_multiple_of(8);
             match sys::lookup_array(self.map_fd(name)?, used, slot * cpus) {
-                Ok(values) => totals.extend(values.chunks_exact(slot * cpus).map(|value| {
-                    sum(&mut value.chunks_exact(slot).map(|bytes| {
-                        let field = |at: usize| {
-                            u64::from_ne_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
-                        };
-                        RuleStats {
-                            packets: field(0),
-                            bytes: field(8),
-                        }
-                    }))
-                })),
+                Ok(values) => totals.extend(
+                    values
+                        .chunks_exact(slot * cpus)
+                        .map(|value| sum_per_cpu(value.chunks_exact(slot).map(sys::read_pod))),
+                ),
                 Err(e) => tracing::debug!(map = name, ?e, "no batch lookup; one call per rule"),
             }
         }
@@ -1123,13 +1111,21 @@ impl Dataplane for Datapath {
             let per_cpu = array
                 .get(&index, 0)
                 .map_err(|source| map_error("lookup", name, source))?;
-            totals.push(sum(&mut per_cpu.iter().copied()));
+            totals.push(sum_per_cpu(per_cpu.iter().copied()));
         }
         Ok((0..)
             .zip(totals)
             .filter(|(_, total)| total.packets > 0)
             .collect())
     }
+}
+
+/// One rule's packets and bytes over all CPUs.
+fn sum_per_cpu(per_cpu: impl Iterator<Item = RuleStats>) -> RuleStats {
+    per_cpu.fold(RuleStats::default(), |total, stats| RuleStats {
+        packets: total.packets + stats.packets,
+        bytes: total.bytes + stats.bytes,
+    })
 }
 
 fn count_files(dir: &Path) -> usize {

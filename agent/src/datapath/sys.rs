@@ -210,6 +210,20 @@ pub fn bytes_of<T: aya::Pod>(items: &[T]) -> Vec<u8> {
     out
 }
 
+/// A plain-old-data value from the first `size_of::<T>()` of `bytes` (the inverse of
+/// [`bytes_of`]).
+pub fn read_pod<T: aya::Pod>(bytes: &[u8]) -> T {
+    assert!(
+        bytes.len() >= size_of::<T>(),
+        "{} bytes for a value of {}",
+        bytes.len(),
+        size_of::<T>()
+    );
+    // SAFETY: `T: Pod` is valid for any bytes, and `bytes` holds enough of them; the read
+    // does not need alignment.
+    unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) }
+}
+
 /// Detaches the link behind `link` at once (its program stops running), even while other
 /// file descriptors or pins still refer to it.
 pub fn link_detach(link: RawFd) -> std::io::Result<()> {

@@ -10,7 +10,7 @@ use zonewall_common::{
     IdentityValue, PolicyKey, PolicyValue,
 };
 
-use crate::policy::datapath_compile::{Compiled, LpmEntries, LpmKey};
+use crate::policy::datapath_compile::{Compiled, LpmEntries, LpmKey, in_key_order};
 
 /// The entries of one slot of the double-buffered policy maps, each table in
 /// [`LpmKey::order`] (shared with the compiled policy they came from).
@@ -54,8 +54,8 @@ pub fn endpoint_key(ifindex: u32, ip: IpAddr) -> EndpointKey {
 
 /// `entries` itself when it is in key order without a repeated key (the compiler makes it
 /// so), else a sorted copy in which the last of equal keys wins.
-pub fn in_key_order<K: LpmKey, V: Copy>(entries: &LpmEntries<K, V>) -> LpmEntries<K, V> {
-    if entries.is_sorted_by(|a, b| a.0.order() < b.0.order()) {
+fn sorted<K: LpmKey, V: Copy>(entries: &LpmEntries<K, V>) -> LpmEntries<K, V> {
+    if in_key_order(entries) {
         return Arc::clone(entries);
     }
     let mut sorted = (**entries).clone();
@@ -71,9 +71,9 @@ impl DesiredTables {
     pub fn new(compiled: &Compiled, local: &[(u32, IpAddr)], events: bool) -> DesiredTables {
         DesiredTables {
             maps: Arc::new(PolicyMaps {
-                identity_v4: in_key_order(&compiled.identity_v4),
-                identity_v6: in_key_order(&compiled.identity_v6),
-                policy: in_key_order(&compiled.policy),
+                identity_v4: sorted(&compiled.identity_v4),
+                identity_v6: sorted(&compiled.identity_v6),
+                policy: sorted(&compiled.policy),
             }),
             endpoints: local
                 .iter()
@@ -209,7 +209,7 @@ mod tests {
         let sorted: LpmEntries<_, _> =
             Arc::new(vec![(key(8, 0), value(1)), (key(16, 1), value(2))]);
         assert!(
-            Arc::ptr_eq(&in_key_order(&sorted), &sorted),
+            Arc::ptr_eq(&super::sorted(&sorted), &sorted),
             "shared, not copied"
         );
         let unsorted = Arc::new(vec![
@@ -218,10 +218,10 @@ mod tests {
             (key(16, 1), value(3)),
         ]);
         assert_eq!(
-            *in_key_order(&unsorted),
+            *super::sorted(&unsorted),
             vec![(key(8, 0), value(1)), (key(16, 1), value(3))]
         );
-        let d = diff_lpm(&sorted, &in_key_order(&unsorted));
+        let d = diff_lpm(&sorted, &super::sorted(&unsorted));
         assert_eq!(d.upserts, vec![(key(16, 1), value(3))]);
         assert!(d.removals.is_empty());
     }

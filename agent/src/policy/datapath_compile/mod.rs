@@ -131,37 +131,28 @@ pub trait LpmKey: Copy + Eq {
     }
 }
 
-impl LpmKey for abi::IdentityKeyV4 {
-    type Data = [u8; 4];
-    fn prefix_len(&self) -> u32 {
-        self.prefix_len
-    }
-    fn data(&self) -> [u8; 4] {
-        self.addr_be
-    }
-    fn from_parts(prefix_len: u32, addr_be: [u8; 4]) -> Self {
-        abi::IdentityKeyV4 {
-            prefix_len,
-            addr_be,
+/// Identity keys: the data is the address.
+macro_rules! identity_lpm_key {
+    ($key:ty, $bytes:literal) => {
+        impl LpmKey for $key {
+            type Data = [u8; $bytes];
+            fn prefix_len(&self) -> u32 {
+                self.prefix_len
+            }
+            fn data(&self) -> [u8; $bytes] {
+                self.addr_be
+            }
+            fn from_parts(prefix_len: u32, addr_be: [u8; $bytes]) -> Self {
+                Self {
+                    prefix_len,
+                    addr_be,
+                }
+            }
         }
-    }
+    };
 }
-
-impl LpmKey for abi::IdentityKeyV6 {
-    type Data = [u8; 16];
-    fn prefix_len(&self) -> u32 {
-        self.prefix_len
-    }
-    fn data(&self) -> [u8; 16] {
-        self.addr_be
-    }
-    fn from_parts(prefix_len: u32, addr_be: [u8; 16]) -> Self {
-        abi::IdentityKeyV6 {
-            prefix_len,
-            addr_be,
-        }
-    }
-}
+identity_lpm_key!(abi::IdentityKeyV4, 4);
+identity_lpm_key!(abi::IdentityKeyV6, 16);
 
 /// Data: direction, subject identity, peer identity, protocol, port.
 impl LpmKey for abi::PolicyKey {
@@ -196,6 +187,11 @@ impl LpmKey for abi::PolicyKey {
             port_be: [d[10], d[11]],
         }
     }
+}
+
+/// Whether `table` is in [`LpmKey::order`] without a repeated key.
+pub fn in_key_order<K: LpmKey, V>(table: &[(K, V)]) -> bool {
+    table.is_sorted_by(|a, b| a.0.order() < b.0.order())
 }
 
 /// The entries of one LPM trie in [`LpmKey::order`], shared between a compile, the next

@@ -538,9 +538,6 @@ fn agrees_with_the_evaluator(
 ) -> Result<(), String> {
     let datapath = Datapath::new(compiled).expect("entries load");
     // The datapath shares tables in key order and has to copy and sort any other.
-    fn in_key_order<K: LpmKey, V>(table: &[(K, V)]) -> bool {
-        table.is_sorted_by(|a, b| a.0.order() < b.0.order())
-    }
     if !(in_key_order(&compiled.identity_v4)
         && in_key_order(&compiled.identity_v6)
         && in_key_order(&compiled.policy))
