@@ -241,7 +241,7 @@ impl Enforced {
             .expect("open the pinned rule statistics");
         let used = self.compiled.rules.keys().next_back().expect("rules") + 1;
         let cpus = aya::util::nr_cpus().expect("possible CPUs");
-        let slot = size_of::<RuleStats>();
+        let slot = sys::per_cpu_slot::<RuleStats>();
         let batched = sys::lookup_array(map.fd().as_fd().as_raw_fd(), used, slot * cpus)
             .expect("a batch lookup of the per-CPU rule statistics");
         assert_eq!(

@@ -1097,7 +1097,7 @@ impl Dataplane for Datapath {
         // where the batches stopped (all of them where the kernel has no batch lookup).
         let mut totals: Vec<RuleStats> = Vec::with_capacity(used as usize);
         if let Ok(cpus) = aya::util::nr_cpus() {
-            let slot = size_of::<RuleStats>().next_multiple_of(8);
+            let slot = sys::per_cpu_slot::<RuleStats>();
             match sys::lookup_array(self.map_fd(name)?, used, slot * cpus) {
                 Ok(values) => totals.extend(
                     values

@@ -143,8 +143,8 @@ pub fn count(map: RawFd, key_size: usize, value_size: usize) -> Result<u64, Batc
 
 /// Reads the values of indexes `0..len` of an array map with `BPF_MAP_LOOKUP_BATCH`, 4,096 per
 /// system call (one call per index costs milliseconds at ten thousand rules). `value_size` is
-/// what the kernel copies per index: for a per-CPU array, each CPU's value rounded up to 8
-/// bytes, times the possible CPUs. The values come back to back, in index order.
+/// what the kernel copies per index: for a per-CPU array, [`per_cpu_slot`] times the possible
+/// CPUs. The values come back to back, in index order.
 pub fn lookup_array(map: RawFd, len: u32, value_size: usize) -> Result<Vec<u8>, BatchError> {
     const CHUNK: u32 = 4096;
     let mut values = vec![0u8; value_size * len as usize];
@@ -195,6 +195,12 @@ pub fn lookup_array(map: RawFd, len: u32, value_size: usize) -> Result<Vec<u8>, 
     }
     values.truncate(done as usize * value_size);
     Ok(values)
+}
+
+/// The bytes one CPU's value of type `T` takes in what the kernel copies out of a per-CPU
+/// map: its size rounded up to 8.
+pub fn per_cpu_slot<T>() -> usize {
+    size_of::<T>().next_multiple_of(8)
 }
 
 /// The bytes of plain-old-data values, back to back.
