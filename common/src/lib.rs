@@ -11,6 +11,7 @@ use core::mem::size_of;
 /// reuses a pinned map whose layout it does not understand.
 /// 2: `CtValue` records the anti-spoofing checks already made for a flow, and keeps its
 /// forward and reverse counters on separate cache lines.
+/// A new map does not change the layout: an agent adopting older pins creates it.
 pub const MAP_ABI_VERSION: u32 = 2;
 
 /// Map names (the kernel keeps at most 15 characters).
@@ -45,8 +46,10 @@ pub mod map_names {
     pub const EVENTS: &str = "ZW_EVENTS";
     /// LRU hash, denied attempts being aggregated: `DenyKey` -> `DenyValue`.
     pub const DENIES: &str = "ZW_DENIES";
+    /// Per-CPU array with one `FlowCache`: the flows just passed on each CPU.
+    pub const FLOW_CACHE: &str = "ZW_FLOW_CACHE";
     /// Every map the eBPF object defines and pins (all but its per-CPU scratch space).
-    pub const ALL: [&str; 13] = [
+    pub const ALL: [&str; 14] = [
         IDENTITY_V4_SLOTS[0],
         IDENTITY_V4_SLOTS[1],
         IDENTITY_V6_SLOTS[0],
@@ -60,6 +63,7 @@ pub mod map_names {
         COUNTERS,
         EVENTS,
         DENIES,
+        FLOW_CACHE,
     ];
 }
 
@@ -295,7 +299,8 @@ pub mod timeout {
 /// smaller, comparing bytes), so both directions find the same entry with one lookup. IPv4
 /// addresses occupy the first 4 bytes. For ICMP echo both ports hold the identifier; for
 /// protocols without ports both are zero.
-#[repr(C)]
+/// Aligned to 8 bytes so the programs compare and hash it as five words.
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct CtKey {
     pub addr_a_be: [u8; 16],
@@ -307,6 +312,16 @@ pub struct CtKey {
     pub _pad: [u8; 2],
 }
 const _: () = assert!(size_of::<CtKey>() == 40);
+
+impl CtKey {
+    /// The key's bytes as five machine words.
+    #[inline(always)]
+    pub fn words(&self) -> &[u64; 5] {
+        // SAFETY: `CtKey` is 40 bytes of integers with explicit padding fields (no padding
+        // the compiler adds) and 8-byte aligned, so it is a valid `[u64; 5]`.
+        unsafe { &*(self as *const CtKey).cast::<[u64; 5]>() }
+    }
+}
 
 /// `CtValue::flags`: the initiator is endpoint a of the key.
 pub const CT_INITIATOR_A: u8 = 1;
@@ -388,6 +403,99 @@ pub struct CtValue {
 }
 const _: () = assert!(size_of::<CtValue>() == 88);
 const _: () = assert!(core::mem::offset_of!(CtValue, packets_reverse) == 72);
+
+impl CtValue {
+    /// Whether a packet whose source is endpoint a of the key (or b) goes forward, from the
+    /// initiator.
+    #[inline(always)]
+    pub fn forward(&self, source_is_a: bool) -> bool {
+        (self.flags & CT_INITIATOR_A != 0) == source_is_a
+    }
+
+    /// Whether the hook `observed` of interface `ifindex` counts the flow's packets going
+    /// `forward` (or back): the creating hook counts the initiator's packets, the other hook
+    /// of the same interface the responder's.
+    #[inline(always)]
+    pub fn counted_at(&self, ifindex: u32, observed: u8, forward: bool) -> bool {
+        let hook = if forward {
+            self.observed
+        } else {
+            1 - self.observed
+        };
+        self.ifindex == ifindex && observed == hook
+    }
+}
+
+/// Slots of the per-CPU flow cache (`ZW_FLOW_CACHE`), a power of two.
+pub const FLOW_CACHE_SLOTS: usize = 8;
+
+/// One flow the programs passed on this CPU in the current clock tick, seen at one hook of
+/// one interface from one side. Another packet that matches it in the same tick and policy
+/// generation, and carries no FIN or RST, passes without the conntrack lookup: everything
+/// that lookup would check (idle timeout, anti-spoofing, verdict) was checked for the same
+/// flow, sender and interface at most a tick before. Its packets and bytes wait in the slot
+/// until the next conntrack lookup of the flow on this CPU (a tick later while it keeps
+/// sending), another flow taking the slot, or the agent's idle sweep. The slot's index
+/// says the hook and the side (`FlowCacheSlot::index`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FlowCacheSlot {
+    pub key: CtKey,
+    /// The low 32 bits of the coarse clock value the slot is valid at.
+    pub tick: u32,
+    /// Policy generation the slot was filled in; 0 (never live) marks an empty slot.
+    pub generation: u32,
+    pub ifindex: u32,
+    /// Packets and bytes passed through the slot and not yet added to the flow's counters.
+    pub packets: u32,
+    pub bytes: u64,
+}
+const _: () = assert!(size_of::<FlowCacheSlot>() == 64);
+
+impl FlowCacheSlot {
+    /// The slot of a flow seen at hook `observed` of `ifindex` from one side: bit 0 is the
+    /// hook and bit 1 the side, so the two hooks and two directions of one flow never take
+    /// each other's slot; the rest is a hash of the key and interface.
+    #[inline(always)]
+    pub fn index(key: &CtKey, ifindex: u32, observed: u8, source_is_a: bool) -> usize {
+        let w = key.words();
+        let mut h = w[0] ^ w[1] ^ w[2] ^ w[3] ^ w[4] ^ u64::from(ifindex);
+        h ^= h >> 32;
+        h ^= h >> 16;
+        h ^= h >> 8;
+        let low = (usize::from(source_is_a) << 1) | usize::from(observed & 1);
+        ((h as usize) << 2 | low) & (FLOW_CACHE_SLOTS - 1)
+    }
+
+    /// Adds the packets and bytes waiting in the slot at `index` to the flow's entry if that
+    /// slot's hook counts them (`CtValue::counted_at`); returns whether it did.
+    #[inline(always)]
+    pub fn add_to(&self, index: usize, entry: &mut CtValue) -> bool {
+        let forward = entry.forward(index & 2 != 0);
+        if self.packets == 0 || !entry.counted_at(self.ifindex, (index & 1) as u8, forward) {
+            return false;
+        }
+        if forward {
+            entry.packets_forward += u64::from(self.packets);
+            entry.bytes_forward += self.bytes;
+        } else {
+            entry.packets_reverse += u64::from(self.packets);
+            entry.bytes_reverse += self.bytes;
+        }
+        true
+    }
+}
+
+/// Value of `ZW_FLOW_CACHE`, a per-CPU array with one entry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FlowCache {
+    pub slots: [FlowCacheSlot; FLOW_CACHE_SLOTS],
+    /// Packets added to their flow's counters only after its end was reported (they passed
+    /// on another CPU in the tick the flow ended), so its end record does not include them.
+    pub late_packets: u64,
+}
+const _: () = assert!(size_of::<FlowCache>() == FLOW_CACHE_SLOTS * 64 + 8);
 
 /// Key of `ZW_ENDPOINTS`: one address a local workload interface may send from.
 #[repr(C)]
@@ -591,4 +699,79 @@ mod user {
     unsafe impl aya::Pod for super::DenyKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::DenyValue {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::FlowCache {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(initiator_a: bool, observed: u8) -> CtValue {
+        CtValue {
+            flags: if initiator_a { CT_INITIATOR_A } else { 0 },
+            ifindex: 7,
+            observed,
+            ..CtValue::default()
+        }
+    }
+
+    #[test]
+    fn a_flows_hooks_and_sides_take_four_different_slots() {
+        let key = CtKey {
+            addr_a_be: [10, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            addr_b_be: [10, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            port_a_be: 40000u16.to_be_bytes(),
+            port_b_be: 8080u16.to_be_bytes(),
+            protocol: 6,
+            family: FAMILY_V4,
+            _pad: [0; 2],
+        };
+        let mut slots = [
+            (OBSERVED_FROM_WORKLOAD, true),
+            (OBSERVED_TO_WORKLOAD, true),
+            (OBSERVED_FROM_WORKLOAD, false),
+            (OBSERVED_TO_WORKLOAD, false),
+        ]
+        .map(|(observed, side)| FlowCacheSlot::index(&key, 7, observed, side));
+        assert!(slots.iter().all(|&slot| slot < FLOW_CACHE_SLOTS));
+        slots.sort();
+        assert!(slots.windows(2).all(|pair| pair[0] != pair[1]), "{slots:?}");
+    }
+
+    #[test]
+    fn waiting_packets_go_to_their_direction_only_at_the_counting_hook() {
+        let slot = FlowCacheSlot {
+            ifindex: 7,
+            packets: 3,
+            bytes: 300,
+            ..FlowCacheSlot::default()
+        };
+        // Index bit 1: the packets' source is endpoint a; bit 0: the hook.
+        let (a_from, a_to, b_from) = (0b10, 0b11, 0b00);
+        // Initiator a, entry created at the from-workload hook: a's packets count there.
+        let mut created_from = entry(true, OBSERVED_FROM_WORKLOAD);
+        assert!(slot.add_to(a_from, &mut created_from));
+        assert_eq!(
+            (created_from.packets_forward, created_from.bytes_forward),
+            (3, 300)
+        );
+        assert!(
+            !slot.add_to(a_to, &mut created_from),
+            "not the counting hook"
+        );
+        assert_eq!(created_from.packets_forward, 3);
+        // The responder's packets count at the other hook of the same interface.
+        let mut responder = entry(true, OBSERVED_TO_WORKLOAD);
+        assert!(slot.add_to(b_from, &mut responder));
+        assert_eq!(
+            (responder.packets_reverse, responder.packets_forward),
+            (3, 0)
+        );
+        // Another interface never counts; an empty slot adds nothing.
+        let elsewhere = FlowCacheSlot { ifindex: 8, ..slot };
+        assert!(!elsewhere.add_to(a_from, &mut entry(true, OBSERVED_FROM_WORKLOAD)));
+        let empty = FlowCacheSlot { packets: 0, ..slot };
+        assert!(!empty.add_to(a_from, &mut entry(true, OBSERVED_FROM_WORKLOAD)));
+    }
 }

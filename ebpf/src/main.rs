@@ -4,7 +4,8 @@
 //! Per packet: our own resets pass; the packet is parsed (malformed fails closed); link-local
 //! control and non-IP pass; a workload's packet with a source address that is not its own is
 //! dropped; then conntrack first: a packet of a tracked, allowed flow passes (re-evaluated
-//! once when the policy generation changed), an ICMP error about one passes. Only a new flow
+//! once when the policy generation changed; within a clock tick on this CPU's flow cache,
+//! `flowcache.rs`), an ICMP error about one passes. Only a new flow
 //! does the identity and policy lookups (`policy.rs`); an allowed one gets a conntrack entry
 //! with its rules and zones, a denied one is dropped (or reset) and reported, aggregated.
 #![no_std]
@@ -17,6 +18,7 @@
 )]
 
 mod conntrack;
+mod flowcache;
 mod parse;
 mod policy;
 mod reset;
@@ -27,15 +29,15 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::TcContext,
 };
-use parse::{Kind, Packet, ParseError};
+use parse::{IPPROTO_TCP, Kind, Packet, ParseError, TCP_FIN, TCP_RST};
 use policy::FlowVerdict;
 use zonewall_common::{
     ACTION_ALLOW, ACTION_RESET_BOTH, ACTION_RESET_CLIENT, CONFIG_FLAG_EVENTS, CT_END_REPORTED,
     CT_INITIATOR_A, CT_RST, CT_RST_FROM_RESPONDER, Config, CtKey, CtValue, DenyKey, DenyValue,
     END_REASON_FIN, END_REASON_RST, END_REASON_RST_RESPONDER, EVENT_DENY, EVENT_FLOW_START,
-    EndpointKey, EndpointValue, FlowEvent, MARK_OWN_RESET, OBSERVED_FROM_WORKLOAD,
-    OBSERVED_TO_WORKLOAD, POLICY_FLAG_LOG_END, POLICY_FLAG_LOG_START, POLICY_FLAG_WOULD_DENY,
-    RuleStats, capacity, counter, timeout,
+    EndpointKey, EndpointValue, FlowCache, FlowCacheSlot, FlowEvent, MARK_OWN_RESET,
+    OBSERVED_FROM_WORKLOAD, OBSERVED_TO_WORKLOAD, POLICY_FLAG_LOG_END, POLICY_FLAG_LOG_START,
+    POLICY_FLAG_WOULD_DENY, RuleStats, capacity, counter, timeout,
 };
 
 /// Pass the packet on: with tcx this is "next" (the CNI's own programs still run), with
@@ -64,6 +66,9 @@ static EVENTS: RingBuf = RingBuf::pinned(capacity::EVENTS_BYTES, 0);
 #[map(name = "ZW_DENIES")]
 static DENIES: LruHashMap<DenyKey, DenyValue> = LruHashMap::pinned(capacity::DENIES, 0);
 
+#[map(name = "ZW_FLOW_CACHE")]
+static FLOW_CACHE: PerCpuArray<FlowCache> = PerCpuArray::pinned(1, 0);
+
 /// Packets the workload sends (TC ingress of its host-side interface).
 #[classifier]
 pub fn zw_from_workload(ctx: TcContext) -> i32 {
@@ -88,17 +93,19 @@ struct Meta {
 }
 
 /// Per-CPU working memory of one decision: the BPF stack (512 bytes over all frames of a
-/// call chain) is too small for the packet, keys, entries and events it needs.
+/// call chain) is too small for the packet, keys, entries and events it needs. `repr(C)`:
+/// what every packet writes (packet, key, meta) comes first, on two or three cache lines.
 #[derive(Clone, Copy, Default)]
+#[repr(C)]
 struct Scratch {
     packet: Packet,
+    key: CtKey,
+    meta: Meta,
     /// The packet turned around, when a reply is evaluated in its flow's direction.
     initiator: Packet,
     related: CtKey,
-    key: CtKey,
     entry: CtValue,
     verdict: FlowVerdict,
-    meta: Meta,
     event: FlowEvent,
     deny_key: DenyKey,
     deny_value: DenyValue,
@@ -169,7 +176,7 @@ fn decide(ctx: &TcContext, observed: u8) -> i32 {
             if !policy::evaluate(&s.packet, s.meta.generation, false, &mut s.verdict) {
                 return drop_packet(counter::DROP_NO_VERDICT);
             }
-            count_rule(s.verdict.rule_id, s.meta.bytes);
+            count_rule(s.verdict.rule_id, 1, s.meta.bytes);
             if s.verdict.action == ACTION_ALLOW {
                 pass_packet(counter::PASS_FRAGMENT)
             } else {
@@ -214,13 +221,38 @@ fn sent_by_owner(ifindex: u32, packet: &Packet, key: &mut EndpointKey) -> bool {
     ENDPOINTS.get_ptr(key).is_some()
 }
 
-/// A packet of a tracked flow: passes (after the anti-spoofing check unless it was made for
-/// this side of the flow and interface in this generation, and after a new evaluation when
-/// the policy generation changed), or `NEW_FLOW` when there is no live entry.
+/// A packet of a tracked flow: passes on its flow cache slot when this CPU passed the flow
+/// there in this tick and generation; else passes (after the anti-spoofing check unless it
+/// was made for this side of the flow and interface in this generation, and after a new
+/// evaluation when the policy generation changed) and takes the slot, or `NEW_FLOW` when
+/// there is no live entry.
 #[inline(never)]
 fn tracked(s: &mut Scratch) -> i32 {
     let (now, bytes) = (s.meta.now, s.meta.bytes);
     let source_is_a = conntrack::key_of(&s.packet, &mut s.key);
+    let seen = flowcache::Seen {
+        now,
+        generation: s.meta.generation,
+        ifindex: s.meta.ifindex,
+    };
+    // A FIN or RST changes the flow's state, which only the conntrack path records.
+    let cacheable =
+        !(s.packet.protocol == IPPROTO_TCP && s.packet.tcp_flags & (TCP_FIN | TCP_RST) != 0);
+    let slot = FlowCacheSlot::index(&s.key, seen.ifindex, s.meta.observed, source_is_a);
+    // SAFETY: per-CPU value owned by this CPU while the program runs.
+    let mut cache = FLOW_CACHE
+        .get_ptr_mut(0)
+        .map(|cache| unsafe { &mut *cache });
+    if let Some(cache) = cache.as_deref_mut()
+        && cacheable
+        && let Some(hit) = cache.slots.get_mut(slot)
+        && flowcache::hit(hit, &s.key, &seen)
+    {
+        // Counted as `PASS_ESTABLISHED` when the slot is settled.
+        hit.packets += 1;
+        hit.bytes += bytes;
+        return ACT_CONTINUE;
+    }
     let Some(entry) = CONNTRACK.get_ptr_mut(&s.key) else {
         return NEW_FLOW;
     };
@@ -231,7 +263,10 @@ fn tracked(s: &mut Scratch) -> i32 {
     if conntrack::expired(entry, s.packet.protocol, now) {
         return NEW_FLOW;
     }
-    let forward = (entry.flags & CT_INITIATOR_A != 0) == source_is_a;
+    if let Some(cache) = cache.as_deref_mut() {
+        flowcache::settle_slot(cache, slot, &s.key, &seen, entry);
+    }
+    let forward = entry.forward(source_is_a);
     let current = entry.generation == s.meta.generation;
     let checked_sender = if forward {
         entry.initiator_sender
@@ -259,7 +294,7 @@ fn tracked(s: &mut Scratch) -> i32 {
         }
         if s.verdict.action != ACTION_ALLOW {
             let _ = CONNTRACK.remove(&s.key);
-            count_rule(s.verdict.rule_id, bytes);
+            count_rule(s.verdict.rule_id, 1, bytes);
             if s.meta.config_flags & CONFIG_FLAG_EVENTS != 0 {
                 report_deny(s, true);
             }
@@ -289,8 +324,14 @@ fn tracked(s: &mut Scratch) -> i32 {
     let flags = flags_before | conntrack::flags_seen(&s.packet, forward);
     if flags != flags_before {
         entry.flags = flags;
+        if let Some(cache) = cache.as_deref_mut() {
+            flowcache::forget(cache, &s.key, entry);
+        }
     }
-    if entry.ifindex == s.meta.ifindex && s.meta.observed == counting_hook(entry, forward) {
+    if cacheable && let Some(cache) = cache {
+        flowcache::fill(cache, slot, &s.key, &seen);
+    }
+    if entry.counted_at(s.meta.ifindex, s.meta.observed, forward) {
         if forward {
             entry.packets_forward += 1;
             entry.bytes_forward += bytes;
@@ -298,7 +339,7 @@ fn tracked(s: &mut Scratch) -> i32 {
             entry.packets_reverse += 1;
             entry.bytes_reverse += bytes;
         }
-        count_flow_rules(entry.egress_rule_id, entry.ingress_rule_id, bytes);
+        count_flow_rules(entry.egress_rule_id, entry.ingress_rule_id, 1, bytes);
     }
     if flags_before & CT_END_REPORTED == 0 && conntrack::ended(entry.flags) {
         entry.flags |= CT_END_REPORTED;
@@ -309,17 +350,6 @@ fn tracked(s: &mut Scratch) -> i32 {
         }
     }
     pass_packet(counter::PASS_ESTABLISHED)
-}
-
-/// The hook of the entry's interface that counts a packet going `forward` (or back): the
-/// creating hook for the initiator's packets, the other one for the responder's.
-#[inline(always)]
-fn counting_hook(entry: &CtValue, forward: bool) -> u8 {
-    if forward {
-        entry.observed
-    } else {
-        1 - entry.observed
-    }
 }
 
 /// The first packet of a flow: the policy decides; an allowed flow gets an entry.
@@ -333,7 +363,7 @@ fn new_flow(ctx: &TcContext, s: &mut Scratch) -> i32 {
         count(counter::AUDIT_WOULD_DENY);
     }
     if s.verdict.action != ACTION_ALLOW {
-        count_rule(s.verdict.rule_id, bytes);
+        count_rule(s.verdict.rule_id, 1, bytes);
         if s.meta.config_flags & CONFIG_FLAG_EVENTS != 0 {
             report_deny(s, false);
         }
@@ -348,7 +378,12 @@ fn new_flow(ctx: &TcContext, s: &mut Scratch) -> i32 {
         }
         return drop_packet(counter::DROP_POLICY);
     }
-    count_flow_rules(s.verdict.egress_rule_id, s.verdict.ingress_rule_id, bytes);
+    count_flow_rules(
+        s.verdict.egress_rule_id,
+        s.verdict.ingress_rule_id,
+        1,
+        bytes,
+    );
     let source_is_a = conntrack::key_of(&s.packet, &mut s.key);
     let entry = &mut s.entry;
     entry.created_ns = now;
@@ -525,19 +560,19 @@ fn report_deny(s: &mut Scratch, initiator: bool) {
 /// Counts a packet of an allowed flow for both rules that allowed it (once when one rule
 /// allowed it in both directions).
 #[inline(always)]
-fn count_flow_rules(egress_rule_id: u32, ingress_rule_id: u32, bytes: u64) {
-    count_rule(egress_rule_id, bytes);
+fn count_flow_rules(egress_rule_id: u32, ingress_rule_id: u32, packets: u64, bytes: u64) {
+    count_rule(egress_rule_id, packets, bytes);
     if ingress_rule_id != egress_rule_id {
-        count_rule(ingress_rule_id, bytes);
+        count_rule(ingress_rule_id, packets, bytes);
     }
 }
 
 #[inline(always)]
-fn count_rule(rule_id: u32, bytes: u64) {
+fn count_rule(rule_id: u32, packets: u64, bytes: u64) {
     if let Some(slot) = RULE_STATS.get_ptr_mut(rule_id) {
         // SAFETY: per-CPU slot owned by this CPU while the program runs.
         unsafe {
-            (*slot).packets += 1;
+            (*slot).packets += packets;
             (*slot).bytes += bytes;
         }
     }
@@ -545,10 +580,15 @@ fn count_rule(rule_id: u32, bytes: u64) {
 
 #[inline(always)]
 fn count(index: u32) {
+    count_n(index, 1);
+}
+
+#[inline(always)]
+fn count_n(index: u32, packets: u64) {
     if let Some(slot) = COUNTERS.get_ptr_mut(index) {
         // SAFETY: per-CPU slot owned by this CPU while the program runs; the pointer comes
         // from a successful map lookup.
-        unsafe { *slot += 1 };
+        unsafe { *slot += packets };
     }
 }
 

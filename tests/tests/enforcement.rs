@@ -378,3 +378,63 @@ fn idle_flows_are_reported_and_removed_when_their_timeout_passes() {
     let after = node.datapath.conntrack_entries().expect("conntrack").len();
     assert_eq!(after, 0, "the idle entry is removed");
 }
+
+#[test]
+fn packets_that_pass_on_the_flow_cache_are_each_counted_once() {
+    if !privileged("packets_that_pass_on_the_flow_cache_are_each_counted_once") {
+        return;
+    }
+    use zonewall::datapath::Dataplane as _;
+    use zonewall::flows::events::monotonic_now_ns;
+    let mut node = Enforced::new(&PODS, Mode::Enforce);
+    let (web, app) = (node.pod(WEB), node.pod(APP));
+    // Bursts of one UDP flow each (a new source port per burst): within a clock tick, all
+    // but a flow's first packet on a CPU pass on its flow cache slot. The packets of the
+    // last tick are still waiting there after a burst.
+    const BURST: usize = 50;
+    let before = node.datapath.counters().expect("counters");
+    let mut sent = 0;
+    let mut waiting = Vec::new();
+    while waiting.is_empty() && sent < 20 * BURST {
+        assert_eq!(udp_delivered(&web, &app, false, 5353, BURST), BURST);
+        sent += BURST;
+        waiting = node.datapath.waiting_in_flow_cache().expect("flow cache");
+    }
+    assert!(
+        !waiting.is_empty(),
+        "no packet of {sent} passed on the flow cache"
+    );
+    // Each program run is counted once: every packet passes the sender's and the
+    // receiver's interface, the first of each flow as new at the first.
+    let passed = node.datapath.counters().expect("counters").since(&before);
+    assert_eq!(
+        passed.get(counter::PASS_NEW) + passed.get(counter::PASS_ESTABLISHED),
+        2 * sent as u64,
+        "{passed}"
+    );
+    // Each packet is counted once: in its flow's entry, or waiting in a slot.
+    let mut entries = node.datapath.conntrack_entries().expect("conntrack");
+    assert_eq!(entries.len(), sent / BURST, "one flow per burst");
+    for (key, entry) in &mut entries {
+        for (index, slot) in waiting.iter().filter(|(_, slot)| slot.key == *key) {
+            slot.add_to(*index, entry);
+        }
+    }
+    let counted: u64 = entries.iter().map(|(_, entry)| entry.packets_forward).sum();
+    assert_eq!(counted, sent as u64);
+    // And once for each of its flow's rules (the egress and the ingress rule).
+    let stats = node.datapath.rule_stats().expect("rule statistics");
+    let (_, entry) = entries[0];
+    for rule in [entry.egress_rule_id, entry.ingress_rule_id] {
+        assert_eq!(stats[&rule].packets, sent as u64, "rule {rule}");
+    }
+    // The idle sweep reports every packet, including the waiting ones.
+    let later = monotonic_now_ns() + zonewall_common::timeout::UDP_NS + 1_000_000_000;
+    let events = node.datapath.sweep_conntrack(later).expect("sweep");
+    assert_eq!(events.len(), sent / BURST, "{events:?}");
+    let reported: u64 = events
+        .iter()
+        .map(|event| node.enricher().record(event).counters.packets_from_source)
+        .sum();
+    assert_eq!(reported, sent as u64);
+}

@@ -192,6 +192,11 @@ pub trait Dataplane {
     fn conntrack_count(&self) -> Option<u64> {
         None
     }
+    /// Packets counted into their flow only after its end record went out (`None` when the
+    /// dataplane has no flow cache).
+    fn flow_packets_after_end(&self) -> Option<u64> {
+        None
+    }
     /// Removes the pins of other layout versions once none of their links is left (every
     /// interface moved to this version's programs); returns how many layouts went.
     fn retire_old_layouts(&mut self) -> Result<usize, DatapathError>;
@@ -595,6 +600,63 @@ impl Datapath {
             batched,
             ..diff.summary()
         })
+    }
+
+    /// Every CPU's flow cache.
+    fn flow_cache(&self) -> Result<Vec<abi::FlowCache>, DatapathError> {
+        let name = map_names::FLOW_CACHE;
+        let array = PerCpuArray::<_, abi::FlowCache>::try_from(self.map(name)?)
+            .map_err(|source| map_error("open", name, source))?;
+        let per_cpu = array
+            .get(&0, 0)
+            .map_err(|source| map_error("lookup", name, source))?;
+        Ok(per_cpu.iter().copied().collect())
+    }
+
+    /// The per-rule counters as the kernel holds them, summed over CPUs and indexed by rule
+    /// id (without the packets still waiting in the flow cache, which
+    /// [`Dataplane::rule_stats`] adds).
+    pub fn rule_counters(&self) -> Result<Vec<RuleStats>, DatapathError> {
+        let name = map_names::RULE_STATS;
+        let array = PerCpuArray::<_, RuleStats>::try_from(self.map(name)?)
+            .map_err(|source| map_error("open", name, source))?;
+        // Only the ids the live policy uses: the array has a slot per possible rule id.
+        let used = self
+            .rule_slots
+            .unwrap_or_else(|| array.len())
+            .min(array.len());
+        // In batches (a few system calls however many rules), then one index at a time from
+        // where the batches stopped (all of them where the kernel has no batch lookup).
+        let mut totals: Vec<RuleStats> = Vec::with_capacity(used as usize);
+        if let Ok(cpus) = aya::util::nr_cpus() {
+            let slot = sys::per_cpu_slot::<RuleStats>();
+            match sys::lookup_array(self.map_fd(name)?, used, slot * cpus) {
+                Ok(values) => totals.extend(
+                    values
+                        .chunks_exact(slot * cpus)
+                        .map(|value| sum_per_cpu(value.chunks_exact(slot).map(sys::read_pod))),
+                ),
+                Err(e) => tracing::debug!(map = name, ?e, "no batch lookup; one call per rule"),
+            }
+        }
+        for index in totals.len() as u32..used {
+            let per_cpu = array
+                .get(&index, 0)
+                .map_err(|source| map_error("lookup", name, source))?;
+            totals.push(sum_per_cpu(per_cpu.iter().copied()));
+        }
+        Ok(totals)
+    }
+
+    /// The flow cache slots (with their index) that hold packets not yet added to their
+    /// flow's counters, over all CPUs (also for tests and diagnostics).
+    pub fn waiting_in_flow_cache(&self) -> Result<Vec<(usize, abi::FlowCacheSlot)>, DatapathError> {
+        Ok(self
+            .flow_cache()?
+            .iter()
+            .flat_map(|cache| cache.slots.into_iter().enumerate())
+            .filter(|(_, slot)| slot.packets > 0)
+            .collect())
     }
 
     /// Removes and returns the entries of hash map `name` that `take` selects.
@@ -1007,6 +1069,13 @@ impl Dataplane for Datapath {
                 .map_err(|source| map_error("lookup", name, source))?;
             *slot = per_cpu.iter().sum();
         }
+        // Packets that passed on a flow cache slot are counted when the slot is settled;
+        // until then they are read here.
+        counters.0[counter::PASS_ESTABLISHED as usize] += self
+            .waiting_in_flow_cache()?
+            .iter()
+            .map(|(_, slot)| u64::from(slot.packets))
+            .sum::<u64>();
         Ok(counters)
     }
 
@@ -1060,14 +1129,36 @@ impl Dataplane for Datapath {
                     > abi::idle_timeout_ns(key.protocol, value.flags)
             },
         )?;
-        Ok(expired
-            .iter()
+        let mut reported: Vec<_> = expired
+            .into_iter()
             .filter(|(_, value)| {
                 value.flags & abi::CT_END_REPORTED == 0
                     && value.policy_flags & abi::POLICY_FLAG_LOG_END != 0
             })
+            .collect();
+        if !reported.is_empty() {
+            // The last packets of a flow may still wait in a CPU's flow cache: nothing on
+            // that CPU looked the flow up again since.
+            for (index, slot) in self.waiting_in_flow_cache()? {
+                if let Some((_, value)) = reported.iter_mut().find(|(key, _)| *key == slot.key) {
+                    slot.add_to(index, value);
+                }
+            }
+        }
+        Ok(reported
+            .iter()
             .map(|(key, value)| crate::flows::events::idle_end_event(key, value, now_ns))
             .collect())
+    }
+
+    fn flow_packets_after_end(&self) -> Option<u64> {
+        match self.flow_cache() {
+            Ok(caches) => Some(caches.iter().map(|cache| cache.late_packets).sum()),
+            Err(e) => {
+                tracing::warn!("cannot read the flow cache: {e}");
+                None
+            }
+        }
     }
 
     fn sweep_denies(&mut self, now_ns: u64) -> Result<Vec<abi::FlowEvent>, DatapathError> {
@@ -1085,33 +1176,36 @@ impl Dataplane for Datapath {
     }
 
     fn rule_stats(&self) -> Result<BTreeMap<u32, RuleStats>, DatapathError> {
-        let name = map_names::RULE_STATS;
-        let array = PerCpuArray::<_, RuleStats>::try_from(self.map(name)?)
-            .map_err(|source| map_error("open", name, source))?;
-        // Only the ids the live policy uses: the array has a slot per possible rule id.
-        let used = self
-            .rule_slots
-            .unwrap_or_else(|| array.len())
-            .min(array.len());
-        // In batches (a few system calls however many rules), then one index at a time from
-        // where the batches stopped (all of them where the kernel has no batch lookup).
-        let mut totals: Vec<RuleStats> = Vec::with_capacity(used as usize);
-        if let Ok(cpus) = aya::util::nr_cpus() {
-            let slot = sys::per_cpu_slot::<RuleStats>();
-            match sys::lookup_array(self.map_fd(name)?, used, slot * cpus) {
-                Ok(values) => totals.extend(
-                    values
-                        .chunks_exact(slot * cpus)
-                        .map(|value| sum_per_cpu(value.chunks_exact(slot).map(sys::read_pod))),
-                ),
-                Err(e) => tracing::debug!(map = name, ?e, "no batch lookup; one call per rule"),
+        let mut totals = self.rule_counters()?;
+        // Packets that passed on a flow cache slot reach the rule counters when the slot is
+        // settled; until then they are read here, with the rules of their flow.
+        let waiting = self.waiting_in_flow_cache()?;
+        if !waiting.is_empty() {
+            let name = map_names::CONNTRACK;
+            let conntrack: HashMap<&MapData, abi::CtKey, abi::CtValue> =
+                HashMap::try_from(self.map(name)?).map_err(|e| map_error("open", name, e))?;
+            for (index, slot) in waiting {
+                let Ok(mut entry) = conntrack.get(&slot.key, 0) else {
+                    continue;
+                };
+                if !slot.add_to(index, &mut entry) {
+                    continue;
+                }
+                // As the kernel counts a flow's rules: the ingress rule once more when it is
+                // another rule.
+                let (egress, ingress) = (entry.egress_rule_id, entry.ingress_rule_id);
+                let rules = if ingress == egress {
+                    &[egress][..]
+                } else {
+                    &[egress, ingress][..]
+                };
+                for &rule in rules {
+                    if let Some(total) = totals.get_mut(rule as usize) {
+                        total.packets += u64::from(slot.packets);
+                        total.bytes += slot.bytes;
+                    }
+                }
             }
-        }
-        for index in totals.len() as u32..used {
-            let per_cpu = array
-                .get(&index, 0)
-                .map_err(|source| map_error("lookup", name, source))?;
-            totals.push(sum_per_cpu(per_cpu.iter().copied()));
         }
         Ok((0..)
             .zip(totals)

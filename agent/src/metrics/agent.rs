@@ -336,6 +336,7 @@ pub struct AgentMetrics {
     map_entries: Family<MapLabels, Gauge>,
     map_max_entries: Family<MapLabels, Gauge>,
     ring_buffer_lost: KernelCounter,
+    flow_packets_after_end: KernelCounter,
     kernel_drops: Family<ReasonLabels, KernelCounter>,
     kernel_outcomes: Family<OutcomeLabels, KernelCounter>,
     reconcile_errors: Family<ReconcileErrorLabels, Counter>,
@@ -357,6 +358,7 @@ impl AgentMetrics {
             map_entries: Family::default(),
             map_max_entries: Family::default(),
             ring_buffer_lost: KernelCounter::default(),
+            flow_packets_after_end: KernelCounter::default(),
             kernel_drops: Family::default(),
             kernel_outcomes: Family::default(),
             reconcile_errors: Family::default(),
@@ -423,6 +425,11 @@ impl AgentMetrics {
             "ring_buffer_lost_events",
             "Flow events the kernel could not write because the ring buffer was full",
             agent.ring_buffer_lost.clone(),
+        );
+        registry.register(
+            "flow_packets_after_end",
+            "Packets a flow passed on one CPU in the clock tick it ended on another, added to its counters after its end record went out (so not in it)",
+            agent.flow_packets_after_end.clone(),
         );
         registry.register(
             "kernel_dropped_packets",
@@ -600,6 +607,11 @@ impl AgentMetrics {
     /// The kernel's total of events lost because the ring buffer was full.
     pub fn set_ring_buffer_lost(&self, total: u64) {
         self.ring_buffer_lost.set(total);
+    }
+
+    /// The kernel's total of packets counted into their flow after its end record.
+    pub fn set_flow_packets_after_end(&self, total: u64) {
+        self.flow_packets_after_end.set(total);
     }
 
     /// The kernel's total of packets dropped for `reason` (a constant; see

@@ -175,7 +175,7 @@ fn everything() -> Everything {
     }
 }
 
-const EXPECTED_FAMILIES: [(&str, &str); 31] = [
+const EXPECTED_FAMILIES: [(&str, &str); 32] = [
     ("zonewall_build", "info"),
     ("zonewall_flows", "counter"),
     ("zonewall_flow_packets", "counter"),
@@ -192,6 +192,7 @@ const EXPECTED_FAMILIES: [(&str, &str); 31] = [
     ("zonewall_map_entries", "gauge"),
     ("zonewall_map_max_entries", "gauge"),
     ("zonewall_ring_buffer_lost_events", "counter"),
+    ("zonewall_flow_packets_after_end", "counter"),
     ("zonewall_kernel_dropped_packets", "counter"),
     ("zonewall_kernel_packets", "counter"),
     ("zonewall_reconcile_errors", "counter"),

@@ -363,6 +363,9 @@ impl Telemetry {
             Ok(counters) => self.metrics.set_kernel_outcomes(&counters.0),
             Err(e) => tracing::warn!("cannot read the kernel's packet counters: {e}"),
         }
+        if let Some(total) = dataplane.flow_packets_after_end() {
+            self.metrics.set_flow_packets_after_end(total);
+        }
         match dataplane.rule_stats() {
             Ok(stats) => {
                 let hits = stats.iter().filter_map(|(id, stats)| {

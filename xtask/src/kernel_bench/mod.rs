@@ -25,6 +25,13 @@ pub mod test_run;
 #[cfg(feature = "kernel-bench")]
 mod traffic;
 
+/// The middle value (the upper one of an even count).
+#[cfg(feature = "kernel-bench")]
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied()
+}
+
 #[cfg(feature = "kernel-bench")]
 pub fn run(which: &str) -> anyhow::Result<()> {
     match which {

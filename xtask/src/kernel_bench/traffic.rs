@@ -16,6 +16,7 @@ use zonewall::datapath::{Counters, Datapath, Dataplane, DesiredTables, endpoint_
 use zonewall_common::{EndpointValue, counter, program_names};
 
 use super::generate::ALLOWED_PORT;
+use super::median;
 
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 const BPF_LINK_CREATE: libc::c_long = 28;
@@ -25,7 +26,10 @@ const BPF_TCX_INGRESS: u32 = 46;
 const BPF_TCX_EGRESS: u32 = 47;
 
 /// Seconds of iperf3 traffic.
-const SECONDS: u32 = 5;
+pub const SECONDS: u32 = 5;
+/// iperf3 runs of `SECONDS` each: one alone moved the figures by tens of nanoseconds from
+/// run to run, the median of five much less.
+pub const WINDOWS: usize = 5;
 /// The host-side interface of the workload, in the node namespace.
 const HOST_INTERFACE: &str = "zwb-host";
 
@@ -175,13 +179,20 @@ pub(super) fn in_netns<T: Send>(
 }
 
 /// One program's share of the traffic.
+/// One program over the traffic windows.
 pub struct ProgramLoad {
     pub name: &'static str,
+    /// Runs over all windows.
     pub runs: u64,
+    /// Medians over the windows: time per run, and its difference to the empty program's
+    /// in the same window; then that difference's lowest and highest value.
     pub nanoseconds_per_run: f64,
+    pub over_empty: f64,
+    pub over_empty_range: (f64, f64),
 }
 
 pub struct Traffic {
+    /// The median over the windows.
     pub gigabits_per_second: f64,
     /// Empty program first, then from_workload and to_workload.
     pub programs: Vec<ProgramLoad>,
@@ -297,9 +308,13 @@ pub fn measure(
     let mut enable = BPF_STATS_RUN_TIME;
     let stats = owned(bpf(BPF_ENABLE_STATS, &mut enable).context("BPF_ENABLE_STATS")?);
     let counters_before = datapath.counters()?;
-    let before = read(datapath)?;
-    let gigabits_per_second = iperf3(&node, &workload, client, server)?;
-    let after = read(datapath)?;
+    let mut windows = Vec::with_capacity(WINDOWS);
+    for _ in 0..WINDOWS {
+        let before = read(datapath)?;
+        let gigabits_per_second = iperf3(&node, &workload, client, server)?;
+        let after = read(datapath)?;
+        windows.push((gigabits_per_second, before, after));
+    }
     let counters = datapath.counters()?.since(&counters_before);
     drop(stats);
     drop(links);
@@ -312,20 +327,41 @@ pub fn measure(
         drops == 0 && counters.get(counter::PASS_ESTABLISHED) > 0,
         "the iperf3 flow did not take the conntrack-hit path: {counters}"
     );
+    // Per window, each program's time per run; the report takes medians over windows.
+    let per_window: Vec<Vec<(u64, f64)>> = windows
+        .iter()
+        .map(|(_, before, after)| {
+            before
+                .iter()
+                .zip(after)
+                .map(|((time_0, count_0), (time_1, count_1))| {
+                    let runs = count_1 - count_0;
+                    (runs, (time_1 - time_0) as f64 / runs.max(1) as f64)
+                })
+                .collect()
+        })
+        .collect();
     let programs = names
         .iter()
-        .zip(before.iter().zip(&after))
-        .map(|(name, ((time_0, count_0), (time_1, count_1)))| {
-            let runs = count_1 - count_0;
+        .enumerate()
+        .map(|(i, name)| {
+            let over_empty: Vec<f64> = per_window.iter().map(|w| w[i].1 - w[0].1).collect();
             ProgramLoad {
                 name,
-                runs,
-                nanoseconds_per_run: (time_1 - time_0) as f64 / runs.max(1) as f64,
+                runs: per_window.iter().map(|w| w[i].0).sum(),
+                nanoseconds_per_run: median(per_window.iter().map(|w| w[i].1).collect())
+                    .unwrap_or(f64::NAN),
+                over_empty: median(over_empty.clone()).unwrap_or(f64::NAN),
+                over_empty_range: over_empty
+                    .iter()
+                    .fold((f64::MAX, f64::MIN), |(low, high), &x| {
+                        (low.min(x), high.max(x))
+                    }),
             }
         })
         .collect();
     Ok(Traffic {
-        gigabits_per_second,
+        gigabits_per_second: median(windows.iter().map(|w| w.0).collect()).unwrap_or(f64::NAN),
         programs,
         counters,
     })

@@ -6,6 +6,7 @@ use std::process::Command;
 use anyhow::Context as _;
 
 use super::{CONFIGS, Config, Sample};
+use crate::kernel_bench::median;
 
 /// Targets of the issue.
 const THROUGHPUT_OF_BASELINE: f64 = 0.90;
@@ -26,14 +27,6 @@ pub struct Results {
     pub iperf_seconds: u32,
     pub round_trips: usize,
     pub connect_seconds: f64,
-}
-
-fn median(mut values: Vec<f64>) -> Option<f64> {
-    if values.is_empty() {
-        return None;
-    }
-    values.sort_by(f64::total_cmp);
-    Some(values[values.len() / 2])
 }
 
 /// The median of one figure over a configuration's rounds.

@@ -1,0 +1,109 @@
+//! The per-CPU flow cache in front of `ZW_CT` (`FlowCacheSlot` says when a packet may pass
+//! on a slot and why that is safe). Under load the conntrack lookup and the per-rule
+//! counters are most of a tracked packet's cost: chains of dependent loads through tables
+//! that the traffic between two packets has pushed out of the caches. A slot stands in for
+//! both for the rest of the clock tick.
+
+use zonewall_common::{CT_END_REPORTED, CtKey, CtValue, FlowCache, FlowCacheSlot, counter};
+
+use crate::{CONNTRACK, count_flow_rules, count_n};
+
+/// The packet as a slot sees it.
+#[derive(Clone, Copy)]
+pub struct Seen {
+    pub now: u64,
+    pub generation: u32,
+    pub ifindex: u32,
+}
+
+#[inline(always)]
+fn same_key(a: &CtKey, b: &CtKey) -> bool {
+    let (a, b) = (a.words(), b.words());
+    (a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]) | (a[4] ^ b[4]) == 0
+}
+
+/// Whether the packet of flow `key` may pass on `slot` (the slot its hook and side map to).
+#[inline(always)]
+pub fn hit(slot: &FlowCacheSlot, key: &CtKey, seen: &Seen) -> bool {
+    slot.tick == seen.now as u32
+        && slot.generation == seen.generation
+        && slot.ifindex == seen.ifindex
+        && same_key(&slot.key, key)
+}
+
+/// Adds what waits in slot `index` to the packet counters, the flow's entry and its rule
+/// counters, and empties it.
+#[inline(always)]
+fn settle(slot: &mut FlowCacheSlot, index: usize, entry: &mut CtValue, late: &mut u64) {
+    if slot.packets == 0 {
+        return;
+    }
+    count_n(counter::PASS_ESTABLISHED, u64::from(slot.packets));
+    if slot.add_to(index, entry) {
+        let (packets, bytes) = (u64::from(slot.packets), slot.bytes);
+        count_flow_rules(entry.egress_rule_id, entry.ingress_rule_id, packets, bytes);
+        if entry.flags & CT_END_REPORTED != 0 {
+            *late += packets;
+        }
+    }
+    slot.packets = 0;
+    slot.bytes = 0;
+}
+
+/// Settles slot `index` before the conntrack path goes on with the flow's `entry`: the
+/// flow's own waiting packets go to `entry`, another flow's to its entry (looked up). An
+/// entry that is gone takes nothing: the agent's idle sweep reported those packets with it,
+/// or the policy removed the flow.
+#[inline(always)]
+pub fn settle_slot(
+    cache: &mut FlowCache,
+    index: usize,
+    key: &CtKey,
+    seen: &Seen,
+    entry: &mut CtValue,
+) {
+    let Some(slot) = cache.slots.get_mut(index) else {
+        return;
+    };
+    if slot.packets == 0 {
+        return;
+    }
+    let mut late = 0;
+    if slot.ifindex == seen.ifindex && same_key(&slot.key, key) {
+        settle(slot, index, entry, &mut late);
+    } else if let Some(other) = CONNTRACK.get_ptr_mut(&slot.key) {
+        // SAFETY: pointer from a successful lookup, valid while the program runs.
+        settle(slot, index, unsafe { &mut *other }, &mut late);
+    } else {
+        count_n(counter::PASS_ESTABLISHED, u64::from(slot.packets));
+        slot.packets = 0;
+        slot.bytes = 0;
+    }
+    cache.late_packets += late;
+}
+
+/// Settles and empties every slot of this CPU that holds the flow: its state is changing
+/// (FIN, RST, first reply), which only the conntrack path records.
+#[inline(always)]
+pub fn forget(cache: &mut FlowCache, key: &CtKey, entry: &mut CtValue) {
+    let mut late = 0;
+    for (index, slot) in cache.slots.iter_mut().enumerate() {
+        if slot.generation != 0 && same_key(&slot.key, key) {
+            settle(slot, index, entry, &mut late);
+            slot.generation = 0;
+        }
+    }
+    cache.late_packets += late;
+}
+
+/// Makes slot `index` (settled) stand for the flow's packet that just passed the conntrack
+/// path.
+#[inline(always)]
+pub fn fill(cache: &mut FlowCache, index: usize, key: &CtKey, seen: &Seen) {
+    if let Some(slot) = cache.slots.get_mut(index) {
+        slot.key = *key;
+        slot.tick = seen.now as u32;
+        slot.generation = seen.generation;
+        slot.ifindex = seen.ifindex;
+    }
+}
