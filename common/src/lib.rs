@@ -449,8 +449,12 @@ pub struct FlowCacheSlot {
     /// Packets and bytes passed through the slot and not yet added to the flow's counters.
     pub packets: u32,
     pub bytes: u64,
+    /// The rules the slot's packets count for (`RULE_ID_NONE` at a hook that does not count
+    /// the flow): kept here so they are counted even when the flow's entry is gone.
+    pub egress_rule_id: u32,
+    pub ingress_rule_id: u32,
 }
-const _: () = assert!(size_of::<FlowCacheSlot>() == 64);
+const _: () = assert!(size_of::<FlowCacheSlot>() == 72);
 
 impl FlowCacheSlot {
     /// The slot of a flow seen at hook `observed` of `ifindex` from one side: bit 0 is the
@@ -495,7 +499,7 @@ pub struct FlowCache {
     /// on another CPU in the tick the flow ended), so its end record does not include them.
     pub late_packets: u64,
 }
-const _: () = assert!(size_of::<FlowCache>() == FLOW_CACHE_SLOTS * 64 + 8);
+const _: () = assert!(size_of::<FlowCache>() == FLOW_CACHE_SLOTS * 72 + 8);
 
 /// Key of `ZW_ENDPOINTS`: one address a local workload interface may send from.
 #[repr(C)]

@@ -4,7 +4,9 @@
 //! that the traffic between two packets has pushed out of the caches. A slot stands in for
 //! both for the rest of the clock tick.
 
-use zonewall_common::{CT_END_REPORTED, CtKey, CtValue, FlowCache, FlowCacheSlot, counter};
+use zonewall_common::{
+    CT_END_REPORTED, CtKey, CtValue, FlowCache, FlowCacheSlot, RULE_ID_NONE, counter,
+};
 
 use crate::{CONNTRACK, count_flow_rules, count_n};
 
@@ -31,20 +33,23 @@ pub fn hit(slot: &FlowCacheSlot, key: &CtKey, seen: &Seen) -> bool {
         && same_key(&slot.key, key)
 }
 
-/// Adds what waits in slot `index` to the packet counters, the flow's entry and its rule
-/// counters, and empties it.
+/// Adds what waits in slot `index` to the pass counter, its rules' counters and the flow's
+/// `entry` (when there still is one), and empties it.
 #[inline(always)]
-fn settle(slot: &mut FlowCacheSlot, index: usize, entry: &mut CtValue, late: &mut u64) {
+fn settle(slot: &mut FlowCacheSlot, index: usize, entry: Option<&mut CtValue>, late: &mut u64) {
     if slot.packets == 0 {
         return;
     }
-    count_n(counter::PASS_ESTABLISHED, u64::from(slot.packets));
-    if slot.add_to(index, entry) {
-        let (packets, bytes) = (u64::from(slot.packets), slot.bytes);
-        count_flow_rules(entry.egress_rule_id, entry.ingress_rule_id, packets, bytes);
-        if entry.flags & CT_END_REPORTED != 0 {
-            *late += packets;
-        }
+    let (packets, bytes) = (u64::from(slot.packets), slot.bytes);
+    count_n(counter::PASS_ESTABLISHED, packets);
+    if slot.egress_rule_id != RULE_ID_NONE {
+        count_flow_rules(slot.egress_rule_id, slot.ingress_rule_id, packets, bytes);
+    }
+    if let Some(entry) = entry
+        && slot.add_to(index, entry)
+        && entry.flags & CT_END_REPORTED != 0
+    {
+        *late += packets;
     }
     slot.packets = 0;
     slot.bytes = 0;
@@ -52,8 +57,8 @@ fn settle(slot: &mut FlowCacheSlot, index: usize, entry: &mut CtValue, late: &mu
 
 /// Settles slot `index` before the conntrack path goes on with the flow's `entry`: the
 /// flow's own waiting packets go to `entry`, another flow's to its entry (looked up). An
-/// entry that is gone takes nothing: the agent's idle sweep reported those packets with it,
-/// or the policy removed the flow.
+/// entry that is gone takes no packets: the agent's idle sweep reported them with it, or the
+/// policy removed the flow.
 #[inline(always)]
 pub fn settle_slot(
     cache: &mut FlowCache,
@@ -70,14 +75,13 @@ pub fn settle_slot(
     }
     let mut late = 0;
     if slot.ifindex == seen.ifindex && same_key(&slot.key, key) {
-        settle(slot, index, entry, &mut late);
-    } else if let Some(other) = CONNTRACK.get_ptr_mut(&slot.key) {
-        // SAFETY: pointer from a successful lookup, valid while the program runs.
-        settle(slot, index, unsafe { &mut *other }, &mut late);
+        settle(slot, index, Some(entry), &mut late);
     } else {
-        count_n(counter::PASS_ESTABLISHED, u64::from(slot.packets));
-        slot.packets = 0;
-        slot.bytes = 0;
+        // SAFETY: pointer from a successful lookup, valid while the program runs.
+        let other = CONNTRACK
+            .get_ptr_mut(&slot.key)
+            .map(|other| unsafe { &mut *other });
+        settle(slot, index, other, &mut late);
     }
     cache.late_packets += late;
 }
@@ -89,7 +93,7 @@ pub fn forget(cache: &mut FlowCache, key: &CtKey, entry: &mut CtValue) {
     let mut late = 0;
     for (index, slot) in cache.slots.iter_mut().enumerate() {
         if slot.generation != 0 && same_key(&slot.key, key) {
-            settle(slot, index, entry, &mut late);
+            settle(slot, index, Some(&mut *entry), &mut late);
             slot.generation = 0;
         }
     }
@@ -97,13 +101,22 @@ pub fn forget(cache: &mut FlowCache, key: &CtKey, entry: &mut CtValue) {
 }
 
 /// Makes slot `index` (settled) stand for the flow's packet that just passed the conntrack
-/// path.
+/// path; `rules` are the flow's egress and ingress rules when this hook counts the flow.
 #[inline(always)]
-pub fn fill(cache: &mut FlowCache, index: usize, key: &CtKey, seen: &Seen) {
+pub fn fill(
+    cache: &mut FlowCache,
+    index: usize,
+    key: &CtKey,
+    seen: &Seen,
+    rules: Option<(u32, u32)>,
+) {
     if let Some(slot) = cache.slots.get_mut(index) {
+        let (egress, ingress) = rules.unwrap_or((RULE_ID_NONE, RULE_ID_NONE));
         slot.key = *key;
         slot.tick = seen.now as u32;
         slot.generation = seen.generation;
         slot.ifindex = seen.ifindex;
+        slot.egress_rule_id = egress;
+        slot.ingress_rule_id = ingress;
     }
 }

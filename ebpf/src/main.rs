@@ -328,10 +328,12 @@ fn tracked(s: &mut Scratch) -> i32 {
             flowcache::forget(cache, &s.key, entry);
         }
     }
+    let counts = entry.counted_at(s.meta.ifindex, s.meta.observed, forward);
     if cacheable && let Some(cache) = cache {
-        flowcache::fill(cache, slot, &s.key, &seen);
+        let rules = (entry.egress_rule_id, entry.ingress_rule_id);
+        flowcache::fill(cache, slot, &s.key, &seen, counts.then_some(rules));
     }
-    if entry.counted_at(s.meta.ifindex, s.meta.observed, forward) {
+    if counts {
         if forward {
             entry.packets_forward += 1;
             entry.bytes_forward += bytes;

@@ -1178,32 +1178,22 @@ impl Dataplane for Datapath {
     fn rule_stats(&self) -> Result<BTreeMap<u32, RuleStats>, DatapathError> {
         let mut totals = self.rule_counters()?;
         // Packets that passed on a flow cache slot reach the rule counters when the slot is
-        // settled; until then they are read here, with the rules of their flow.
-        let waiting = self.waiting_in_flow_cache()?;
-        if !waiting.is_empty() {
-            let name = map_names::CONNTRACK;
-            let conntrack: HashMap<&MapData, abi::CtKey, abi::CtValue> =
-                HashMap::try_from(self.map(name)?).map_err(|e| map_error("open", name, e))?;
-            for (index, slot) in waiting {
-                let Ok(mut entry) = conntrack.get(&slot.key, 0) else {
-                    continue;
-                };
-                if !slot.add_to(index, &mut entry) {
-                    continue;
-                }
-                // As the kernel counts a flow's rules: the ingress rule once more when it is
-                // another rule.
-                let (egress, ingress) = (entry.egress_rule_id, entry.ingress_rule_id);
-                let rules = if ingress == egress {
-                    &[egress][..]
-                } else {
-                    &[egress, ingress][..]
-                };
-                for &rule in rules {
-                    if let Some(total) = totals.get_mut(rule as usize) {
-                        total.packets += u64::from(slot.packets);
-                        total.bytes += slot.bytes;
-                    }
+        // settled; until then they are read here, as the kernel will count them: for the
+        // slot's egress rule, and its ingress rule when that is another one.
+        for (_, slot) in self.waiting_in_flow_cache()? {
+            let (egress, ingress) = (slot.egress_rule_id, slot.ingress_rule_id);
+            if egress == abi::RULE_ID_NONE {
+                continue;
+            }
+            let rules = if ingress == egress {
+                &[egress][..]
+            } else {
+                &[egress, ingress][..]
+            };
+            for &rule in rules {
+                if let Some(total) = totals.get_mut(rule as usize) {
+                    total.packets += u64::from(slot.packets);
+                    total.bytes += slot.bytes;
                 }
             }
         }
