@@ -440,6 +440,9 @@ fn packets_that_pass_on_the_flow_cache_are_each_counted_once() {
     // The rule counters keep the waiting packets after their flows are gone.
     let stats = node.datapath.rule_stats().expect("rule statistics");
     for rule in [entry.egress_rule_id, entry.ingress_rule_id] {
-        assert_eq!(stats[&rule].packets, sent as u64, "rule {rule} after the sweep");
+        assert_eq!(
+            stats[&rule].packets, sent as u64,
+            "rule {rule} after the sweep"
+        );
     }
 }
