@@ -8,15 +8,7 @@ use zonewall_common::{
     CT_END_REPORTED, CtKey, CtValue, FlowCache, FlowCacheSlot, RULE_ID_NONE, counter,
 };
 
-use crate::{CONNTRACK, count_flow_rules, count_n};
-
-/// The packet as a slot sees it.
-#[derive(Clone, Copy)]
-pub struct Seen {
-    pub now: u64,
-    pub generation: u32,
-    pub ifindex: u32,
-}
+use crate::{CONNTRACK, Meta, count_flow_rules, count_n};
 
 #[inline(always)]
 fn same_key(a: &CtKey, b: &CtKey) -> bool {
@@ -26,10 +18,10 @@ fn same_key(a: &CtKey, b: &CtKey) -> bool {
 
 /// Whether the packet of flow `key` may pass on `slot` (the slot its hook and side map to).
 #[inline(always)]
-pub fn hit(slot: &FlowCacheSlot, key: &CtKey, seen: &Seen) -> bool {
-    slot.tick == seen.now as u32
-        && slot.generation == seen.generation
-        && slot.ifindex == seen.ifindex
+pub fn hit(slot: &FlowCacheSlot, key: &CtKey, meta: &Meta) -> bool {
+    slot.tick == meta.now as u32
+        && slot.generation == meta.generation
+        && slot.ifindex == meta.ifindex
         && same_key(&slot.key, key)
 }
 
@@ -64,7 +56,7 @@ pub fn settle_slot(
     cache: &mut FlowCache,
     index: usize,
     key: &CtKey,
-    seen: &Seen,
+    meta: &Meta,
     entry: &mut CtValue,
 ) {
     let Some(slot) = cache.slots.get_mut(index) else {
@@ -74,7 +66,7 @@ pub fn settle_slot(
         return;
     }
     let mut late = 0;
-    if slot.ifindex == seen.ifindex && same_key(&slot.key, key) {
+    if slot.ifindex == meta.ifindex && same_key(&slot.key, key) {
         settle(slot, index, Some(entry), &mut late);
     } else {
         // SAFETY: pointer from a successful lookup, valid while the program runs.
@@ -107,15 +99,15 @@ pub fn fill(
     cache: &mut FlowCache,
     index: usize,
     key: &CtKey,
-    seen: &Seen,
+    meta: &Meta,
     rules: Option<(u32, u32)>,
 ) {
     if let Some(slot) = cache.slots.get_mut(index) {
         let (egress, ingress) = rules.unwrap_or((RULE_ID_NONE, RULE_ID_NONE));
         slot.key = *key;
-        slot.tick = seen.now as u32;
-        slot.generation = seen.generation;
-        slot.ifindex = seen.ifindex;
+        slot.tick = meta.now as u32;
+        slot.generation = meta.generation;
+        slot.ifindex = meta.ifindex;
         slot.egress_rule_id = egress;
         slot.ingress_rule_id = ingress;
     }

@@ -230,15 +230,10 @@ fn sent_by_owner(ifindex: u32, packet: &Packet, key: &mut EndpointKey) -> bool {
 fn tracked(s: &mut Scratch) -> i32 {
     let (now, bytes) = (s.meta.now, s.meta.bytes);
     let source_is_a = conntrack::key_of(&s.packet, &mut s.key);
-    let seen = flowcache::Seen {
-        now,
-        generation: s.meta.generation,
-        ifindex: s.meta.ifindex,
-    };
     // A FIN or RST changes the flow's state, which only the conntrack path records.
     let cacheable =
         !(s.packet.protocol == IPPROTO_TCP && s.packet.tcp_flags & (TCP_FIN | TCP_RST) != 0);
-    let slot = FlowCacheSlot::index(&s.key, seen.ifindex, s.meta.observed, source_is_a);
+    let slot = FlowCacheSlot::index(&s.key, s.meta.ifindex, s.meta.observed, source_is_a);
     // SAFETY: per-CPU value owned by this CPU while the program runs.
     let mut cache = FLOW_CACHE
         .get_ptr_mut(0)
@@ -246,7 +241,7 @@ fn tracked(s: &mut Scratch) -> i32 {
     if let Some(cache) = cache.as_deref_mut()
         && cacheable
         && let Some(hit) = cache.slots.get_mut(slot)
-        && flowcache::hit(hit, &s.key, &seen)
+        && flowcache::hit(hit, &s.key, &s.meta)
     {
         // Counted as `PASS_ESTABLISHED` when the slot is settled.
         hit.packets += 1;
@@ -264,7 +259,7 @@ fn tracked(s: &mut Scratch) -> i32 {
         return NEW_FLOW;
     }
     if let Some(cache) = cache.as_deref_mut() {
-        flowcache::settle_slot(cache, slot, &s.key, &seen, entry);
+        flowcache::settle_slot(cache, slot, &s.key, &s.meta, entry);
     }
     let forward = entry.forward(source_is_a);
     let current = entry.generation == s.meta.generation;
@@ -331,7 +326,7 @@ fn tracked(s: &mut Scratch) -> i32 {
     let counts = entry.counted_at(s.meta.ifindex, s.meta.observed, forward);
     if cacheable && let Some(cache) = cache {
         let rules = (entry.egress_rule_id, entry.ingress_rule_id);
-        flowcache::fill(cache, slot, &s.key, &seen, counts.then_some(rules));
+        flowcache::fill(cache, slot, &s.key, &s.meta, counts.then_some(rules));
     }
     if counts {
         if forward {

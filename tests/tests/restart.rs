@@ -662,3 +662,21 @@ fn a_pinned_layout_of_another_version_is_taken_over_without_a_gap() {
         "both hooks of the three pods are pinned under the current layout"
     );
 }
+
+#[test]
+fn pins_without_the_flow_cache_are_adopted_and_get_one() {
+    if !privileged("pins_without_the_flow_cache_are_adopted_and_get_one") {
+        return;
+    }
+    use zonewall::datapath::{Datapath, PinLayout};
+    // A layout pinned by a build before the flow cache: the same maps, that one missing.
+    let topology = Topology::new(1);
+    let layout = PinLayout::new(topology.pin_root.join("zonewall"));
+    let first = Datapath::load(&layout).expect("load the programs");
+    let cache = layout.maps().join(zonewall_common::map_names::FLOW_CACHE);
+    std::fs::remove_file(&cache).expect("unpin the flow cache");
+    let adopted = Datapath::load(&layout).expect("adopt the older pins");
+    assert!(cache.exists(), "the adopting agent pins a flow cache");
+    drop((first, adopted));
+    Datapath::cleanup(&layout).expect("cleanup");
+}

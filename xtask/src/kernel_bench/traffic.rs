@@ -308,12 +308,23 @@ pub fn measure(
     let mut enable = BPF_STATS_RUN_TIME;
     let stats = owned(bpf(BPF_ENABLE_STATS, &mut enable).context("BPF_ENABLE_STATS")?);
     let counters_before = datapath.counters()?;
-    let mut windows = Vec::with_capacity(WINDOWS);
+    // Per window: the throughput, and each program's runs and time per run.
+    let mut gigabits = Vec::with_capacity(WINDOWS);
+    let mut per_window: Vec<Vec<(u64, f64)>> = Vec::with_capacity(WINDOWS);
     for _ in 0..WINDOWS {
         let before = read(datapath)?;
-        let gigabits_per_second = iperf3(&node, &workload, client, server)?;
+        gigabits.push(iperf3(&node, &workload, client, server)?);
         let after = read(datapath)?;
-        windows.push((gigabits_per_second, before, after));
+        per_window.push(
+            before
+                .iter()
+                .zip(&after)
+                .map(|((time_0, count_0), (time_1, count_1))| {
+                    let runs = count_1 - count_0;
+                    (runs, (time_1 - time_0) as f64 / runs.max(1) as f64)
+                })
+                .collect(),
+        );
     }
     let counters = datapath.counters()?.since(&counters_before);
     drop(stats);
@@ -327,20 +338,6 @@ pub fn measure(
         drops == 0 && counters.get(counter::PASS_ESTABLISHED) > 0,
         "the iperf3 flow did not take the conntrack-hit path: {counters}"
     );
-    // Per window, each program's time per run; the report takes medians over windows.
-    let per_window: Vec<Vec<(u64, f64)>> = windows
-        .iter()
-        .map(|(_, before, after)| {
-            before
-                .iter()
-                .zip(after)
-                .map(|((time_0, count_0), (time_1, count_1))| {
-                    let runs = count_1 - count_0;
-                    (runs, (time_1 - time_0) as f64 / runs.max(1) as f64)
-                })
-                .collect()
-        })
-        .collect();
     let programs = names
         .iter()
         .enumerate()
@@ -361,7 +358,7 @@ pub fn measure(
         })
         .collect();
     Ok(Traffic {
-        gigabits_per_second: median(windows.iter().map(|w| w.0).collect()).unwrap_or(f64::NAN),
+        gigabits_per_second: median(gigabits).unwrap_or(f64::NAN),
         programs,
         counters,
     })
