@@ -441,7 +441,7 @@ pub const FLOW_CACHE_SLOTS: usize = 8;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct FlowCacheSlot {
     pub key: CtKey,
-    /// The low 32 bits of the coarse clock value the slot is valid at.
+    /// The low 32 bits of the jiffies counter in the tick the slot is valid for.
     pub tick: u32,
     /// Policy generation the slot was filled in; 0 (never live) marks an empty slot.
     pub generation: u32,

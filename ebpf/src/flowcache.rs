@@ -19,7 +19,7 @@ fn same_key(a: &CtKey, b: &CtKey) -> bool {
 /// Whether the packet of flow `key` may pass on `slot` (the slot its hook and side map to).
 #[inline(always)]
 pub fn hit(slot: &FlowCacheSlot, key: &CtKey, meta: &Meta) -> bool {
-    slot.tick == meta.now as u32
+    slot.tick == meta.tick
         && slot.generation == meta.generation
         && slot.ifindex == meta.ifindex
         && same_key(&slot.key, key)
@@ -105,7 +105,7 @@ pub fn fill(
     if let Some(slot) = cache.slots.get_mut(index) {
         let (egress, ingress) = rules.unwrap_or((RULE_ID_NONE, RULE_ID_NONE));
         slot.key = *key;
-        slot.tick = meta.now as u32;
+        slot.tick = meta.tick;
         slot.generation = meta.generation;
         slot.ifindex = meta.ifindex;
         slot.egress_rule_id = egress;

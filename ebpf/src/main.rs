@@ -24,7 +24,7 @@ mod policy;
 mod reset;
 
 use aya_ebpf::{
-    helpers::bpf_ktime_get_coarse_ns,
+    helpers::{bpf_jiffies64, bpf_ktime_get_coarse_ns},
     macros::{classifier, map},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::TcContext,
@@ -88,6 +88,9 @@ struct Meta {
     ifindex: u32,
     generation: u32,
     config_flags: u32,
+    /// The low 32 bits of the jiffies counter: the flow cache's clock tick.
+    tick: u32,
+    /// The coarse clock in ns; read only past the flow cache (`read_clock`).
     now: u64,
     bytes: u64,
 }
@@ -162,13 +165,16 @@ fn decide(ctx: &TcContext, observed: u8) -> i32 {
         ifindex,
         generation,
         config_flags,
-        // The coarse clock (the monotonic clock as of the last tick, a few ms behind at
-        // most): enough for idle timeouts and flow times, and a fraction of the cost of
-        // reading the clock source on every packet.
+        // The verifier turns this helper into one load of `jiffies`: the flow cache's hit
+        // path reads no other clock.
         // SAFETY: helper without arguments.
-        now: unsafe { bpf_ktime_get_coarse_ns() },
+        tick: unsafe { bpf_jiffies64() } as u32,
+        now: 0,
         bytes: u64::from(len),
     };
+    if kind == Kind::Fragment || kind == Kind::IcmpError {
+        read_clock(&mut s.meta);
+    }
     match kind {
         Kind::Fragment | Kind::IcmpError if spoofed(s) => drop_packet(counter::DROP_SPOOFED),
         Kind::Fragment => {
@@ -203,6 +209,15 @@ fn decide(ctx: &TcContext, observed: u8) -> i32 {
     }
 }
 
+/// Sets `meta.now` to the coarse clock (the monotonic clock as of the last tick, a few ms
+/// behind at most): enough for idle timeouts and flow times, and a fraction of the cost of
+/// reading the clock source on every packet.
+#[inline(always)]
+fn read_clock(meta: &mut Meta) {
+    // SAFETY: helper without arguments.
+    meta.now = unsafe { bpf_ktime_get_coarse_ns() };
+}
+
 /// Whether the packet comes out of a workload with a source address that is not that
 /// workload's.
 #[inline(always)]
@@ -228,7 +243,7 @@ fn sent_by_owner(ifindex: u32, packet: &Packet, key: &mut EndpointKey) -> bool {
 /// there is no live entry.
 #[inline(never)]
 fn tracked(s: &mut Scratch) -> i32 {
-    let (now, bytes) = (s.meta.now, s.meta.bytes);
+    let bytes = s.meta.bytes;
     let source_is_a = conntrack::key_of(&s.packet, &mut s.key);
     // A FIN or RST changes the flow's state, which only the conntrack path records.
     let cacheable =
@@ -248,6 +263,8 @@ fn tracked(s: &mut Scratch) -> i32 {
         hit.bytes += bytes;
         return ACT_CONTINUE;
     }
+    read_clock(&mut s.meta);
+    let now = s.meta.now;
     let Some(entry) = CONNTRACK.get_ptr_mut(&s.key) else {
         return NEW_FLOW;
     };
