@@ -178,6 +178,7 @@ pub fn run() -> anyhow::Result<()> {
                 &mut size.desired,
                 size.client,
                 size.server,
+                size.blocked,
             )
             .context("measuring under iperf3 traffic")?;
             Some(measured)
@@ -231,6 +232,7 @@ struct Prepared {
     desired: DesiredTables,
     client: Ipv4Addr,
     server: Ipv4Addr,
+    blocked: Ipv4Addr,
     cases: Vec<Case>,
     /// ns/packet of each timed run, per case.
     samples: Vec<Vec<f64>>,
@@ -355,6 +357,7 @@ fn prepare(scale: Scale) -> anyhow::Result<Prepared> {
         desired,
         client: generated.client,
         server: generated.server,
+        blocked: generated.blocked,
         samples: vec![Vec::new(); cases.len()],
         cases,
     })
@@ -514,6 +517,22 @@ fn print_report(results: &[Measured], load_before: &str) {
             );
         }
         println!("  packet counters: {}", traffic.counters);
+        let new = &traffic.new_flows;
+        let (low, high) = new.from_workload.over_empty_range;
+        println!(
+            "  new flows: UDP datagrams from the workload to a blocklisted address, each to the next port (every one a new flow the policy denies), {:.0} per second; medians of {} windows of {} s:",
+            new.packets_per_second,
+            traffic::NEW_FLOW_WINDOWS,
+            traffic::NEW_FLOW_SECONDS
+        );
+        println!(
+            "  {:<17} {:>9} runs {:>7.0} ns/run (+{:.0} over zw_empty, windows +{low:.0} to +{high:.0})",
+            new.from_workload.name,
+            new.from_workload.runs,
+            new.from_workload.nanoseconds_per_run,
+            new.from_workload.over_empty
+        );
+        println!("  packet counters: {}", new.counters);
     }
 
     println!();
@@ -542,6 +561,16 @@ fn print_report(results: &[Measured], load_before: &str) {
             &format!(
                 "conntrack hit under traffic within {HIT_OVER_EMPTY_TARGET:.0} ns of the empty program (median of {} windows): worst +{worst:.0} ns",
                 traffic::WINDOWS
+            ),
+        );
+    }
+    if let Some(traffic) = results.iter().find_map(|r| r.traffic.as_ref()) {
+        let new = traffic.new_flows.from_workload.nanoseconds_per_run;
+        verdict(
+            new < NEW_FLOW_TARGET,
+            &format!(
+                "new flow under traffic under {NEW_FLOW_TARGET:.0} ns at 10,000 rules / 100,000 prefixes (median of {} windows, the statistics' own cost included): {new:.0} ns",
+                traffic::NEW_FLOW_WINDOWS
             ),
         );
     }

@@ -1,12 +1,14 @@
 //! The programs under real traffic: a workload namespace joined by a veth pair to a node
 //! namespace (both created here, removed on drop), zonewall's programs on the host-side end,
-//! the empty program on the same hooks before them, and an iperf3 TCP stream from the
-//! workload to a listener on the node side. The kernel's own BPF statistics (run time and
-//! run count per program, switched on with `BPF_ENABLE_STATS` only while measuring) give the
-//! cost per run of each program on the same packets.
+//! the empty program on the same hooks before them. Two kinds of traffic from the workload:
+//! an iperf3 TCP stream to a listener on the node side (almost every packet a tracked flow's),
+//! then UDP datagrams to a blocklisted address, each to the next destination port (every
+//! packet a new flow, denied). The kernel's own BPF statistics (run time and run count per
+//! program, switched on with `BPF_ENABLE_STATS` only while measuring) give the cost per run
+//! of each program on the same packets.
 
 use std::fs::File;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, UdpSocket};
 use std::os::fd::{AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -30,6 +32,9 @@ pub const SECONDS: u32 = 5;
 /// iperf3 runs of `SECONDS` each: one alone moved the figures by tens of nanoseconds from
 /// run to run, the median of five much less.
 pub const WINDOWS: usize = 5;
+/// Windows of new flows, of `NEW_FLOW_SECONDS` each.
+pub const NEW_FLOW_WINDOWS: usize = 3;
+pub const NEW_FLOW_SECONDS: u64 = 2;
 /// The host-side interface of the workload, in the node namespace.
 const HOST_INTERFACE: &str = "zwb-host";
 
@@ -197,6 +202,16 @@ pub struct Traffic {
     /// Empty program first, then from_workload and to_workload.
     pub programs: Vec<ProgramLoad>,
     pub counters: Counters,
+    pub new_flows: NewFlows,
+}
+
+/// The denied new flows: `zw_from_workload` decides them (the empty program's figures are
+/// the ones its hook ran on the same packets).
+pub struct NewFlows {
+    /// Datagrams sent per second, median over the windows.
+    pub packets_per_second: f64,
+    pub from_workload: ProgramLoad,
+    pub counters: Counters,
 }
 
 /// Whether this measurement can run here; the reason to skip when not.
@@ -219,12 +234,14 @@ pub fn available() -> Result<(), String> {
 }
 
 /// Measures with the tables already applied to `datapath`; `client` (a workload allowed to
-/// open tcp/`ALLOWED_PORT` to `server`) gets the workload namespace.
+/// open tcp/`ALLOWED_PORT` to `server`, denied everything to `blocked`) gets the workload
+/// namespace.
 pub fn measure(
     datapath: &mut Datapath,
     desired: &mut DesiredTables,
     client: Ipv4Addr,
     server: Ipv4Addr,
+    blocked: Ipv4Addr,
 ) -> anyhow::Result<Traffic> {
     let prefix = format!("zwb{}", std::process::id());
     let node = format!("{prefix}-node");
@@ -291,46 +308,26 @@ pub fn measure(
         datapath.attach(HOST_INTERFACE).map_err(anyhow::Error::from)
     })?;
 
-    let names = [
-        program_names::EMPTY,
-        program_names::FROM_WORKLOAD,
-        program_names::TO_WORKLOAD,
-    ];
-    let read = |datapath: &mut Datapath| -> anyhow::Result<Vec<(u64, u64)>> {
-        names
-            .iter()
-            .map(|name| {
-                let (_, time, count) = statistics(datapath.program_fd(name)?)?;
-                Ok((time, count))
-            })
-            .collect()
-    };
+    // Where the workload sends its new flows: a blocklisted address, routed via the node.
+    let (blocked_route, via) = (format!("{blocked}/32"), server.to_string());
+    ip(&["-n", &workload, "route", "add", &blocked_route, "via", &via])?;
+
     let mut enable = BPF_STATS_RUN_TIME;
     let stats = owned(bpf(BPF_ENABLE_STATS, &mut enable).context("BPF_ENABLE_STATS")?);
     let counters_before = datapath.counters()?;
-    // Per window: the throughput, and each program's runs and time per run.
-    let mut gigabits = Vec::with_capacity(WINDOWS);
-    let mut per_window: Vec<Vec<(u64, f64)>> = Vec::with_capacity(WINDOWS);
-    for _ in 0..WINDOWS {
-        let before = read(datapath)?;
-        gigabits.push(iperf3(&node, &workload, client, server)?);
-        let after = read(datapath)?;
-        per_window.push(
-            before
-                .iter()
-                .zip(&after)
-                .map(|((time_0, count_0), (time_1, count_1))| {
-                    let runs = count_1 - count_0;
-                    (runs, (time_1 - time_0) as f64 / runs.max(1) as f64)
-                })
-                .collect(),
-        );
-    }
-    let counters = datapath.counters()?.since(&counters_before);
+    let streams = (0..WINDOWS)
+        .map(|_| window(datapath, || iperf3(&node, &workload, client, server)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let counters_between = datapath.counters()?;
+    let scans = (0..NEW_FLOW_WINDOWS)
+        .map(|_| window(datapath, || new_flows(&workload, client, blocked)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let counters_after = datapath.counters()?;
     drop(stats);
     drop(links);
     drop(namespaces);
 
+    let counters = counters_between.since(&counters_before);
     let drops: u64 = (counter::DROP_POLICY..=counter::DROP_NO_POLICY)
         .map(|i| counters.get(i))
         .sum();
@@ -338,29 +335,110 @@ pub fn measure(
         drops == 0 && counters.get(counter::PASS_ESTABLISHED) > 0,
         "the iperf3 flow did not take the conntrack-hit path: {counters}"
     );
-    let programs = names
+    let scan_counters = counters_after.since(&counters_between);
+    let from_runs: u64 = scans.iter().map(|(_, runs)| runs[FROM].0).sum();
+    // Besides the datagrams, the hook sees at most the workload's few ARP packets.
+    ensure!(
+        scan_counters.get(counter::DROP_POLICY) as f64 >= 0.99 * from_runs as f64
+            && scan_counters.get(counter::PASS_NEW) == 0,
+        "the datagrams to the blocklisted address did not take the denied new-flow path ({from_runs} runs of {}): {scan_counters}",
+        MEASURED[FROM]
+    );
+    let programs = MEASURED
         .iter()
         .enumerate()
-        .map(|(i, name)| {
-            let over_empty: Vec<f64> = per_window.iter().map(|w| w[i].1 - w[0].1).collect();
-            ProgramLoad {
-                name,
-                runs: per_window.iter().map(|w| w[i].0).sum(),
-                nanoseconds_per_run: median(per_window.iter().map(|w| w[i].1).collect())
-                    .unwrap_or(f64::NAN),
-                over_empty: median(over_empty.clone()).unwrap_or(f64::NAN),
-                over_empty_range: over_empty
-                    .iter()
-                    .fold((f64::MAX, f64::MIN), |(low, high), &x| {
-                        (low.min(x), high.max(x))
-                    }),
-            }
-        })
+        .map(|(i, name)| load(name, i, &streams))
         .collect();
     Ok(Traffic {
-        gigabits_per_second: median(gigabits).unwrap_or(f64::NAN),
+        gigabits_per_second: median(streams.iter().map(|(gbit, _)| *gbit).collect())
+            .unwrap_or(f64::NAN),
         programs,
         counters,
+        new_flows: NewFlows {
+            packets_per_second: median(scans.iter().map(|(sent, _)| *sent).collect())
+                .unwrap_or(f64::NAN),
+            from_workload: load(MEASURED[FROM], FROM, &scans),
+            counters: scan_counters,
+        },
+    })
+}
+
+/// The programs whose statistics are read: the empty program first.
+const MEASURED: [&str; 3] = [
+    program_names::EMPTY,
+    program_names::FROM_WORKLOAD,
+    program_names::TO_WORKLOAD,
+];
+/// `zw_from_workload` in `MEASURED`: the hook that decides the workload's new flows.
+const FROM: usize = 1;
+
+/// One window: what `traffic` sent (its own unit), and per program of `MEASURED` its runs
+/// and time per run meanwhile.
+fn window(
+    datapath: &mut Datapath,
+    traffic: impl FnOnce() -> anyhow::Result<f64>,
+) -> anyhow::Result<(f64, Vec<(u64, f64)>)> {
+    let read = |datapath: &mut Datapath| -> anyhow::Result<Vec<(u64, u64)>> {
+        MEASURED
+            .iter()
+            .map(|name| {
+                let (_, time, count) = statistics(datapath.program_fd(name)?)?;
+                Ok((time, count))
+            })
+            .collect()
+    };
+    let before = read(datapath)?;
+    let sent = traffic()?;
+    let after = read(datapath)?;
+    let runs = before
+        .iter()
+        .zip(&after)
+        .map(|((time_0, count_0), (time_1, count_1))| {
+            let runs = count_1 - count_0;
+            (runs, (time_1 - time_0) as f64 / runs.max(1) as f64)
+        })
+        .collect();
+    Ok((sent, runs))
+}
+
+/// Program `index` of `MEASURED` over the windows: (what was sent, per program
+/// (runs, ns per run)).
+fn load(name: &'static str, index: usize, windows: &[(f64, Vec<(u64, f64)>)]) -> ProgramLoad {
+    let over_empty: Vec<f64> = windows.iter().map(|(_, w)| w[index].1 - w[0].1).collect();
+    ProgramLoad {
+        name,
+        runs: windows.iter().map(|(_, w)| w[index].0).sum(),
+        nanoseconds_per_run: median(windows.iter().map(|(_, w)| w[index].1).collect())
+            .unwrap_or(f64::NAN),
+        over_empty: median(over_empty.clone()).unwrap_or(f64::NAN),
+        over_empty_range: over_empty
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(low, high), &x| {
+                (low.min(x), high.max(x))
+            }),
+    }
+}
+
+/// Sends UDP datagrams from the workload to `blocked` for `NEW_FLOW_SECONDS`, each to the
+/// next destination port (so each one is a flow the programs have not seen in this cycle of
+/// ports, and the policy denies every one); returns datagrams per second.
+fn new_flows(workload: &str, client: Ipv4Addr, blocked: Ipv4Addr) -> anyhow::Result<f64> {
+    in_netns(workload, || {
+        let socket = UdpSocket::bind((client, 0)).context("bind a UDP socket in the workload")?;
+        let payload = [0u8; 32];
+        let started = Instant::now();
+        let duration = Duration::from_secs(NEW_FLOW_SECONDS);
+        let (mut sent, mut port) = (0u64, 1u16);
+        while started.elapsed() < duration {
+            for _ in 0..1024 {
+                socket
+                    .send_to(&payload, (blocked, port))
+                    .context("send a datagram to the blocklisted address")?;
+                port = port.checked_add(1).unwrap_or(1);
+                sent += 1;
+            }
+        }
+        Ok(sent as f64 / started.elapsed().as_secs_f64())
     })
 }
 
