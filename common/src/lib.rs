@@ -48,8 +48,11 @@ pub mod map_names {
     pub const DENIES: &str = "ZW_DENIES";
     /// Per-CPU array with one `FlowCache`: the flows just passed on each CPU.
     pub const FLOW_CACHE: &str = "ZW_FLOW_CACHE";
+    /// Per-CPU array with one `IdentityCache`: addresses whose identity this CPU just
+    /// looked up.
+    pub const IDENTITY_CACHE: &str = "ZW_IDENT_CACHE";
     /// Every map the eBPF object defines and pins (all but its per-CPU scratch space).
-    pub const ALL: [&str; 14] = [
+    pub const ALL: [&str; 15] = [
         IDENTITY_V4_SLOTS[0],
         IDENTITY_V4_SLOTS[1],
         IDENTITY_V6_SLOTS[0],
@@ -64,6 +67,7 @@ pub mod map_names {
         EVENTS,
         DENIES,
         FLOW_CACHE,
+        IDENTITY_CACHE,
     ];
 }
 
@@ -501,6 +505,60 @@ pub struct FlowCache {
 }
 const _: () = assert!(size_of::<FlowCache>() == FLOW_CACHE_SLOTS * 72 + 8);
 
+/// Entries of the per-CPU identity cache (`ZW_IDENT_CACHE`), a power of two.
+pub const IDENTITY_CACHE_ENTRIES: usize = 16;
+
+/// One address's identity as the identity table of one policy generation gives it. A new
+/// flow's two identity lookups (longest-prefix walks of tries of up to 100,000s of prefixes,
+/// cold under load) are most of its cost; the workload's own address, and peers it talks to
+/// again, are found here instead. An entry is used only while its generation is live: the
+/// identity tables of a live generation never change, so it always equals the lookup.
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct IdentityCacheEntry {
+    /// The address, IPv4 in the first four bytes and the rest zero.
+    pub addr_be: [u8; 16],
+    pub value: IdentityValue,
+    /// Generation whose tables gave `value`; 0 (never live) marks an empty entry.
+    pub generation: u32,
+    pub family: u8,
+    pub _pad: [u8; 3],
+}
+const _: () = assert!(size_of::<IdentityCacheEntry>() == 32);
+
+impl IdentityCacheEntry {
+    /// The entry an address of `family` maps to as a flow's source (`destination` false) or
+    /// destination: bit 0 is the role, so a flow's two addresses never take each other's
+    /// entry (a workload's own address is always one of them).
+    #[inline(always)]
+    pub fn index(family: u8, addr_be: &[u8; 16], destination: bool) -> usize {
+        let mut h = u64::from_ne_bytes([
+            addr_be[0], addr_be[1], addr_be[2], addr_be[3], addr_be[4], addr_be[5], addr_be[6],
+            addr_be[7],
+        ]) ^ u64::from_ne_bytes([
+            addr_be[8],
+            addr_be[9],
+            addr_be[10],
+            addr_be[11],
+            addr_be[12],
+            addr_be[13],
+            addr_be[14],
+            addr_be[15],
+        ]) ^ u64::from(family);
+        h ^= h >> 32;
+        h ^= h >> 16;
+        h ^= h >> 8;
+        ((h as usize) << 1 | usize::from(destination)) & (IDENTITY_CACHE_ENTRIES - 1)
+    }
+}
+
+/// Value of `ZW_IDENT_CACHE`, a per-CPU array with one entry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct IdentityCache {
+    pub entries: [IdentityCacheEntry; IDENTITY_CACHE_ENTRIES],
+}
+
 /// Key of `ZW_ENDPOINTS`: one address a local workload interface may send from.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -741,6 +799,28 @@ mod tests {
         assert!(slots.iter().all(|&slot| slot < FLOW_CACHE_SLOTS));
         slots.sort();
         assert!(slots.windows(2).all(|pair| pair[0] != pair[1]), "{slots:?}");
+    }
+
+    #[test]
+    fn a_flows_source_and_destination_never_share_an_identity_cache_entry() {
+        let mut addresses = [[0u8; 16]; 257];
+        for (last, addr) in addresses.iter_mut().take(256).enumerate() {
+            addr[..4].copy_from_slice(&[10, 0, 0, last as u8]);
+        }
+        addresses[256] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+        let mut used = [false; IDENTITY_CACHE_ENTRIES];
+        for addr in &addresses {
+            for family in [FAMILY_V4, FAMILY_V6] {
+                let source = IdentityCacheEntry::index(family, addr, false);
+                let destination = IdentityCacheEntry::index(family, addr, true);
+                assert!(source < IDENTITY_CACHE_ENTRIES && destination < IDENTITY_CACHE_ENTRIES);
+                assert_eq!((source & 1, destination & 1), (0, 1));
+                used[source] = true;
+                used[destination] = true;
+            }
+        }
+        // 256 neighbouring addresses spread over every entry, not a few.
+        assert!(used.iter().all(|&u| u), "{used:?}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The policy lookup of a new flow. The precedence is the one written down in the compiler
 //! (`zonewall::policy::datapath_compile`):
-//! 1. source and destination address -> identity (longest prefix in `ZW_IDENT_V4/V6`);
+//! 1. source and destination address -> identity (longest prefix in `ZW_IDENT_V4/V6`, or
+//!    this CPU's `ZW_IDENT_CACHE` entry of the address in this generation);
 //! 2. at egress the subject is the source, at ingress the destination; the other is the peer;
 //! 3. key (direction, subject, peer, protocol, destination port) with every bit significant;
 //!    a packet without a port the policy knows (ICMP, other protocols, non-first fragments)
@@ -10,10 +11,14 @@
 //!    that does not allow decides.
 //!    A missed lookup means incomplete tables: the caller fails closed.
 
-use aya_ebpf::{macros::map, maps::LpmTrie, maps::lpm_trie::Key};
+use aya_ebpf::{
+    macros::map,
+    maps::{LpmTrie, PerCpuArray, lpm_trie::Key},
+};
 use zonewall_common::{
-    ACTION_ALLOW, DIRECTION_EGRESS, DIRECTION_INGRESS, FAMILY_V4, IdentityValue,
-    POLICY_FLAG_WOULD_DENY, POLICY_PREFIX_FULL, PROTOCOL_NO_PORT, PolicyValue, capacity,
+    ACTION_ALLOW, DIRECTION_EGRESS, DIRECTION_INGRESS, FAMILY_V4, IdentityCache,
+    IdentityCacheEntry, IdentityValue, POLICY_FLAG_WOULD_DENY, POLICY_PREFIX_FULL,
+    PROTOCOL_NO_PORT, PolicyValue, capacity,
 };
 
 use crate::parse::Packet;
@@ -29,6 +34,10 @@ static IDENTITY_V4_1: LpmTrie<[u8; 4], IdentityValue> = LpmTrie::pinned(capacity
 static IDENTITY_V6_0: LpmTrie<[u8; 16], IdentityValue> = LpmTrie::pinned(capacity::IDENTITY_V6, 0);
 #[map(name = "ZW_IDENT_V6_1")]
 static IDENTITY_V6_1: LpmTrie<[u8; 16], IdentityValue> = LpmTrie::pinned(capacity::IDENTITY_V6, 0);
+
+/// Identities this CPU looked up, valid while their generation is live (`IdentityCacheEntry`).
+#[map(name = "ZW_IDENT_CACHE")]
+static IDENTITY_CACHE: PerCpuArray<IdentityCache> = PerCpuArray::pinned(1, 0);
 
 /// Key data: direction, subject identity, peer identity (big endian), protocol, port.
 #[map(name = "ZW_POLICY_0")]
@@ -51,8 +60,41 @@ pub struct FlowVerdict {
     pub dst_zone: u32,
 }
 
+/// The identity of `addr` (the flow's destination when `destination`) in the tables of
+/// `generation`: from this CPU's identity cache when it holds the address for this
+/// generation, else from the trie (and then cached).
 #[inline(always)]
-fn identity(slot: u32, family: u8, addr: &[u8; 16]) -> Option<IdentityValue> {
+fn identity(
+    generation: u32,
+    family: u8,
+    addr: &[u8; 16],
+    destination: bool,
+) -> Option<IdentityValue> {
+    // SAFETY: per-CPU value owned by this CPU while the program runs.
+    let cached = IDENTITY_CACHE.get_ptr_mut(0).and_then(|cache| {
+        unsafe { &mut *cache }
+            .entries
+            .get_mut(IdentityCacheEntry::index(family, addr, destination))
+    });
+    if let Some(entry) = cached.as_deref()
+        && entry.generation == generation
+        && entry.family == family
+        && entry.addr_be == *addr
+    {
+        return Some(entry.value);
+    }
+    let value = lookup_identity(generation & 1, family, addr)?;
+    if let Some(entry) = cached {
+        entry.addr_be = *addr;
+        entry.value = value;
+        entry.generation = generation;
+        entry.family = family;
+    }
+    Some(value)
+}
+
+#[inline(always)]
+fn lookup_identity(slot: u32, family: u8, addr: &[u8; 16]) -> Option<IdentityValue> {
     if family == FAMILY_V4 {
         let mut v4 = [0u8; 4];
         v4.copy_from_slice(&addr[..4]);
@@ -102,7 +144,7 @@ fn lookup(
 /// return values through the caller's stack.
 #[inline(never)]
 pub fn evaluate(packet: &Packet, generation: u32, with_port: bool, out: &mut FlowVerdict) -> bool {
-    match lookups(packet, generation & 1, with_port) {
+    match lookups(packet, generation, with_port) {
         Some(verdict) => {
             *out = verdict;
             true
@@ -112,9 +154,10 @@ pub fn evaluate(packet: &Packet, generation: u32, with_port: bool, out: &mut Flo
 }
 
 #[inline(always)]
-fn lookups(packet: &Packet, slot: u32, with_port: bool) -> Option<FlowVerdict> {
-    let source = identity(slot, packet.family, &packet.src)?;
-    let destination = identity(slot, packet.family, &packet.dst)?;
+fn lookups(packet: &Packet, generation: u32, with_port: bool) -> Option<FlowVerdict> {
+    let slot = generation & 1;
+    let source = identity(generation, packet.family, &packet.src, false)?;
+    let destination = identity(generation, packet.family, &packet.dst, true)?;
     let (protocol, port) = if with_port && packet.has_port {
         (packet.protocol, packet.dport_be)
     } else {

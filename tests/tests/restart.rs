@@ -664,19 +664,28 @@ fn a_pinned_layout_of_another_version_is_taken_over_without_a_gap() {
 }
 
 #[test]
-fn pins_without_the_flow_cache_are_adopted_and_get_one() {
-    if !privileged("pins_without_the_flow_cache_are_adopted_and_get_one") {
+fn pins_without_the_caches_are_adopted_and_get_them() {
+    if !privileged("pins_without_the_caches_are_adopted_and_get_them") {
         return;
     }
     use zonewall::datapath::{Datapath, PinLayout};
-    // A layout pinned by a build before the flow cache: the same maps, that one missing.
+    use zonewall_common::map_names::{FLOW_CACHE, IDENTITY_CACHE};
+    // A layout pinned by a build before the per-CPU caches: the same maps, those missing.
     let topology = Topology::new(1);
     let layout = PinLayout::new(topology.pin_root.join("zonewall"));
     let first = Datapath::load(&layout).expect("load the programs");
-    let cache = layout.maps().join(zonewall_common::map_names::FLOW_CACHE);
-    std::fs::remove_file(&cache).expect("unpin the flow cache");
+    let caches = [FLOW_CACHE, IDENTITY_CACHE].map(|name| layout.maps().join(name));
+    for cache in &caches {
+        std::fs::remove_file(cache).expect("unpin a cache");
+    }
     let adopted = Datapath::load(&layout).expect("adopt the older pins");
-    assert!(cache.exists(), "the adopting agent pins a flow cache");
+    for cache in &caches {
+        assert!(
+            cache.exists(),
+            "the adopting agent pins {}",
+            cache.display()
+        );
+    }
     drop((first, adopted));
     Datapath::cleanup(&layout).expect("cleanup");
 }

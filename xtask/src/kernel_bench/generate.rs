@@ -48,12 +48,16 @@ pub struct Generated {
     pub server: Ipv4Addr,
     /// A /32 of a blocklist feed, in the middle of the prefix list.
     pub blocked: Ipv4Addr,
+    /// Up to `BLOCKED_HOSTS` feed /32s spread over the whole prefix list.
+    pub blocked_hosts: Vec<Ipv4Addr>,
     /// The firewall rules the policies were made of, in order (the dataplane benchmark
     /// renders them for iptables and nftables too).
     pub rules: Vec<FirewallRule>,
 }
 
 pub const ALLOWED_PORT: u16 = 8080;
+/// How many feed hosts `Generated::blocked_hosts` holds at most.
+pub const BLOCKED_HOSTS: usize = 4096;
 
 /// Replicas per application.
 pub const REPLICAS_PER_APP: usize = REPLICAS;
@@ -166,14 +170,25 @@ pub fn generate(scale: Scale) -> Generated {
             Group::Partner(g) => partners[g].push(prefix(i)),
         }
     }
+    let feed_host = |i: usize| matches!(group_of(i), Group::Feed(_)) && (i / 5) % 10 <= 5;
+    let host = |i: usize| -> Ipv4Addr {
+        prefix(i)
+            .trim_end_matches("/32")
+            .parse()
+            .expect("feed hosts are IPv4 /32 prefixes")
+    };
     // A feed host from the middle of the list rather than the first one generated.
-    let blocked_index = (scale.prefixes / 2..scale.prefixes)
-        .find(|&i| matches!(group_of(i), Group::Feed(_)) && (i / 5) % 10 <= 5)
-        .expect("the prefix list has feed hosts");
-    let blocked = prefix(blocked_index)
-        .trim_end_matches("/32")
-        .parse()
-        .expect("feed hosts are IPv4 /32 prefixes");
+    let blocked = host(
+        (scale.prefixes / 2..scale.prefixes)
+            .find(|&i| feed_host(i))
+            .expect("the prefix list has feed hosts"),
+    );
+    let hosts: Vec<usize> = (0..scale.prefixes).filter(|&i| feed_host(i)).collect();
+    let blocked_hosts = hosts
+        .iter()
+        .step_by(hosts.len().div_ceil(BLOCKED_HOSTS).max(1))
+        .map(|&i| host(i))
+        .collect();
 
     let all_feeds: Vec<String> = feeds.concat();
     let mut rules = vec![
@@ -293,6 +308,7 @@ pub fn generate(scale: Scale) -> Generated {
         client: workload_v4(0, 0),
         server: workload_v4(1, 0),
         blocked,
+        blocked_hosts,
         rules,
     }
 }

@@ -2,8 +2,8 @@
 //! namespace (both created here, removed on drop), zonewall's programs on the host-side end,
 //! the empty program on the same hooks before them. Two kinds of traffic from the workload:
 //! an iperf3 TCP stream to a listener on the node side (almost every packet a tracked flow's),
-//! then UDP datagrams to a blocklisted address, each to the next destination port (every
-//! packet a new flow, denied). The kernel's own BPF statistics (run time and run count per
+//! then UDP datagrams to blocklisted addresses (every packet a new flow, denied): to one
+//! address, each to the next port, and each to the next of thousands of addresses. The kernel's own BPF statistics (run time and run count per
 //! program, switched on with `BPF_ENABLE_STATS` only while measuring) give the cost per run
 //! of each program on the same packets.
 
@@ -202,16 +202,21 @@ pub struct Traffic {
     /// Empty program first, then from_workload and to_workload.
     pub programs: Vec<ProgramLoad>,
     pub counters: Counters,
-    pub new_flows: NewFlows,
+    /// Packet counters over both kinds of new flows.
+    pub new_flow_counters: Counters,
+    /// Denied new flows to one blocklisted address, each datagram to the next port.
+    pub same_peer: NewFlows,
+    /// Denied new flows, each datagram to the next of `peers` blocklisted addresses.
+    pub new_peers: NewFlows,
+    pub peers: usize,
 }
 
-/// The denied new flows: `zw_from_workload` decides them (the empty program's figures are
-/// the ones its hook ran on the same packets).
+/// Denied new flows: `zw_from_workload` decides them (the empty program's figures are the
+/// ones its hook ran on the same packets).
 pub struct NewFlows {
     /// Datagrams sent per second, median over the windows.
     pub packets_per_second: f64,
     pub from_workload: ProgramLoad,
-    pub counters: Counters,
 }
 
 /// Whether this measurement can run here; the reason to skip when not.
@@ -234,14 +239,15 @@ pub fn available() -> Result<(), String> {
 }
 
 /// Measures with the tables already applied to `datapath`; `client` (a workload allowed to
-/// open tcp/`ALLOWED_PORT` to `server`, denied everything to `blocked`) gets the workload
-/// namespace.
+/// open tcp/`ALLOWED_PORT` to `server`, denied everything to `blocked` and `blocked_hosts`)
+/// gets the workload namespace.
 pub fn measure(
     datapath: &mut Datapath,
     desired: &mut DesiredTables,
     client: Ipv4Addr,
     server: Ipv4Addr,
     blocked: Ipv4Addr,
+    blocked_hosts: &[Ipv4Addr],
 ) -> anyhow::Result<Traffic> {
     let prefix = format!("zwb{}", std::process::id());
     let node = format!("{prefix}-node");
@@ -308,9 +314,9 @@ pub fn measure(
         datapath.attach(HOST_INTERFACE).map_err(anyhow::Error::from)
     })?;
 
-    // Where the workload sends its new flows: a blocklisted address, routed via the node.
-    let (blocked_route, via) = (format!("{blocked}/32"), server.to_string());
-    ip(&["-n", &workload, "route", "add", &blocked_route, "via", &via])?;
+    // The workload's new flows go to blocklisted addresses, routed via the node.
+    let via = server.to_string();
+    ip(&["-n", &workload, "route", "add", "default", "via", &via])?;
 
     let mut enable = BPF_STATS_RUN_TIME;
     let stats = owned(bpf(BPF_ENABLE_STATS, &mut enable).context("BPF_ENABLE_STATS")?);
@@ -319,9 +325,16 @@ pub fn measure(
         .map(|_| window(datapath, || iperf3(&node, &workload, client, server)))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let counters_between = datapath.counters()?;
-    let scans = (0..NEW_FLOW_WINDOWS)
-        .map(|_| window(datapath, || new_flows(&workload, client, blocked)))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut port = 0u16;
+    let same_peer = new_flow_windows(datapath, &workload, client, || {
+        port = port.checked_add(1).unwrap_or(1);
+        (blocked, port)
+    })?;
+    let mut next = 0;
+    let new_peers = new_flow_windows(datapath, &workload, client, || {
+        next = (next + 1) % blocked_hosts.len();
+        (blocked_hosts[next], 443)
+    })?;
     let counters_after = datapath.counters()?;
     drop(stats);
     drop(links);
@@ -335,13 +348,13 @@ pub fn measure(
         drops == 0 && counters.get(counter::PASS_ESTABLISHED) > 0,
         "the iperf3 flow did not take the conntrack-hit path: {counters}"
     );
-    let scan_counters = counters_after.since(&counters_between);
-    let from_runs: u64 = scans.iter().map(|(_, runs)| runs[FROM].0).sum();
+    let new_flow_counters = counters_after.since(&counters_between);
+    let from_runs = same_peer.from_workload.runs + new_peers.from_workload.runs;
     // Besides the datagrams, the hook sees at most the workload's few ARP packets.
     ensure!(
-        scan_counters.get(counter::DROP_POLICY) as f64 >= 0.99 * from_runs as f64
-            && scan_counters.get(counter::PASS_NEW) == 0,
-        "the datagrams to the blocklisted address did not take the denied new-flow path ({from_runs} runs of {}): {scan_counters}",
+        new_flow_counters.get(counter::DROP_POLICY) as f64 >= 0.99 * from_runs as f64
+            && new_flow_counters.get(counter::PASS_NEW) == 0,
+        "the datagrams to blocklisted addresses did not take the denied new-flow path ({from_runs} runs of {}): {new_flow_counters}",
         MEASURED[FROM]
     );
     let programs = MEASURED
@@ -354,12 +367,10 @@ pub fn measure(
             .unwrap_or(f64::NAN),
         programs,
         counters,
-        new_flows: NewFlows {
-            packets_per_second: median(scans.iter().map(|(sent, _)| *sent).collect())
-                .unwrap_or(f64::NAN),
-            from_workload: load(MEASURED[FROM], FROM, &scans),
-            counters: scan_counters,
-        },
+        new_flow_counters,
+        same_peer,
+        new_peers,
+        peers: blocked_hosts.len(),
     })
 }
 
@@ -419,22 +430,42 @@ fn load(name: &'static str, index: usize, windows: &[(f64, Vec<(u64, f64)>)]) ->
     }
 }
 
-/// Sends UDP datagrams from the workload to `blocked` for `NEW_FLOW_SECONDS`, each to the
-/// next destination port (so each one is a flow the programs have not seen in this cycle of
-/// ports, and the policy denies every one); returns datagrams per second.
-fn new_flows(workload: &str, client: Ipv4Addr, blocked: Ipv4Addr) -> anyhow::Result<f64> {
+/// `NEW_FLOW_WINDOWS` windows of denied new flows: UDP datagrams from the workload, each to
+/// the (address, port) `next` gives.
+fn new_flow_windows(
+    datapath: &mut Datapath,
+    workload: &str,
+    client: Ipv4Addr,
+    mut next: impl FnMut() -> (Ipv4Addr, u16) + Send,
+) -> anyhow::Result<NewFlows> {
+    let windows = (0..NEW_FLOW_WINDOWS)
+        .map(|_| window(datapath, || send_datagrams(workload, client, &mut next)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(NewFlows {
+        packets_per_second: median(windows.iter().map(|(sent, _)| *sent).collect())
+            .unwrap_or(f64::NAN),
+        from_workload: load(MEASURED[FROM], FROM, &windows),
+    })
+}
+
+/// Sends UDP datagrams from the workload to what `next` gives for `NEW_FLOW_SECONDS`;
+/// returns datagrams per second.
+fn send_datagrams(
+    workload: &str,
+    client: Ipv4Addr,
+    next: &mut (impl FnMut() -> (Ipv4Addr, u16) + Send),
+) -> anyhow::Result<f64> {
     in_netns(workload, || {
         let socket = UdpSocket::bind((client, 0)).context("bind a UDP socket in the workload")?;
         let payload = [0u8; 32];
         let started = Instant::now();
         let duration = Duration::from_secs(NEW_FLOW_SECONDS);
-        let (mut sent, mut port) = (0u64, 1u16);
+        let mut sent = 0u64;
         while started.elapsed() < duration {
             for _ in 0..1024 {
                 socket
-                    .send_to(&payload, (blocked, port))
-                    .context("send a datagram to the blocklisted address")?;
-                port = port.checked_add(1).unwrap_or(1);
+                    .send_to(&payload, next())
+                    .context("send a datagram to a blocklisted address")?;
                 sent += 1;
             }
         }
