@@ -57,7 +57,7 @@ pub struct Generated {
 
 pub const ALLOWED_PORT: u16 = 8080;
 /// How many feed hosts `Generated::blocked_hosts` holds at most.
-pub const BLOCKED_HOSTS: usize = 4096;
+const BLOCKED_HOSTS: usize = 4096;
 
 /// Replicas per application.
 pub const REPLICAS_PER_APP: usize = REPLICAS;

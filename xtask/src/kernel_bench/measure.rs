@@ -626,10 +626,7 @@ fn new_flow_kinds(traffic: &Traffic) -> [(String, &traffic::NewFlows); 2] {
             &traffic.same_peer,
         ),
         (
-            format!(
-                "each to the next of {} peers",
-                generate::BLOCKED_HOSTS.min(traffic.peers)
-            ),
+            format!("each to the next of {} peers", traffic.peers),
             &traffic.new_peers,
         ),
     ]

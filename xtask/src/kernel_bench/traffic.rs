@@ -3,9 +3,10 @@
 //! the empty program on the same hooks before them. Two kinds of traffic from the workload:
 //! an iperf3 TCP stream to a listener on the node side (almost every packet a tracked flow's),
 //! then UDP datagrams to blocklisted addresses (every packet a new flow, denied): to one
-//! address, each to the next port, and each to the next of thousands of addresses. The kernel's own BPF statistics (run time and run count per
-//! program, switched on with `BPF_ENABLE_STATS` only while measuring) give the cost per run
-//! of each program on the same packets.
+//! address, each to the next port, and each to the next of thousands of addresses. The
+//! kernel's own BPF statistics (run time and run count per program, switched on with
+//! `BPF_ENABLE_STATS` only while measuring) give the cost per run of each program on the
+//! same packets.
 
 use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr, UdpSocket};
@@ -249,6 +250,10 @@ pub fn measure(
     blocked: Ipv4Addr,
     blocked_hosts: &[Ipv4Addr],
 ) -> anyhow::Result<Traffic> {
+    ensure!(
+        !blocked_hosts.is_empty(),
+        "the generated policy has no blocklisted hosts to send new flows to"
+    );
     let prefix = format!("zwb{}", std::process::id());
     let node = format!("{prefix}-node");
     let workload = format!("{prefix}-pod");
