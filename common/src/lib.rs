@@ -245,6 +245,17 @@ pub const RULE_ID_FIREWALL_END: u32 = 2;
 pub const RULE_ID_FIREWALL_NO_ZONE_POLICY: u32 = 3;
 pub const RULE_ID_FIRST: u32 = 4;
 
+/// The rules a packet of an allowed flow counts for: its egress rule, and its ingress rule
+/// when that is another one (a rule that allowed both directions counts the packet once).
+/// The programs count by it, and the agent adds packets still waiting in the flow cache by it.
+#[inline(always)]
+pub fn flow_rules(egress_rule_id: u32, ingress_rule_id: u32) -> [Option<u32>; 2] {
+    [
+        Some(egress_rule_id),
+        (ingress_rule_id != egress_rule_id).then_some(ingress_rule_id),
+    ]
+}
+
 /// Value of `ZW_POLICY`: the verdict of the first matching rule, tiers already resolved.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
@@ -799,6 +810,12 @@ mod tests {
         assert!(slots.iter().all(|&slot| slot < FLOW_CACHE_SLOTS));
         slots.sort();
         assert!(slots.windows(2).all(|pair| pair[0] != pair[1]), "{slots:?}");
+    }
+
+    #[test]
+    fn a_rule_allowing_both_directions_counts_a_packet_once() {
+        assert_eq!(flow_rules(5, 5), [Some(5), None]);
+        assert_eq!(flow_rules(5, 6), [Some(5), Some(6)]);
     }
 
     #[test]

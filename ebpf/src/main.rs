@@ -37,7 +37,7 @@ use zonewall_common::{
     END_REASON_FIN, END_REASON_RST, END_REASON_RST_RESPONDER, EVENT_DENY, EVENT_FLOW_START,
     EndpointKey, EndpointValue, FlowCache, FlowCacheSlot, FlowEvent, MARK_OWN_RESET,
     OBSERVED_FROM_WORKLOAD, OBSERVED_TO_WORKLOAD, POLICY_FLAG_LOG_END, POLICY_FLAG_LOG_START,
-    POLICY_FLAG_WOULD_DENY, RuleStats, capacity, counter, timeout,
+    POLICY_FLAG_WOULD_DENY, RuleStats, capacity, counter, flow_rules, timeout,
 };
 
 /// Pass the packet on: with tcx this is "next" (the CNI's own programs still run), with
@@ -165,8 +165,8 @@ fn decide(ctx: &TcContext, observed: u8) -> i32 {
         ifindex,
         generation,
         config_flags,
-        // The verifier turns this helper into one load of `jiffies`: the flow cache's hit
-        // path reads no other clock.
+        // On a 64-bit JIT the verifier turns this helper into one load of `jiffies`: the
+        // flow cache's hit path reads no other clock.
         // SAFETY: helper without arguments.
         tick: unsafe { bpf_jiffies64() } as u32,
         now: 0,
@@ -571,13 +571,14 @@ fn report_deny(s: &mut Scratch, initiator: bool) {
     emit(&s.event);
 }
 
-/// Counts a packet of an allowed flow for both rules that allowed it (once when one rule
-/// allowed it in both directions).
+/// Counts packets of an allowed flow for the rules that allowed it (`flow_rules`).
 #[inline(always)]
 fn count_flow_rules(egress_rule_id: u32, ingress_rule_id: u32, packets: u64, bytes: u64) {
-    count_rule(egress_rule_id, packets, bytes);
-    if ingress_rule_id != egress_rule_id {
-        count_rule(ingress_rule_id, packets, bytes);
+    for rule_id in flow_rules(egress_rule_id, ingress_rule_id)
+        .into_iter()
+        .flatten()
+    {
+        count_rule(rule_id, packets, bytes);
     }
 }
 

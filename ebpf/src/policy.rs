@@ -61,18 +61,18 @@ pub struct FlowVerdict {
 }
 
 /// The identity of `addr` (the flow's destination when `destination`) in the tables of
-/// `generation`: from this CPU's identity cache when it holds the address for this
+/// `generation`: from this CPU's identity `cache` when it holds the address for this
 /// generation, else from the trie (and then cached).
 #[inline(always)]
 fn identity(
+    cache: Option<&mut IdentityCache>,
     generation: u32,
     family: u8,
     addr: &[u8; 16],
     destination: bool,
 ) -> Option<IdentityValue> {
-    // SAFETY: per-CPU value owned by this CPU while the program runs.
-    let cached = IDENTITY_CACHE.get_ptr_mut(0).and_then(|cache| {
-        unsafe { &mut *cache }
+    let cached = cache.and_then(|cache| {
+        cache
             .entries
             .get_mut(IdentityCacheEntry::index(family, addr, destination))
     });
@@ -156,8 +156,18 @@ pub fn evaluate(packet: &Packet, generation: u32, with_port: bool, out: &mut Flo
 #[inline(always)]
 fn lookups(packet: &Packet, generation: u32, with_port: bool) -> Option<FlowVerdict> {
     let slot = generation & 1;
-    let source = identity(generation, packet.family, &packet.src, false)?;
-    let destination = identity(generation, packet.family, &packet.dst, true)?;
+    // SAFETY: per-CPU value owned by this CPU while the program runs.
+    let mut cache = IDENTITY_CACHE
+        .get_ptr_mut(0)
+        .map(|cache| unsafe { &mut *cache });
+    let source = identity(
+        cache.as_deref_mut(),
+        generation,
+        packet.family,
+        &packet.src,
+        false,
+    )?;
+    let destination = identity(cache, generation, packet.family, &packet.dst, true)?;
     let (protocol, port) = if with_port && packet.has_port {
         (packet.protocol, packet.dport_be)
     } else {

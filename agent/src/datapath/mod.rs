@@ -1178,19 +1178,13 @@ impl Dataplane for Datapath {
     fn rule_stats(&self) -> Result<BTreeMap<u32, RuleStats>, DatapathError> {
         let mut totals = self.rule_counters()?;
         // Packets that passed on a flow cache slot reach the rule counters when the slot is
-        // settled; until then they are read here, as the kernel will count them: for the
-        // slot's egress rule, and its ingress rule when that is another one.
+        // settled; until then they are read here, counted as the kernel will count them.
         for (_, slot) in self.waiting_in_flow_cache()? {
-            let (egress, ingress) = (slot.egress_rule_id, slot.ingress_rule_id);
-            if egress == abi::RULE_ID_NONE {
+            if slot.egress_rule_id == abi::RULE_ID_NONE {
                 continue;
             }
-            let rules = if ingress == egress {
-                &[egress][..]
-            } else {
-                &[egress, ingress][..]
-            };
-            for &rule in rules {
+            let rules = abi::flow_rules(slot.egress_rule_id, slot.ingress_rule_id);
+            for rule in rules.into_iter().flatten() {
                 if let Some(total) = totals.get_mut(rule as usize) {
                     total.packets += u64::from(slot.packets);
                     total.bytes += slot.bytes;

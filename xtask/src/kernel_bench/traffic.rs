@@ -184,7 +184,6 @@ pub(super) fn in_netns<T: Send>(
     })
 }
 
-/// One program's share of the traffic.
 /// One program over the traffic windows.
 pub struct ProgramLoad {
     pub name: &'static str,
