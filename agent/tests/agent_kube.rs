@@ -90,7 +90,10 @@ fn lpm<K: LpmKey, V: Copy>(table: &[(K, V)], data: K::Data) -> Option<V> {
 /// The action the tables give a TCP flow at egress (source's zone) and ingress.
 fn verdict(tables: &DesiredTables, source: Ipv4Addr, destination: Ipv4Addr, port: u16) -> (u8, u8) {
     let identity = |ip: Ipv4Addr| {
-        lpm(&tables.maps.identity_v4, ip.octets())
+        tables
+            .maps
+            .identity_v4
+            .lookup(ip.octets())
             .expect("every address has an identity")
             .identity
     };

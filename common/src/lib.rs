@@ -11,8 +11,10 @@ use core::mem::size_of;
 /// reuses a pinned map whose layout it does not understand.
 /// 2: `CtValue` records the anti-spoofing checks already made for a flow, and keeps its
 /// forward and reverse counters on separate cache lines.
+/// 3: the IPv4 identity trie is split into a /16-indexed array and a hash of the longer
+/// prefixes (`IdentityBlockV4`).
 /// A new map does not change the layout: an agent adopting older pins creates it.
-pub const MAP_ABI_VERSION: u32 = 2;
+pub const MAP_ABI_VERSION: u32 = 3;
 
 /// Map names (the kernel keeps at most 15 characters).
 ///
@@ -20,10 +22,18 @@ pub const MAP_ABI_VERSION: u32 = 2;
 /// the slot the programs read (`Config::generation & 1`), the agent writes the other one
 /// completely and then moves the generation on, so no packet ever sees half a policy.
 pub mod map_names {
-    /// LPM trie, IPv4 address -> identity (`IdentityKeyV4` -> `IdentityValue`): the
-    /// logical name; the maps are `IDENTITY_V4_SLOTS`.
+    /// The IPv4 identity table (longest prefix -> `IdentityValue`), held in two maps so that
+    /// a lookup costs a bounded number of loads however many prefixes there are:
+    /// `IDENTITY_V4_BLOCKS` and `IDENTITY_V4_LONG` (see `IdentityBlockV4`). The logical
+    /// name, for messages about the table as a whole.
     pub const IDENTITY_V4: &str = "ZW_IDENT_V4";
-    pub const IDENTITY_V4_SLOTS: [&str; 2] = ["ZW_IDENT_V4_0", "ZW_IDENT_V4_1"];
+    /// Array indexed by an address's top 16 bits: `IdentityBlockV4`.
+    pub const IDENTITY_V4_BLOCKS: &str = "ZW_ID4_BLOCKS";
+    pub const IDENTITY_V4_BLOCKS_SLOTS: [&str; 2] = ["ZW_ID4_BLOCKS_0", "ZW_ID4_BLOCKS_1"];
+    /// Hash of the prefixes longer than 16 bits: `IdentityKeyV4` (address masked to the
+    /// prefix) -> `IdentityValue`.
+    pub const IDENTITY_V4_LONG: &str = "ZW_ID4_LONG";
+    pub const IDENTITY_V4_LONG_SLOTS: [&str; 2] = ["ZW_ID4_LONG_0", "ZW_ID4_LONG_1"];
     /// LPM trie, IPv6 address -> identity (`IdentityKeyV6` -> `IdentityValue`).
     pub const IDENTITY_V6: &str = "ZW_IDENT_V6";
     pub const IDENTITY_V6_SLOTS: [&str; 2] = ["ZW_IDENT_V6_0", "ZW_IDENT_V6_1"];
@@ -52,9 +62,11 @@ pub mod map_names {
     /// looked up.
     pub const IDENTITY_CACHE: &str = "ZW_IDENT_CACHE";
     /// Every map the eBPF object defines and pins (all but its per-CPU scratch space).
-    pub const ALL: [&str; 15] = [
-        IDENTITY_V4_SLOTS[0],
-        IDENTITY_V4_SLOTS[1],
+    pub const ALL: [&str; 17] = [
+        IDENTITY_V4_BLOCKS_SLOTS[0],
+        IDENTITY_V4_BLOCKS_SLOTS[1],
+        IDENTITY_V4_LONG_SLOTS[0],
+        IDENTITY_V4_LONG_SLOTS[1],
         IDENTITY_V6_SLOTS[0],
         IDENTITY_V6_SLOTS[1],
         POLICY_SLOTS[0],
@@ -152,8 +164,9 @@ pub const FAMILY_V6: u8 = 10;
 /// Identities are small integers; 0 is never assigned, so a zeroed key field is no identity.
 pub const IDENTITY_NONE: u32 = 0;
 
-/// Key of `ZW_IDENT_V4` (LPM trie): `prefix_len` counts the leading bits of `addr_be` that
-/// must match (0-32).
+/// An entry of the IPv4 identity table: `prefix_len` counts the leading bits of `addr_be`
+/// that must match (0-32), the others are zero. Also the key of `ZW_ID4_LONG` (hash), which
+/// holds the entries longer than `IDENTITY_V4_BLOCK_BITS`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct IdentityKeyV4 {
@@ -172,7 +185,7 @@ pub struct IdentityKeyV6 {
 }
 const _: () = assert!(size_of::<IdentityKeyV6>() == 20);
 
-/// Value of both identity tries.
+/// Value of the identity tables.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct IdentityValue {
@@ -182,6 +195,45 @@ pub struct IdentityValue {
     pub zone: u32,
 }
 const _: () = assert!(size_of::<IdentityValue>() == 8);
+
+/// The IPv4 identity table is split at this prefix length: `ZW_ID4_BLOCKS` has one
+/// `IdentityBlockV4` per 16-bit block, `ZW_ID4_LONG` the longer prefixes.
+pub const IDENTITY_V4_BLOCK_BITS: u32 = 16;
+/// Entries of `ZW_ID4_BLOCKS`.
+pub const IDENTITY_V4_BLOCKS: u32 = 1 << IDENTITY_V4_BLOCK_BITS;
+
+/// Value of `ZW_ID4_BLOCKS` at index `address >> 16`. The identity of an address is the
+/// value of the longest prefix in `ZW_ID4_LONG` that holds it, trying only the lengths
+/// `longer` names, longest first; else `value`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct IdentityBlockV4 {
+    /// The longest prefix of at most 16 bits that covers the whole block;
+    /// `identity == IDENTITY_NONE` when none does (the lookup misses: fail closed).
+    pub value: IdentityValue,
+    /// Bit `n` set: `ZW_ID4_LONG` holds prefixes of length `IDENTITY_V4_BLOCK_BITS + 1 + n`
+    /// inside this block.
+    pub longer: u32,
+}
+const _: () = assert!(size_of::<IdentityBlockV4>() == 12);
+
+impl IdentityBlockV4 {
+    /// The prefix length that bit `n` of `longer` stands for.
+    #[inline(always)]
+    pub const fn length(n: u32) -> u32 {
+        IDENTITY_V4_BLOCK_BITS + 1 + n
+    }
+
+    /// The key of `ZW_ID4_LONG` to try for `addr` (host order) at bit `n` of `longer`.
+    #[inline(always)]
+    pub const fn long_key(addr: u32, n: u32) -> IdentityKeyV4 {
+        let prefix_len = Self::length(n);
+        IdentityKeyV4 {
+            prefix_len,
+            addr_be: (addr & (u32::MAX << (32 - prefix_len))).to_be_bytes(),
+        }
+    }
+}
 
 /// `PolicyKey::direction`: the packet leaves the subject (the subject zone's egress rules).
 pub const DIRECTION_EGRESS: u8 = 0;
@@ -277,6 +329,7 @@ const _: () = assert!(size_of::<PolicyValue>() == 12);
 /// Map capacities compiled into the object (the agent checks the compiled tables against
 /// them before it writes anything).
 pub mod capacity {
+    /// Entries of each `ZW_ID4_LONG` slot (the IPv4 prefixes longer than 16 bits).
     pub const IDENTITY_V4: u32 = 262_144;
     pub const IDENTITY_V6: u32 = 262_144;
     pub const POLICY: u32 = 1_048_576;
@@ -750,6 +803,8 @@ mod user {
     unsafe impl aya::Pod for super::IdentityKeyV6 {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::IdentityValue {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::IdentityBlockV4 {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::PolicyKey {}
     // SAFETY: as above.

@@ -1,7 +1,8 @@
 //! The policy lookup of a new flow. The precedence is the one written down in the compiler
 //! (`zonewall::policy::datapath_compile`):
-//! 1. source and destination address -> identity (longest prefix in `ZW_IDENT_V4/V6`, or
-//!    this CPU's `ZW_IDENT_CACHE` entry of the address in this generation);
+//! 1. source and destination address -> identity (longest prefix: IPv4 in `ZW_ID4_BLOCKS`
+//!    and `ZW_ID4_LONG` as `IdentityBlockV4` says, IPv6 in `ZW_IDENT_V6`; or this CPU's
+//!    `ZW_IDENT_CACHE` entry of the address in this generation);
 //! 2. at egress the subject is the source, at ingress the destination; the other is the peer;
 //! 3. key (direction, subject, peer, protocol, destination port) with every bit significant;
 //!    a packet without a port the policy knows (ICMP, other protocols, non-first fragments)
@@ -13,22 +14,32 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{LpmTrie, PerCpuArray, lpm_trie::Key},
+    maps::{Array, HashMap, LpmTrie, PerCpuArray, lpm_trie::Key},
 };
 use zonewall_common::{
-    ACTION_ALLOW, DIRECTION_EGRESS, DIRECTION_INGRESS, FAMILY_V4, IdentityCache,
-    IdentityCacheEntry, IdentityValue, POLICY_FLAG_WOULD_DENY, POLICY_PREFIX_FULL,
-    PROTOCOL_NO_PORT, PolicyValue, capacity,
+    ACTION_ALLOW, DIRECTION_EGRESS, DIRECTION_INGRESS, FAMILY_V4, IDENTITY_NONE,
+    IDENTITY_V4_BLOCK_BITS, IDENTITY_V4_BLOCKS, IdentityBlockV4, IdentityCache, IdentityCacheEntry,
+    IdentityKeyV4, IdentityValue, POLICY_FLAG_WOULD_DENY, POLICY_PREFIX_FULL, PROTOCOL_NO_PORT,
+    PolicyValue, capacity,
 };
 
 use crate::parse::Packet;
 
 // Two slots of each table (see `zonewall_common::map_names`); pinned, so a restarted agent
 // finds them and enforcement never pauses.
-#[map(name = "ZW_IDENT_V4_0")]
-static IDENTITY_V4_0: LpmTrie<[u8; 4], IdentityValue> = LpmTrie::pinned(capacity::IDENTITY_V4, 0);
-#[map(name = "ZW_IDENT_V4_1")]
-static IDENTITY_V4_1: LpmTrie<[u8; 4], IdentityValue> = LpmTrie::pinned(capacity::IDENTITY_V4, 0);
+#[map(name = "ZW_ID4_BLOCKS_0")]
+static IDENTITY_V4_BLOCKS_0: Array<IdentityBlockV4> = Array::pinned(IDENTITY_V4_BLOCKS, 0);
+#[map(name = "ZW_ID4_BLOCKS_1")]
+static IDENTITY_V4_BLOCKS_1: Array<IdentityBlockV4> = Array::pinned(IDENTITY_V4_BLOCKS, 0);
+
+/// `BPF_F_NO_PREALLOC`: memory follows the prefixes held, as the tries' does.
+const NO_PREALLOC: u32 = 1;
+#[map(name = "ZW_ID4_LONG_0")]
+static IDENTITY_V4_LONG_0: HashMap<IdentityKeyV4, IdentityValue> =
+    HashMap::pinned(capacity::IDENTITY_V4, NO_PREALLOC);
+#[map(name = "ZW_ID4_LONG_1")]
+static IDENTITY_V4_LONG_1: HashMap<IdentityKeyV4, IdentityValue> =
+    HashMap::pinned(capacity::IDENTITY_V4, NO_PREALLOC);
 
 #[map(name = "ZW_IDENT_V6_0")]
 static IDENTITY_V6_0: LpmTrie<[u8; 16], IdentityValue> = LpmTrie::pinned(capacity::IDENTITY_V6, 0);
@@ -93,16 +104,38 @@ fn identity(
     Some(value)
 }
 
+/// The longest IPv4 prefix holding `addr` (host order): at most one array load and one
+/// hash lookup per prefix length present in the address's /16 block, longest first.
+#[inline(always)]
+fn lookup_v4(
+    blocks: &Array<IdentityBlockV4>,
+    long: &HashMap<IdentityKeyV4, IdentityValue>,
+    addr: u32,
+) -> Option<IdentityValue> {
+    let block = *blocks.get(addr >> IDENTITY_V4_BLOCK_BITS)?;
+    if block.longer != 0 {
+        let mut n = 32 - IDENTITY_V4_BLOCK_BITS;
+        while n > 0 {
+            n -= 1;
+            if block.longer & (1 << n) != 0
+                && let Some(value) = long.get_ptr(IdentityBlockV4::long_key(addr, n))
+            {
+                // SAFETY: a value of the map, copied out at once.
+                return Some(unsafe { *value });
+            }
+        }
+    }
+    (block.value.identity != IDENTITY_NONE).then_some(block.value)
+}
+
 #[inline(always)]
 fn lookup_identity(slot: u32, family: u8, addr: &[u8; 16]) -> Option<IdentityValue> {
     if family == FAMILY_V4 {
-        let mut v4 = [0u8; 4];
-        v4.copy_from_slice(&addr[..4]);
-        let key = Key::new(32, v4);
+        let v4 = u32::from_be_bytes([addr[0], addr[1], addr[2], addr[3]]);
         if slot == 0 {
-            IDENTITY_V4_0.get(key).copied()
+            lookup_v4(&IDENTITY_V4_BLOCKS_0, &IDENTITY_V4_LONG_0, v4)
         } else {
-            IDENTITY_V4_1.get(key).copied()
+            lookup_v4(&IDENTITY_V4_BLOCKS_1, &IDENTITY_V4_LONG_1, v4)
         }
     } else {
         let key = Key::new(128, *addr);

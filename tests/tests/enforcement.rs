@@ -333,6 +333,18 @@ fn applying_the_same_input_twice_writes_nothing_and_changes_are_incremental() {
     assert!(fewer.removed > 0 && fewer.removed < 20, "{fewer:?}");
     assert!(fewer.written < 20, "{fewer:?}");
     assert_eq!(fewer.generation, first.generation + 1);
+    // A restarted agent knows nothing of what it wrote: it reads the slots back from the
+    // kernel (every table, the IPv4 block arrays and long-prefix hashes included) and still
+    // writes nothing for the same input, and only the difference for a change.
+    let layout = zonewall::datapath::PinLayout::new(node.topology.pin_root.join("zonewall"));
+    node.datapath = zonewall::datapath::Datapath::load(&layout).expect("adopt the pins");
+    let adopted = node.reapply(&PODS[..4]);
+    assert_eq!((adopted.written, adopted.removed), (0, 0), "{adopted:?}");
+    assert_eq!(adopted.generation, fewer.generation);
+    let back = node.reapply(&PODS);
+    assert!(back.written > 0 && back.written < 20, "{back:?}");
+    assert_eq!(back.removed, 0, "{back:?}");
+    assert_eq!(back.generation, fewer.generation + 1);
 }
 
 #[test]

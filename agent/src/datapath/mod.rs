@@ -23,12 +23,14 @@ use aya::{
     util::KernelVersion,
 };
 use zonewall_common::{
-    self as abi, Config, EndpointKey, EndpointValue, RuleStats, counter, map_names, program_names,
+    self as abi, Config, EndpointKey, EndpointValue, IdentityBlockV4, RuleStats, counter,
+    map_names, program_names,
 };
 
 pub use interfaces::{InterfaceError, discover_interface, interface_index};
 pub use tables::{DesiredTables, PolicyMaps, TableDiff, endpoint_key};
 
+use crate::policy::datapath_compile::v4_split::V4Split;
 use crate::policy::datapath_compile::{LpmEntries, LpmKey};
 
 /// The eBPF object built from `ebpf/` by `build.rs`.
@@ -364,7 +366,7 @@ impl Datapath {
         }
         let mut loader = EbpfLoader::new();
         loader.default_map_pin_directory(&maps);
-        for name in map_names::IDENTITY_V4_SLOTS
+        for name in map_names::IDENTITY_V4_LONG_SLOTS
             .iter()
             .chain(&map_names::IDENTITY_V6_SLOTS)
         {
@@ -479,9 +481,10 @@ impl Datapath {
             Map::LpmTrie(data)
             | Map::HashMap(data)
             | Map::LruHashMap(data)
+            | Map::Array(data)
             | Map::PerCpuArray(data) => Ok(data),
             _ => Err(DatapathError::Missing {
-                kind: "hash, LPM trie or per-CPU array map",
+                kind: "hash, LPM trie or array map",
                 name,
             }),
         }
@@ -689,7 +692,10 @@ impl Datapath {
             return Ok(Arc::clone(known));
         }
         let tables = Arc::new(PolicyMaps {
-            identity_v4: self.read_lpm(map_names::IDENTITY_V4_SLOTS[slot])?,
+            identity_v4: V4Split {
+                blocks: self.read_blocks(map_names::IDENTITY_V4_BLOCKS_SLOTS[slot])?,
+                long: self.read_long(map_names::IDENTITY_V4_LONG_SLOTS[slot])?,
+            },
             identity_v6: self.read_lpm(map_names::IDENTITY_V6_SLOTS[slot])?,
             policy: self.read_lpm(map_names::POLICY_SLOTS[slot])?,
         });
@@ -719,11 +725,14 @@ impl Datapath {
         desired: &PolicyMaps,
     ) -> Result<TableDiff, DatapathError> {
         let mut total = TableDiff::default();
-        total.add(self.write_lpm(
-            map_names::IDENTITY_V4_SLOTS[slot],
-            &current.identity_v4,
-            &desired.identity_v4,
+        total.add(self.write_blocks(
+            map_names::IDENTITY_V4_BLOCKS_SLOTS[slot],
+            &current.identity_v4.blocks,
+            &desired.identity_v4.blocks,
         )?);
+        let name = map_names::IDENTITY_V4_LONG_SLOTS[slot];
+        let diff = tables::diff_lpm(&current.identity_v4.long, &desired.identity_v4.long);
+        total.add(self.write_hash(name, diff)?);
         total.add(self.write_lpm(
             map_names::IDENTITY_V6_SLOTS[slot],
             &current.identity_v6,
@@ -770,29 +779,117 @@ impl Datapath {
         current: &BTreeMap<EndpointKey, EndpointValue>,
         desired: &BTreeMap<EndpointKey, EndpointValue>,
     ) -> Result<TableDiff, DatapathError> {
-        let name = map_names::ENDPOINTS;
-        let fd = self.map_fd(name)?;
-        let mut map: HashMap<&mut MapData, EndpointKey, EndpointValue> =
-            HashMap::try_from(self.map_mut(name)?).map_err(|e| map_error("open", name, e))?;
         let diff = tables::diff(current, desired, |k| *k);
-        let (keys, values): (Vec<EndpointKey>, Vec<EndpointValue>) =
-            diff.upserts.iter().copied().unzip();
-        let upserts_batched = batched_upserts(name, fd, &keys, &values)?;
-        for (key, value) in keys.iter().zip(&values).skip(upserts_batched) {
-            map.insert(key, value, 0)
-                .map_err(|e| map_error("insert", name, e))?;
+        self.write_hash(map_names::ENDPOINTS, diff)
+    }
+
+    /// Applies `diff` to hash map `name`: new and changed entries first, then the removals,
+    /// in batches where the kernel takes them.
+    fn write_hash<K: aya::Pod, V: aya::Pod>(
+        &mut self,
+        name: &'static str,
+        diff: tables::Diff<K, V>,
+    ) -> Result<TableDiff, DatapathError> {
+        if diff.upserts.is_empty() && diff.removals.is_empty() {
+            return Ok(TableDiff::default());
         }
-        let removals_batched = batched_removals(name, fd, &diff.removals)?;
-        for key in diff.removals.iter().skip(removals_batched) {
-            match map.remove(key) {
-                Ok(()) | Err(MapError::KeyNotFound) => {}
-                Err(e) => return Err(map_error("remove", name, e)),
+        let fd = self.map_fd(name)?;
+        let mut map: HashMap<&mut MapData, K, V> =
+            HashMap::try_from(self.map_mut(name)?).map_err(|e| map_error("open", name, e))?;
+        let mut batched = 0;
+        for chunk in diff.upserts.chunks(WRITE_CHUNK) {
+            let (keys, values): (Vec<K>, Vec<V>) = chunk.iter().copied().unzip();
+            let done = batched_upserts(name, fd, &keys, &values)?;
+            batched += done;
+            for (key, value) in keys.iter().zip(&values).skip(done) {
+                map.insert(key, value, 0)
+                    .map_err(|e| map_error("insert", name, e))?;
+            }
+        }
+        for chunk in diff.removals.chunks(WRITE_CHUNK) {
+            let done = batched_removals(name, fd, chunk)?;
+            batched += done;
+            for key in chunk.iter().skip(done) {
+                match map.remove(key) {
+                    Ok(()) | Err(MapError::KeyNotFound) => {}
+                    Err(e) => return Err(map_error("remove", name, e)),
+                }
             }
         }
         Ok(TableDiff {
-            batched: upserts_batched + removals_batched,
+            batched,
             ..diff.summary()
         })
+    }
+
+    /// Makes the block array `name`, which holds `current`, hold `desired`.
+    fn write_blocks(
+        &mut self,
+        name: &'static str,
+        current: &Arc<Vec<IdentityBlockV4>>,
+        desired: &Arc<Vec<IdentityBlockV4>>,
+    ) -> Result<TableDiff, DatapathError> {
+        let changed = tables::diff_blocks(current, desired);
+        if changed.is_empty() {
+            return Ok(TableDiff::default());
+        }
+        let fd = self.map_fd(name)?;
+        let mut array: Array<&mut MapData, IdentityBlockV4> =
+            Array::try_from(self.map_mut(name)?).map_err(|e| map_error("open", name, e))?;
+        let mut batched = 0;
+        for chunk in changed.chunks(WRITE_CHUNK) {
+            let (indexes, blocks): (Vec<u32>, Vec<IdentityBlockV4>) = chunk.iter().copied().unzip();
+            let done = batched_upserts(name, fd, &indexes, &blocks)?;
+            batched += done;
+            for (index, block) in indexes.iter().zip(&blocks).skip(done) {
+                array
+                    .set(*index, block, 0)
+                    .map_err(|e| map_error("write", name, e))?;
+            }
+        }
+        Ok(TableDiff {
+            written: changed.len(),
+            removed: 0,
+            batched,
+        })
+    }
+
+    /// Every block of the array `name`, in index order.
+    fn read_blocks(&self, name: &'static str) -> Result<Arc<Vec<IdentityBlockV4>>, DatapathError> {
+        let size = std::mem::size_of::<IdentityBlockV4>();
+        let mut blocks: Vec<IdentityBlockV4> =
+            match sys::lookup_array(self.map_fd(name)?, abi::IDENTITY_V4_BLOCKS, size) {
+                Ok(bytes) => bytes.chunks_exact(size).map(sys::read_pod).collect(),
+                Err(e) => {
+                    tracing::debug!(map = name, ?e, "no batch lookup; one call per block");
+                    Vec::new()
+                }
+            };
+        let array: Array<&MapData, IdentityBlockV4> =
+            Array::try_from(self.map(name)?).map_err(|e| map_error("open", name, e))?;
+        for index in blocks.len() as u32..abi::IDENTITY_V4_BLOCKS {
+            blocks.push(
+                array
+                    .get(&index, 0)
+                    .map_err(|e| map_error("lookup", name, e))?,
+            );
+        }
+        Ok(Arc::new(blocks))
+    }
+
+    /// Every entry of the hash of long IPv4 prefixes `name`, in key order.
+    fn read_long(
+        &self,
+        name: &'static str,
+    ) -> Result<LpmEntries<abi::IdentityKeyV4, abi::IdentityValue>, DatapathError> {
+        let map: HashMap<&MapData, abi::IdentityKeyV4, abi::IdentityValue> =
+            HashMap::try_from(self.map(name)?).map_err(|e| map_error("open", name, e))?;
+        let mut entries = Vec::new();
+        for entry in map.iter() {
+            entries.push(entry.map_err(|e| map_error("iterate", name, e))?);
+        }
+        entries.sort_unstable_by_key(|(k, _)| k.order());
+        Ok(Arc::new(entries))
     }
 
     fn set_config(&mut self, config: Config) -> Result<(), DatapathError> {
@@ -988,7 +1085,10 @@ impl Dataplane for Datapath {
         // Capacities first: a table that does not fit is refused before anything is written,
         // and the live generation stays as it is.
         for (slots, needed) in [
-            (map_names::IDENTITY_V4_SLOTS, desired.maps.identity_v4.len()),
+            (
+                map_names::IDENTITY_V4_LONG_SLOTS,
+                desired.maps.identity_v4.long.len(),
+            ),
             (map_names::IDENTITY_V6_SLOTS, desired.maps.identity_v6.len()),
             (map_names::POLICY_SLOTS, desired.maps.policy.len()),
         ] {

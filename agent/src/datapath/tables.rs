@@ -6,17 +6,18 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use zonewall_common::{
-    self as abi, CONFIG_FLAG_EVENTS, EndpointKey, EndpointValue, IdentityKeyV4, IdentityKeyV6,
+    self as abi, CONFIG_FLAG_EVENTS, EndpointKey, EndpointValue, IdentityBlockV4, IdentityKeyV6,
     IdentityValue, PolicyKey, PolicyValue,
 };
 
+use crate::policy::datapath_compile::v4_split::V4Split;
 use crate::policy::datapath_compile::{Compiled, LpmEntries, LpmKey, in_key_order};
 
 /// The entries of one slot of the double-buffered policy maps, each table in
 /// [`LpmKey::order`] (shared with the compiled policy they came from).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PolicyMaps {
-    pub identity_v4: LpmEntries<IdentityKeyV4, IdentityValue>,
+    pub identity_v4: V4Split,
     pub identity_v6: LpmEntries<IdentityKeyV6, IdentityValue>,
     pub policy: LpmEntries<PolicyKey, PolicyValue>,
 }
@@ -71,7 +72,7 @@ impl DesiredTables {
     pub fn new(compiled: &Compiled, local: &[(u32, IpAddr)], events: bool) -> DesiredTables {
         DesiredTables {
             maps: Arc::new(PolicyMaps {
-                identity_v4: sorted(&compiled.identity_v4),
+                identity_v4: compiled.identity_v4_split.clone(),
                 identity_v6: sorted(&compiled.identity_v6),
                 policy: sorted(&compiled.policy),
             }),
@@ -184,6 +185,21 @@ pub fn diff_lpm<K: LpmKey, V: Copy + PartialEq>(
     )
 }
 
+/// The blocks of `desired` that `current` does not hold, by index (both hold every block).
+pub fn diff_blocks(
+    current: &Arc<Vec<IdentityBlockV4>>,
+    desired: &Arc<Vec<IdentityBlockV4>>,
+) -> Vec<(u32, IdentityBlockV4)> {
+    if Arc::ptr_eq(current, desired) {
+        return Vec::new();
+    }
+    (0u32..)
+        .zip(current.iter().zip(desired.iter()))
+        .filter(|(_, (old, new))| old != new)
+        .map(|(index, (_, new))| (index, *new))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,6 +240,23 @@ mod tests {
         let d = diff_lpm(&sorted, &super::sorted(&unsorted));
         assert_eq!(d.upserts, vec![(key(16, 1), value(3))]);
         assert!(d.removals.is_empty());
+    }
+
+    #[test]
+    fn block_diff_names_the_changed_blocks_only() {
+        let blocks = V4Split::default().blocks;
+        assert!(diff_blocks(&blocks, &blocks).is_empty());
+        let mut changed = (*blocks).clone();
+        changed[7].longer = 1;
+        changed[65_535].value.identity = 3;
+        let changed = Arc::new(changed);
+        let d = diff_blocks(&blocks, &changed);
+        assert_eq!(
+            d.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+            vec![7, 65_535]
+        );
+        assert_eq!(d[1].1, changed[65_535]);
+        assert!(diff_blocks(&changed, &Arc::new((*changed).clone())).is_empty());
     }
 
     proptest::proptest! {

@@ -390,9 +390,9 @@ impl Telemetry {
         let sizes = compiled.sizes();
         for (map, slot, entries) in [
             (
-                abi::map_names::IDENTITY_V4,
-                abi::map_names::IDENTITY_V4_SLOTS[0],
-                sizes.identity_entries_v4,
+                abi::map_names::IDENTITY_V4_LONG,
+                abi::map_names::IDENTITY_V4_LONG_SLOTS[0],
+                compiled.identity_v4_split.long.len(),
             ),
             (
                 abi::map_names::IDENTITY_V6,

@@ -1,6 +1,7 @@
 //! The kernel's lookups replayed in userspace over the compiled entries: a real longest
-//! prefix match on the keys' bytes (as `BPF_MAP_TYPE_LPM_TRIE` matches them), following the
-//! lookup precedence of the module comment in [`super`]. It never calls the evaluator, so a
+//! prefix match on the keys' bytes (as `BPF_MAP_TYPE_LPM_TRIE` matches them), and the IPv4
+//! identities through their split tables ([`V4Split::lookup`]), following the lookup
+//! precedence of the module comment in [`super`]. It never calls the evaluator, so a
 //! test can hold one against the other.
 
 use std::collections::{BTreeSet, HashMap};
@@ -8,6 +9,7 @@ use std::net::IpAddr;
 
 use zonewall_common as abi;
 
+use super::v4_split::V4Split;
 use super::{Compiled, LpmKey, direction_code};
 use crate::policy::eval::Direction;
 
@@ -103,7 +105,7 @@ fn parts<K: LpmKey, V: Copy>(table: &[(K, V)]) -> impl Iterator<Item = (u32, Vec
 /// The compiled maps, as the kernel would hold them.
 #[derive(Clone, Debug)]
 pub struct Datapath {
-    identity_v4: Lpm<abi::IdentityValue>,
+    identity_v4: V4Split,
     identity_v6: Lpm<abi::IdentityValue>,
     policy: Lpm<abi::PolicyValue>,
 }
@@ -120,7 +122,11 @@ impl Datapath {
     /// Loads the entries; fails on entries the kernel would reject or merge.
     pub fn new(compiled: &Compiled) -> Result<Datapath, EmulationError> {
         Ok(Datapath {
-            identity_v4: Lpm::new(abi::map_names::IDENTITY_V4, parts(&compiled.identity_v4))?,
+            identity_v4: {
+                // The entries the split was made from are ones the split can hold.
+                Lpm::new(abi::map_names::IDENTITY_V4, parts(&compiled.identity_v4))?;
+                compiled.identity_v4_split.clone()
+            },
             identity_v6: Lpm::new(abi::map_names::IDENTITY_V6, parts(&compiled.identity_v6))?,
             policy: Lpm::new(abi::map_names::POLICY, parts(&compiled.policy))?,
         })
@@ -129,7 +135,7 @@ impl Datapath {
     /// Step 1: the identity of an address.
     pub fn identity(&self, ip: IpAddr) -> Option<abi::IdentityValue> {
         match ip {
-            IpAddr::V4(v4) => self.identity_v4.lookup(&v4.octets()),
+            IpAddr::V4(v4) => self.identity_v4.lookup(v4.octets()),
             IpAddr::V6(v6) => self.identity_v6.lookup(&v6.octets()),
         }
     }

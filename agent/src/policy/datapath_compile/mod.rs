@@ -3,10 +3,11 @@
 //! over the produced entries so tests can hold it against the evaluator.
 //!
 //! Lookup precedence (the eBPF program repeats this list):
-//! 1. Identities: the source and the destination address are looked up in `ZW_IDENT_V4` or
-//!    `ZW_IDENT_V6` (longest prefix). Every address has an entry: workloads their /32 or
-//!    /128, address-object prefixes theirs, and the /0 roots give everything else the
-//!    external zone's identity.
+//! 1. Identities: the source and the destination address are looked up in the IPv4 or the
+//!    IPv6 identity table (longest prefix; the IPv4 table is held split at /16, see
+//!    [`v4_split`]). Every address has an entry: workloads their /32 or /128,
+//!    address-object prefixes theirs, and the /0 roots give everything else the external
+//!    zone's identity.
 //! 2. Subject and peer: at egress the subject is the source and the peer the destination; at
 //!    ingress the other way round. The subject's zone governs (its egress or ingress rules).
 //! 3. Policy key: (direction, subject identity, peer identity, protocol, destination port),
@@ -60,6 +61,7 @@
 pub mod emulate;
 #[cfg(test)]
 mod tests;
+pub mod v4_split;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -80,6 +82,7 @@ use crate::model::{AddressSet, Wildcard};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
     pub max_identities: usize,
+    /// IPv4 entries longer than /16 (the others are folded into a fixed array).
     pub max_identity_entries_v4: usize,
     pub max_identity_entries_v6: usize,
     pub max_policy_entries: usize,
@@ -207,6 +210,8 @@ pub struct Compiled {
     /// ([`compile_after`]).
     pub identities: Vec<Identity>,
     pub identity_v4: LpmEntries<abi::IdentityKeyV4, abi::IdentityValue>,
+    /// `identity_v4` as the kernel's maps hold it.
+    pub identity_v4_split: v4_split::V4Split,
     pub identity_v6: LpmEntries<abi::IdentityKeyV6, abi::IdentityValue>,
     /// Shared with the next compile when it needs the same entries.
     pub policy: LpmEntries<abi::PolicyKey, abi::PolicyValue>,
@@ -755,9 +760,10 @@ pub fn compile_after(
     identity_v6.sort_unstable_by_key(|(k, _)| k.order());
     identity_v4.shrink_to_fit();
     identity_v6.shrink_to_fit();
+    let identity_v4_split = v4_split::V4Split::new(&identity_v4);
     check_capacity(
-        "IPv4 identity entries",
-        identity_v4.len(),
+        "IPv4 identity entries longer than /16",
+        identity_v4_split.long.len(),
         limits.max_identity_entries_v4,
     )?;
     check_capacity(
@@ -798,6 +804,7 @@ pub fn compile_after(
         zones,
         identities,
         identity_v4: Arc::new(identity_v4),
+        identity_v4_split,
         identity_v6: Arc::new(identity_v6),
         policy,
         rules: Arc::clone(&numbering.rule_table),
