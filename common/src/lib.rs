@@ -61,8 +61,10 @@ pub mod map_names {
     /// Per-CPU array with one `IdentityCache`: addresses whose identity this CPU just
     /// looked up.
     pub const IDENTITY_CACHE: &str = "ZW_IDENT_CACHE";
+    /// Per-CPU array with one `PolicyCache`: policy verdicts this CPU just looked up.
+    pub const POLICY_CACHE: &str = "ZW_POLICY_CACHE";
     /// Every map the eBPF object defines and pins (all but its per-CPU scratch space).
-    pub const ALL: [&str; 17] = [
+    pub const ALL: [&str; 18] = [
         IDENTITY_V4_BLOCKS_SLOTS[0],
         IDENTITY_V4_BLOCKS_SLOTS[1],
         IDENTITY_V4_LONG_SLOTS[0],
@@ -80,6 +82,7 @@ pub mod map_names {
         DENIES,
         FLOW_CACHE,
         IDENTITY_CACHE,
+        POLICY_CACHE,
     ];
 }
 
@@ -623,6 +626,47 @@ pub struct IdentityCache {
     pub entries: [IdentityCacheEntry; IDENTITY_CACHE_ENTRIES],
 }
 
+/// Entries of the per-CPU policy verdict cache (`ZW_POLICY_CACHE`), a power of two.
+pub const POLICY_CACHE_ENTRIES: usize = 32;
+
+/// One policy lookup's result in the tables of one policy generation: the key data of
+/// `ZW_POLICY` (direction, subject, peer, protocol, port) and the value its longest match
+/// gave. New flows between the same identities to the same service (every external address
+/// of a feed, or of the external zone, is one identity) skip the policy trie. Used only
+/// while its generation is live, whose tables never change, so it equals the lookup.
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct PolicyCacheEntry {
+    pub data: [u8; 12],
+    pub value: PolicyValue,
+    /// Generation whose tables gave `value`; 0 (never live) marks an empty entry.
+    pub generation: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<PolicyCacheEntry>() == 32);
+
+impl PolicyCacheEntry {
+    /// The entry of a lookup with key data `data`: bit 0 is the direction, so the egress
+    /// and ingress lookups of one flow never take each other's entry.
+    #[inline(always)]
+    pub fn index(data: &[u8; 12]) -> usize {
+        let subject = u32::from_ne_bytes([data[1], data[2], data[3], data[4]]);
+        let peer = u32::from_ne_bytes([data[5], data[6], data[7], data[8]]);
+        let service = u32::from_ne_bytes([data[9], data[10], data[11], 0]);
+        let mut h = subject ^ peer.rotate_left(11) ^ service.rotate_left(22);
+        h ^= h >> 16;
+        h ^= h >> 8;
+        ((h as usize) << 1 | usize::from(data[0] & 1)) & (POLICY_CACHE_ENTRIES - 1)
+    }
+}
+
+/// Value of `ZW_POLICY_CACHE`, a per-CPU array with one entry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct PolicyCache {
+    pub entries: [PolicyCacheEntry; POLICY_CACHE_ENTRIES],
+}
+
 /// Key of `ZW_ENDPOINTS`: one address a local workload interface may send from.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -892,6 +936,34 @@ mod tests {
             }
         }
         // 256 neighbouring addresses spread over every entry, not a few.
+        assert!(used.iter().all(|&u| u), "{used:?}");
+    }
+
+    #[test]
+    fn a_flows_two_policy_lookups_never_share_a_cache_entry() {
+        let mut used = [false; POLICY_CACHE_ENTRIES];
+        // 90 identities against one peer, and one pair over 64 ports.
+        let keys = (1u32..=90)
+            .map(|subject| (subject, 7u32, 443u16))
+            .chain((0..64).map(|port| (3, 5, 8000 + port)));
+        for (subject, peer, port) in keys {
+            let (s, p, port) = (
+                subject.to_be_bytes(),
+                peer.to_be_bytes(),
+                port.to_be_bytes(),
+            );
+            let data = |direction: u8| {
+                [
+                    direction, s[0], s[1], s[2], s[3], p[0], p[1], p[2], p[3], 6, port[0], port[1],
+                ]
+            };
+            let egress = PolicyCacheEntry::index(&data(DIRECTION_EGRESS));
+            let ingress = PolicyCacheEntry::index(&data(DIRECTION_INGRESS));
+            assert!(egress < POLICY_CACHE_ENTRIES && ingress < POLICY_CACHE_ENTRIES);
+            assert_eq!((egress & 1, ingress & 1), (0, 1));
+            used[egress] = true;
+            used[ingress] = true;
+        }
         assert!(used.iter().all(|&u| u), "{used:?}");
     }
 

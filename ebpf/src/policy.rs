@@ -7,7 +7,8 @@
 //! 3. key (direction, subject, peer, protocol, destination port) with every bit significant;
 //!    a packet without a port the policy knows (ICMP, other protocols, non-first fragments)
 //!    uses protocol `PROTOCOL_NO_PORT` and port 0;
-//! 4. the longest matching `ZW_POLICY` entry is the final verdict of that direction;
+//! 4. the longest matching `ZW_POLICY` entry is the final verdict of that direction (or
+//!    this CPU's `ZW_POLICY_CACHE` entry of the key in this generation);
 //! 5. (here) the flow passes only when egress and ingress both allow; the first direction
 //!    that does not allow decides.
 //!    A missed lookup means incomplete tables: the caller fails closed.
@@ -20,7 +21,7 @@ use zonewall_common::{
     ACTION_ALLOW, DIRECTION_EGRESS, DIRECTION_INGRESS, FAMILY_V4, IDENTITY_NONE,
     IDENTITY_V4_BLOCK_BITS, IDENTITY_V4_BLOCKS, IdentityBlockV4, IdentityCache, IdentityCacheEntry,
     IdentityKeyV4, IdentityValue, POLICY_FLAG_WOULD_DENY, POLICY_PREFIX_FULL, PROTOCOL_NO_PORT,
-    PolicyValue, capacity,
+    PolicyCache, PolicyCacheEntry, PolicyValue, capacity,
 };
 
 use crate::parse::Packet;
@@ -49,6 +50,11 @@ static IDENTITY_V6_1: LpmTrie<[u8; 16], IdentityValue> = LpmTrie::pinned(capacit
 /// Identities this CPU looked up, valid while their generation is live (`IdentityCacheEntry`).
 #[map(name = "ZW_IDENT_CACHE")]
 static IDENTITY_CACHE: PerCpuArray<IdentityCache> = PerCpuArray::pinned(1, 0);
+
+/// Policy verdicts this CPU looked up, valid while their generation is live
+/// (`PolicyCacheEntry`).
+#[map(name = "ZW_POLICY_CACHE")]
+static POLICY_CACHE: PerCpuArray<PolicyCache> = PerCpuArray::pinned(1, 0);
 
 /// Key data: direction, subject identity, peer identity (big endian), protocol, port.
 #[map(name = "ZW_POLICY_0")]
@@ -147,9 +153,12 @@ fn lookup_identity(slot: u32, family: u8, addr: &[u8; 16]) -> Option<IdentityVal
     }
 }
 
+/// The verdict of one direction in the tables of `generation`: from this CPU's policy
+/// `cache` when it holds the key for this generation, else from the trie (and then cached).
 #[inline(always)]
 fn lookup(
-    slot: u32,
+    cache: Option<&mut PolicyCache>,
+    generation: u32,
     direction: u8,
     subject: u32,
     peer: u32,
@@ -162,12 +171,25 @@ fn lookup(
         direction, subject[0], subject[1], subject[2], subject[3], peer[0], peer[1], peer[2],
         peer[3], protocol, port_be[0], port_be[1],
     ];
+    let cached = cache.and_then(|cache| cache.entries.get_mut(PolicyCacheEntry::index(&data)));
+    if let Some(entry) = cached.as_deref()
+        && entry.generation == generation
+        && entry.data == data
+    {
+        return Some(entry.value);
+    }
     let key = Key::new(POLICY_PREFIX_FULL, data);
-    if slot == 0 {
+    let value = if generation & 1 == 0 {
         POLICY_0.get(key).copied()
     } else {
         POLICY_1.get(key).copied()
+    }?;
+    if let Some(entry) = cached {
+        entry.data = data;
+        entry.value = value;
+        entry.generation = generation;
     }
+    Some(value)
 }
 
 /// Both directions' verdicts for a flow from `packet.src` to `packet.dst`, written into
@@ -188,7 +210,6 @@ pub fn evaluate(packet: &Packet, generation: u32, with_port: bool, out: &mut Flo
 
 #[inline(always)]
 fn lookups(packet: &Packet, generation: u32, with_port: bool) -> Option<FlowVerdict> {
-    let slot = generation & 1;
     // SAFETY: per-CPU value owned by this CPU while the program runs.
     let mut cache = IDENTITY_CACHE
         .get_ptr_mut(0)
@@ -206,8 +227,13 @@ fn lookups(packet: &Packet, generation: u32, with_port: bool) -> Option<FlowVerd
     } else {
         (PROTOCOL_NO_PORT, [0, 0])
     };
+    // SAFETY: per-CPU value owned by this CPU while the program runs.
+    let mut policies = POLICY_CACHE
+        .get_ptr_mut(0)
+        .map(|cache| unsafe { &mut *cache });
     let egress = lookup(
-        slot,
+        policies.as_deref_mut(),
+        generation,
         DIRECTION_EGRESS,
         source.identity,
         destination.identity,
@@ -215,7 +241,8 @@ fn lookups(packet: &Packet, generation: u32, with_port: bool) -> Option<FlowVerd
         port,
     )?;
     let ingress = lookup(
-        slot,
+        policies,
+        generation,
         DIRECTION_INGRESS,
         destination.identity,
         source.identity,

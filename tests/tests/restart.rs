@@ -669,12 +669,12 @@ fn pins_without_the_caches_are_adopted_and_get_them() {
         return;
     }
     use zonewall::datapath::{Datapath, PinLayout};
-    use zonewall_common::map_names::{FLOW_CACHE, IDENTITY_CACHE};
+    use zonewall_common::map_names::{FLOW_CACHE, IDENTITY_CACHE, POLICY_CACHE};
     // A layout pinned by a build before the per-CPU caches: the same maps, those missing.
     let topology = Topology::new(1);
     let layout = PinLayout::new(topology.pin_root.join("zonewall"));
     let first = Datapath::load(&layout).expect("load the programs");
-    let caches = [FLOW_CACHE, IDENTITY_CACHE].map(|name| layout.maps().join(name));
+    let caches = [FLOW_CACHE, IDENTITY_CACHE, POLICY_CACHE].map(|name| layout.maps().join(name));
     for cache in &caches {
         std::fs::remove_file(cache).expect("unpin a cache");
     }

@@ -487,7 +487,7 @@ fn print_report(results: &[Measured], load_before: &str) {
         );
     }
     println!(
-        "ns/packet, in parentheses the difference to the empty program. non-IP: zw_to_workload on an ARP frame (entry, Ethernet header, counter). hit: a TCP ACK of an allowed, tracked flow. new: a TCP SYN denied by policy (no conntrack entry, so every run takes the policy path). apply: every entry written into fresh maps."
+        "ns/packet, in parentheses the difference to the empty program. non-IP: zw_to_workload on an ARP frame (entry, Ethernet header, counter). hit: a TCP ACK of an allowed, tracked flow. new: a TCP SYN denied by policy (no conntrack entry, so every run takes the policy path; after the first run its identities and verdicts come from the per-CPU caches, the traffic section below measures them uncached). apply: every entry written into fresh maps."
     );
     for r in results {
         let spread = r
@@ -618,16 +618,23 @@ fn print_report(results: &[Measured], load_before: &str) {
     );
 }
 
-/// The two kinds of new flows measured under traffic, with what sets them apart.
-fn new_flow_kinds(traffic: &Traffic) -> [(String, &traffic::NewFlows); 2] {
+/// The kinds of new flows measured under traffic, with what sets them apart.
+fn new_flow_kinds(traffic: &Traffic) -> [(String, &traffic::NewFlows); 3] {
     [
         (
             "one peer, each to the next port".to_string(),
             &traffic.same_peer,
         ),
         (
-            format!("each to the next of {} peers", traffic.peers),
+            format!("each to the next of {} peers, one port", traffic.peers),
             &traffic.new_peers,
+        ),
+        (
+            format!(
+                "each to the next of {} peers and the next port",
+                traffic.peers
+            ),
+            &traffic.new_peers_and_ports,
         ),
     ]
 }

@@ -3,8 +3,9 @@
 //! the empty program on the same hooks before them. Two kinds of traffic from the workload:
 //! an iperf3 TCP stream to a listener on the node side (almost every packet a tracked flow's),
 //! then UDP datagrams to blocklisted addresses (every packet a new flow, denied): to one
-//! address, each to the next port, and each to the next of thousands of addresses. The
-//! kernel's own BPF statistics (run time and run count per program, switched on with
+//! address, each to the next port; to the next of thousands of addresses, one port; and to
+//! the next of those addresses and the next port, so that neither the peer's identity nor
+//! the verdict is in a per-CPU cache. The kernel's own BPF statistics (run time and run count per program, switched on with
 //! `BPF_ENABLE_STATS` only while measuring) give the cost per run of each program on the
 //! same packets.
 
@@ -202,12 +203,15 @@ pub struct Traffic {
     /// Empty program first, then from_workload and to_workload.
     pub programs: Vec<ProgramLoad>,
     pub counters: Counters,
-    /// Packet counters over both kinds of new flows.
+    /// Packet counters over every kind of new flow.
     pub new_flow_counters: Counters,
     /// Denied new flows to one blocklisted address, each datagram to the next port.
     pub same_peer: NewFlows,
-    /// Denied new flows, each datagram to the next of `peers` blocklisted addresses.
+    /// Denied new flows, each datagram to the next of `peers` blocklisted addresses (one
+    /// service: the peers' identity is not cached, the verdict for it is).
     pub new_peers: NewFlows,
+    /// As `new_peers`, each datagram to the next port as well: nothing cached.
+    pub new_peers_and_ports: NewFlows,
     pub peers: usize,
 }
 
@@ -339,6 +343,12 @@ pub fn measure(
         next = (next + 1) % blocked_hosts.len();
         (blocked_hosts[next], 443)
     })?;
+    let mut port = 0u16;
+    let new_peers_and_ports = new_flow_windows(datapath, &workload, client, || {
+        next = (next + 1) % blocked_hosts.len();
+        port = port.checked_add(1).unwrap_or(1);
+        (blocked_hosts[next], port)
+    })?;
     let counters_after = datapath.counters()?;
     drop(stats);
     drop(links);
@@ -353,7 +363,9 @@ pub fn measure(
         "the iperf3 flow did not take the conntrack-hit path: {counters}"
     );
     let new_flow_counters = counters_after.since(&counters_between);
-    let from_runs = same_peer.from_workload.runs + new_peers.from_workload.runs;
+    let from_runs = same_peer.from_workload.runs
+        + new_peers.from_workload.runs
+        + new_peers_and_ports.from_workload.runs;
     // Besides the datagrams, the hook sees at most the workload's few ARP packets.
     ensure!(
         new_flow_counters.get(counter::DROP_POLICY) as f64 >= 0.99 * from_runs as f64
@@ -374,6 +386,7 @@ pub fn measure(
         new_flow_counters,
         same_peer,
         new_peers,
+        new_peers_and_ports,
         peers: blocked_hosts.len(),
     })
 }
