@@ -698,6 +698,10 @@ const _: () = assert!(size_of::<RuleStats>() == 16);
 /// `Config::flags`: flow events are wanted (someone reads the ring buffer): flow start for
 /// rules that log at start, flow end for rules that log at end, and denied attempts.
 pub const CONFIG_FLAG_EVENTS: u32 = 1;
+/// `Config::flags`: new flows bypass the per-CPU identity and verdict caches
+/// (`ZW_IDENT_CACHE`, `ZW_POLICY_CACHE`) and always take the table lookups. The kernel
+/// benchmark sets it to time those lookups with a repeated packet; the agent never does.
+pub const CONFIG_FLAG_NO_LOOKUP_CACHES: u32 = 2;
 
 /// `ZW_CONFIG[0]`.
 #[repr(C)]

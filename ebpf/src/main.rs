@@ -32,12 +32,13 @@ use aya_ebpf::{
 use parse::{IPPROTO_TCP, Kind, Packet, ParseError, TCP_FIN, TCP_RST};
 use policy::FlowVerdict;
 use zonewall_common::{
-    ACTION_ALLOW, ACTION_RESET_BOTH, ACTION_RESET_CLIENT, CONFIG_FLAG_EVENTS, CT_END_REPORTED,
-    CT_INITIATOR_A, CT_RST, CT_RST_FROM_RESPONDER, Config, CtKey, CtValue, DenyKey, DenyValue,
-    END_REASON_FIN, END_REASON_RST, END_REASON_RST_RESPONDER, EVENT_DENY, EVENT_FLOW_START,
-    EndpointKey, EndpointValue, FlowCache, FlowCacheSlot, FlowEvent, MARK_OWN_RESET,
-    OBSERVED_FROM_WORKLOAD, OBSERVED_TO_WORKLOAD, POLICY_FLAG_LOG_END, POLICY_FLAG_LOG_START,
-    POLICY_FLAG_WOULD_DENY, RuleStats, capacity, counter, flow_rules, timeout,
+    ACTION_ALLOW, ACTION_RESET_BOTH, ACTION_RESET_CLIENT, CONFIG_FLAG_EVENTS,
+    CONFIG_FLAG_NO_LOOKUP_CACHES, CT_END_REPORTED, CT_INITIATOR_A, CT_RST, CT_RST_FROM_RESPONDER,
+    Config, CtKey, CtValue, DenyKey, DenyValue, END_REASON_FIN, END_REASON_RST,
+    END_REASON_RST_RESPONDER, EVENT_DENY, EVENT_FLOW_START, EndpointKey, EndpointValue, FlowCache,
+    FlowCacheSlot, FlowEvent, MARK_OWN_RESET, OBSERVED_FROM_WORKLOAD, OBSERVED_TO_WORKLOAD,
+    POLICY_FLAG_LOG_END, POLICY_FLAG_LOG_START, POLICY_FLAG_WOULD_DENY, RuleStats, capacity,
+    counter, flow_rules, timeout,
 };
 
 /// Pass the packet on: with tcx this is "next" (the CNI's own programs still run), with
@@ -93,6 +94,14 @@ struct Meta {
     /// The coarse clock in ns; read only past the flow cache (`read_clock`).
     now: u64,
     bytes: u64,
+}
+
+impl Meta {
+    /// Whether new flows may use the per-CPU identity and verdict caches.
+    #[inline(always)]
+    fn caches(&self) -> bool {
+        self.config_flags & CONFIG_FLAG_NO_LOOKUP_CACHES == 0
+    }
 }
 
 /// Per-CPU working memory of one decision: the BPF stack (512 bytes over all frames of a
@@ -179,7 +188,13 @@ fn decide(ctx: &TcContext, observed: u8) -> i32 {
         Kind::Fragment | Kind::IcmpError if spoofed(s) => drop_packet(counter::DROP_SPOOFED),
         Kind::Fragment => {
             // No ports in this packet: only a rule without ports can allow it.
-            if !policy::evaluate(&s.packet, s.meta.generation, false, &mut s.verdict) {
+            if !policy::evaluate(
+                &s.packet,
+                s.meta.generation,
+                s.meta.caches(),
+                false,
+                &mut s.verdict,
+            ) {
                 return drop_packet(counter::DROP_NO_VERDICT);
             }
             count_rule(s.verdict.rule_id, 1, s.meta.bytes);
@@ -300,7 +315,13 @@ fn tracked(s: &mut Scratch) -> i32 {
             s.initiator.sport_be = s.packet.dport_be;
             s.initiator.dport_be = s.packet.sport_be;
         }
-        if !policy::evaluate(&s.initiator, s.meta.generation, true, &mut s.verdict) {
+        if !policy::evaluate(
+            &s.initiator,
+            s.meta.generation,
+            s.meta.caches(),
+            true,
+            &mut s.verdict,
+        ) {
             let _ = CONNTRACK.remove(&s.key);
             return drop_packet(counter::DROP_NO_VERDICT);
         }
@@ -370,7 +391,13 @@ fn tracked(s: &mut Scratch) -> i32 {
 #[inline(never)]
 fn new_flow(ctx: &TcContext, s: &mut Scratch) -> i32 {
     let (now, bytes) = (s.meta.now, s.meta.bytes);
-    if !policy::evaluate(&s.packet, s.meta.generation, true, &mut s.verdict) {
+    if !policy::evaluate(
+        &s.packet,
+        s.meta.generation,
+        s.meta.caches(),
+        true,
+        &mut s.verdict,
+    ) {
         return drop_packet(counter::DROP_NO_VERDICT);
     }
     if s.verdict.policy_flags & POLICY_FLAG_WOULD_DENY != 0 {

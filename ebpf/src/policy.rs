@@ -193,13 +193,19 @@ fn lookup(
 }
 
 /// Both directions' verdicts for a flow from `packet.src` to `packet.dst`, written into
-/// `out`, from the tables of `generation` (its parity is the slot). `with_port` is false
-/// for a non-first fragment. Returns false when a lookup missed
-/// (the caller fails closed). Not inlined: its own stack frame; BPF-to-BPF calls cannot
-/// return values through the caller's stack.
+/// `out`, from the tables of `generation` (its parity is the slot), through this CPU's
+/// identity and verdict caches when `caches`. `with_port` is false for a non-first
+/// fragment. Returns false when a lookup missed (the caller fails closed). Not inlined: its
+/// own stack frame; BPF-to-BPF calls cannot return values through the caller's stack.
 #[inline(never)]
-pub fn evaluate(packet: &Packet, generation: u32, with_port: bool, out: &mut FlowVerdict) -> bool {
-    match lookups(packet, generation, with_port) {
+pub fn evaluate(
+    packet: &Packet,
+    generation: u32,
+    caches: bool,
+    with_port: bool,
+    out: &mut FlowVerdict,
+) -> bool {
+    match lookups(packet, generation, caches, with_port) {
         Some(verdict) => {
             *out = verdict;
             true
@@ -209,10 +215,11 @@ pub fn evaluate(packet: &Packet, generation: u32, with_port: bool, out: &mut Flo
 }
 
 #[inline(always)]
-fn lookups(packet: &Packet, generation: u32, with_port: bool) -> Option<FlowVerdict> {
-    // SAFETY: per-CPU value owned by this CPU while the program runs.
+fn lookups(packet: &Packet, generation: u32, caches: bool, with_port: bool) -> Option<FlowVerdict> {
+    // SAFETY (both caches): per-CPU values owned by this CPU while the program runs.
     let mut cache = IDENTITY_CACHE
         .get_ptr_mut(0)
+        .filter(|_| caches)
         .map(|cache| unsafe { &mut *cache });
     let source = identity(
         cache.as_deref_mut(),
@@ -227,9 +234,9 @@ fn lookups(packet: &Packet, generation: u32, with_port: bool) -> Option<FlowVerd
     } else {
         (PROTOCOL_NO_PORT, [0, 0])
     };
-    // SAFETY: per-CPU value owned by this CPU while the program runs.
     let mut policies = POLICY_CACHE
         .get_ptr_mut(0)
+        .filter(|_| caches)
         .map(|cache| unsafe { &mut *cache });
     let egress = lookup(
         policies.as_deref_mut(),
