@@ -576,8 +576,8 @@ const _: () = assert!(size_of::<FlowCache>() == FLOW_CACHE_SLOTS * 72 + 8);
 pub const IDENTITY_CACHE_ENTRIES: usize = 16;
 
 /// One address's identity as the identity table of one policy generation gives it. A new
-/// flow's two identity lookups (longest-prefix walks of tries of up to 100,000s of prefixes,
-/// cold under load) are most of its cost; the workload's own address, and peers it talks to
+/// flow's two identity lookups (longest-prefix lookups over up to 100,000s of prefixes,
+/// cold under load) are a large part of its cost; the workload's own address, and peers it talks to
 /// again, are found here instead. An entry is used only while its generation is live: the
 /// identity tables of a live generation never change, so it always equals the lookup.
 #[repr(C, align(8))]

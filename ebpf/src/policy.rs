@@ -79,7 +79,7 @@ pub struct FlowVerdict {
 
 /// The identity of `addr` (the flow's destination when `destination`) in the tables of
 /// `generation`: from this CPU's identity `cache` when it holds the address for this
-/// generation, else from the trie (and then cached).
+/// generation, else from the identity tables (and then cached).
 #[inline(always)]
 fn identity(
     cache: Option<&mut IdentityCache>,
@@ -154,7 +154,8 @@ fn lookup_identity(slot: u32, family: u8, addr: &[u8; 16]) -> Option<IdentityVal
 }
 
 /// The verdict of one direction in the tables of `generation`: from this CPU's policy
-/// `cache` when it holds the key for this generation, else from the trie (and then cached).
+/// `cache` when it holds the key for this generation, else from the policy trie (and then
+/// cached).
 #[inline(always)]
 fn lookup(
     cache: Option<&mut PolicyCache>,

@@ -260,7 +260,7 @@ impl PinLayout {
 /// every table against them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Capacities {
-    /// Each identity trie (IPv4 and IPv6), per slot.
+    /// The IPv4 long-prefix hash and the IPv6 identity trie, each, per slot.
     pub identity: u32,
     /// The policy trie, per slot.
     pub policy: u32,
