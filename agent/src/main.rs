@@ -128,8 +128,8 @@ struct AgentArgs {
     /// enforcement keeps running after the agent exits, until an agent takes over again.
     #[arg(long, env = "ZONEWALL_CLEANUP_ON_EXIT")]
     cleanup_on_exit: bool,
-    /// Entries of the IPv6 identity table (each of two slots). The IPv4 table has a fixed
-    /// size: 65,536 /16 blocks, and 262,144 slots for the prefixes longer than /16. Sizes
+    /// Entries of each identity table (each of two slots): the IPv6 prefixes, and the IPv4
+    /// prefixes longer than /16 (shorter ones fold into a fixed array of /16 blocks). Sizes
     /// apply when the maps are created; pinned maps keep theirs (`--cleanup` to recreate).
     #[arg(long, env = "ZONEWALL_MAP_IDENTITY_ENTRIES", value_name = "N", default_value_t = Capacities::default().identity)]
     map_identity_entries: u32,

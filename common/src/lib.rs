@@ -11,8 +11,8 @@ use core::mem::size_of;
 /// reuses a pinned map whose layout it does not understand.
 /// 2: `CtValue` records the anti-spoofing checks already made for a flow, and keeps its
 /// forward and reverse counters on separate cache lines.
-/// 3: the IPv4 identity trie is split into a /16-indexed array and a bucketed hash table of
-/// the longer prefixes (`IdentityBlockV4`, `LongBucketV4`).
+/// 3: the IPv4 identity trie is split into a /16-indexed array and a hash of the longer
+/// prefixes (`IdentityBlockV4`).
 /// A new map does not change the layout: an agent adopting older pins creates it.
 pub const MAP_ABI_VERSION: u32 = 3;
 
@@ -30,8 +30,8 @@ pub mod map_names {
     /// Array indexed by an address's top 16 bits: `IdentityBlockV4`.
     pub const IDENTITY_V4_BLOCKS: &str = "ZW_ID4_BLOCKS";
     pub const IDENTITY_V4_BLOCKS_SLOTS: [&str; 2] = ["ZW_ID4_BLOCKS_0", "ZW_ID4_BLOCKS_1"];
-    /// Array of `IDENTITY_V4_BUCKETS` `LongBucketV4`: the prefixes longer than 16 bits, each
-    /// with its identity, in one of the two buckets its key hashes to.
+    /// Hash of the prefixes longer than 16 bits: `IdentityKeyV4` (address masked to the
+    /// prefix) -> `IdentityValue`.
     pub const IDENTITY_V4_LONG: &str = "ZW_ID4_LONG";
     pub const IDENTITY_V4_LONG_SLOTS: [&str; 2] = ["ZW_ID4_LONG_0", "ZW_ID4_LONG_1"];
     /// LPM trie, IPv6 address -> identity (`IdentityKeyV6` -> `IdentityValue`).
@@ -168,8 +168,8 @@ pub const FAMILY_V6: u8 = 10;
 pub const IDENTITY_NONE: u32 = 0;
 
 /// An entry of the IPv4 identity table: `prefix_len` counts the leading bits of `addr_be`
-/// that must match (0-32), the others are zero. `ZW_ID4_LONG` holds the entries longer than
-/// `IDENTITY_V4_BLOCK_BITS` (`LongSlotV4`).
+/// that must match (0-32), the others are zero. Also the key of `ZW_ID4_LONG` (hash), which
+/// holds the entries longer than `IDENTITY_V4_BLOCK_BITS`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct IdentityKeyV4 {
@@ -207,7 +207,7 @@ pub const IDENTITY_V4_BLOCKS: u32 = 1 << IDENTITY_V4_BLOCK_BITS;
 
 /// Value of `ZW_ID4_BLOCKS` at index `address >> 16`. The identity of an address is the
 /// value of the longest prefix in `ZW_ID4_LONG` that holds it, trying only the lengths
-/// `longer` names, longest first (each in its two buckets); else `value`.
+/// `longer` names, longest first; else `value`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct IdentityBlockV4 {
@@ -235,53 +235,6 @@ impl IdentityBlockV4 {
             prefix_len,
             addr_be: (addr & (u32::MAX << (32 - prefix_len))).to_be_bytes(),
         }
-    }
-}
-
-/// Slots of one `LongBucketV4`: one cache line.
-pub const IDENTITY_V4_BUCKET_SLOTS: usize = 4;
-/// Buckets of each `ZW_ID4_LONG` slot (4 MB): 262,144 slots, of which about nine in ten can
-/// be filled before a prefix finds no place (the compiler then reports the table full).
-/// Fixed, unlike the other tables' sizes: the programs mask their hashes with it.
-pub const IDENTITY_V4_BUCKETS: u32 = 65_536;
-
-/// One IPv4 prefix longer than `IDENTITY_V4_BLOCK_BITS` and its identity;
-/// `key.prefix_len == 0` marks an empty slot.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
-pub struct LongSlotV4 {
-    pub key: IdentityKeyV4,
-    pub value: IdentityValue,
-}
-const _: () = assert!(size_of::<LongSlotV4>() == 16);
-
-/// Value of `ZW_ID4_LONG`, an array of buckets: a prefix sits in one of the two buckets its
-/// key hashes to (`IdentityKeyV4::buckets`), so a lookup reads at most two cache lines.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
-pub struct LongBucketV4 {
-    pub slots: [LongSlotV4; IDENTITY_V4_BUCKET_SLOTS],
-}
-const _: () = assert!(size_of::<LongBucketV4>() == 64);
-
-/// A 32-bit finalizer: every input bit moves about half of the output bits.
-#[inline(always)]
-const fn mix32(mut h: u32) -> u32 {
-    h ^= h >> 16;
-    h = h.wrapping_mul(0x85eb_ca6b);
-    h ^= h >> 13;
-    h = h.wrapping_mul(0xc2b2_ae35);
-    h ^ (h >> 16)
-}
-
-impl IdentityKeyV4 {
-    /// The two buckets of a table of `mask + 1` buckets that this key may sit in.
-    #[inline(always)]
-    pub const fn buckets(&self, mask: u32) -> [u32; 2] {
-        let first =
-            mix32(u32::from_ne_bytes(self.addr_be) ^ self.prefix_len.wrapping_mul(0x9e37_79b9));
-        let second = mix32(first ^ 0x5bd1_e995);
-        [first & mask, second & mask]
     }
 }
 
@@ -379,8 +332,7 @@ const _: () = assert!(size_of::<PolicyValue>() == 12);
 /// Map capacities compiled into the object (the agent checks the compiled tables against
 /// them before it writes anything).
 pub mod capacity {
-    /// The IPv4 prefixes longer than 16 bits the compiler accepts (they must also find a
-    /// place in the `IDENTITY_V4_BUCKETS` buckets).
+    /// Entries of each `ZW_ID4_LONG` slot (the IPv4 prefixes longer than 16 bits).
     pub const IDENTITY_V4: u32 = 262_144;
     pub const IDENTITY_V6: u32 = 262_144;
     pub const POLICY: u32 = 1_048_576;
@@ -901,8 +853,6 @@ mod user {
     unsafe impl aya::Pod for super::IdentityValue {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::IdentityBlockV4 {}
-    // SAFETY: as above.
-    unsafe impl aya::Pod for super::LongBucketV4 {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::PolicyKey {}
     // SAFETY: as above.

@@ -1,7 +1,7 @@
 //! The policy lookup of a new flow. The precedence is the one written down in the compiler
 //! (`zonewall::policy::datapath_compile`):
 //! 1. source and destination address -> identity (longest prefix: IPv4 in `ZW_ID4_BLOCKS`
-//!    and the buckets of `ZW_ID4_LONG` as `IdentityBlockV4` says, IPv6 in `ZW_IDENT_V6`; or this CPU's
+//!    and `ZW_ID4_LONG` as `IdentityBlockV4` says, IPv6 in `ZW_IDENT_V6`; or this CPU's
 //!    `ZW_IDENT_CACHE` entry of the address in this generation);
 //! 2. at egress the subject is the source, at ingress the destination; the other is the peer;
 //! 3. key (direction, subject, peer, protocol, destination port) with every bit significant;
@@ -15,14 +15,13 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, LpmTrie, PerCpuArray, lpm_trie::Key},
+    maps::{Array, HashMap, LpmTrie, PerCpuArray, lpm_trie::Key},
 };
 use zonewall_common::{
     ACTION_ALLOW, DIRECTION_EGRESS, DIRECTION_INGRESS, FAMILY_V4, IDENTITY_NONE,
-    IDENTITY_V4_BLOCK_BITS, IDENTITY_V4_BLOCKS, IDENTITY_V4_BUCKETS, IdentityBlockV4,
-    IdentityCache, IdentityCacheEntry, IdentityKeyV4, IdentityValue, LongBucketV4,
-    POLICY_FLAG_WOULD_DENY, POLICY_PREFIX_FULL, PROTOCOL_NO_PORT, PolicyCache, PolicyCacheEntry,
-    PolicyValue, capacity,
+    IDENTITY_V4_BLOCK_BITS, IDENTITY_V4_BLOCKS, IdentityBlockV4, IdentityCache, IdentityCacheEntry,
+    IdentityKeyV4, IdentityValue, POLICY_FLAG_WOULD_DENY, POLICY_PREFIX_FULL, PROTOCOL_NO_PORT,
+    PolicyCache, PolicyCacheEntry, PolicyValue, capacity,
 };
 
 use crate::parse::Packet;
@@ -34,12 +33,14 @@ static IDENTITY_V4_BLOCKS_0: Array<IdentityBlockV4> = Array::pinned(IDENTITY_V4_
 #[map(name = "ZW_ID4_BLOCKS_1")]
 static IDENTITY_V4_BLOCKS_1: Array<IdentityBlockV4> = Array::pinned(IDENTITY_V4_BLOCKS, 0);
 
-/// `BPF_F_MMAPABLE`: the values start on a page, so each 64-byte bucket is one cache line.
-const MMAPABLE: u32 = 1 << 10;
+/// `BPF_F_NO_PREALLOC`: memory follows the prefixes held, as the tries' does.
+const NO_PREALLOC: u32 = 1;
 #[map(name = "ZW_ID4_LONG_0")]
-static IDENTITY_V4_LONG_0: Array<LongBucketV4> = Array::pinned(IDENTITY_V4_BUCKETS, MMAPABLE);
+static IDENTITY_V4_LONG_0: HashMap<IdentityKeyV4, IdentityValue> =
+    HashMap::pinned(capacity::IDENTITY_V4, NO_PREALLOC);
 #[map(name = "ZW_ID4_LONG_1")]
-static IDENTITY_V4_LONG_1: Array<LongBucketV4> = Array::pinned(IDENTITY_V4_BUCKETS, MMAPABLE);
+static IDENTITY_V4_LONG_1: HashMap<IdentityKeyV4, IdentityValue> =
+    HashMap::pinned(capacity::IDENTITY_V4, NO_PREALLOC);
 
 #[map(name = "ZW_IDENT_V6_0")]
 static IDENTITY_V6_0: LpmTrie<[u8; 16], IdentityValue> = LpmTrie::pinned(capacity::IDENTITY_V6, 0);
@@ -109,12 +110,12 @@ fn identity(
     Some(value)
 }
 
-/// The longest IPv4 prefix holding `addr` (host order): one array load, then for each
-/// prefix length present in the address's /16 block, longest first, at most two buckets.
+/// The longest IPv4 prefix holding `addr` (host order): at most one array load and one
+/// hash lookup per prefix length present in the address's /16 block, longest first.
 #[inline(always)]
 fn lookup_v4(
     blocks: &Array<IdentityBlockV4>,
-    long: &Array<LongBucketV4>,
+    long: &HashMap<IdentityKeyV4, IdentityValue>,
     addr: u32,
 ) -> Option<IdentityValue> {
     let block = *blocks.get(addr >> IDENTITY_V4_BLOCK_BITS)?;
@@ -122,29 +123,15 @@ fn lookup_v4(
         let mut n = 32 - IDENTITY_V4_BLOCK_BITS;
         while n > 0 {
             n -= 1;
-            if block.longer & (1 << n) != 0 {
-                let key = IdentityBlockV4::long_key(addr, n);
-                for index in key.buckets(IDENTITY_V4_BUCKETS - 1) {
-                    if let Some(value) = find(long, index, &key) {
-                        return Some(value);
-                    }
-                }
+            if block.longer & (1 << n) != 0
+                && let Some(value) = long.get_ptr(IdentityBlockV4::long_key(addr, n))
+            {
+                // SAFETY: a value of the map, copied out at once.
+                return Some(unsafe { *value });
             }
         }
     }
     (block.value.identity != IDENTITY_NONE).then_some(block.value)
-}
-
-/// The value of `key` in bucket `index` of `long`.
-#[inline(always)]
-fn find(long: &Array<LongBucketV4>, index: u32, key: &IdentityKeyV4) -> Option<IdentityValue> {
-    let bucket = long.get(index)?;
-    for slot in &bucket.slots {
-        if slot.key.prefix_len == key.prefix_len && slot.key.addr_be == key.addr_be {
-            return Some(slot.value);
-        }
-    }
-    None
 }
 
 #[inline(always)]

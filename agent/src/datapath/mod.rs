@@ -23,13 +23,14 @@ use aya::{
     util::KernelVersion,
 };
 use zonewall_common::{
-    self as abi, Config, EndpointKey, EndpointValue, RuleStats, counter, map_names, program_names,
+    self as abi, Config, EndpointKey, EndpointValue, IdentityBlockV4, RuleStats, counter,
+    map_names, program_names,
 };
 
 pub use interfaces::{InterfaceError, discover_interface, interface_index};
 pub use tables::{DesiredTables, PolicyMaps, TableDiff, endpoint_key};
 
-use crate::policy::datapath_compile::v4_split::{self, V4Split};
+use crate::policy::datapath_compile::v4_split::V4Split;
 use crate::policy::datapath_compile::{LpmEntries, LpmKey};
 
 /// The eBPF object built from `ebpf/` by `build.rs`.
@@ -259,7 +260,7 @@ impl PinLayout {
 /// every table against them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Capacities {
-    /// The IPv6 identity trie, per slot (the IPv4 identity maps have fixed sizes).
+    /// The IPv4 long-prefix hash and the IPv6 identity trie, each, per slot.
     pub identity: u32,
     /// The policy trie, per slot.
     pub policy: u32,
@@ -365,7 +366,10 @@ impl Datapath {
         }
         let mut loader = EbpfLoader::new();
         loader.default_map_pin_directory(&maps);
-        for name in &map_names::IDENTITY_V6_SLOTS {
+        for name in map_names::IDENTITY_V4_LONG_SLOTS
+            .iter()
+            .chain(&map_names::IDENTITY_V6_SLOTS)
+        {
             loader.map_max_entries(name, capacities.identity);
         }
         for name in &map_names::POLICY_SLOTS {
@@ -688,19 +692,9 @@ impl Datapath {
             return Ok(Arc::clone(known));
         }
         let tables = Arc::new(PolicyMaps {
-            identity_v4: {
-                let buckets: Arc<Vec<abi::LongBucketV4>> = self.read_array(
-                    map_names::IDENTITY_V4_LONG_SLOTS[slot],
-                    abi::IDENTITY_V4_BUCKETS,
-                )?;
-                V4Split {
-                    blocks: self.read_array(
-                        map_names::IDENTITY_V4_BLOCKS_SLOTS[slot],
-                        abi::IDENTITY_V4_BLOCKS,
-                    )?,
-                    long: Arc::new(v4_split::entries(&buckets)),
-                    buckets,
-                }
+            identity_v4: V4Split {
+                blocks: self.read_blocks(map_names::IDENTITY_V4_BLOCKS_SLOTS[slot])?,
+                long: self.read_long(map_names::IDENTITY_V4_LONG_SLOTS[slot])?,
             },
             identity_v6: self.read_lpm(map_names::IDENTITY_V6_SLOTS[slot])?,
             policy: self.read_lpm(map_names::POLICY_SLOTS[slot])?,
@@ -731,16 +725,14 @@ impl Datapath {
         desired: &PolicyMaps,
     ) -> Result<TableDiff, DatapathError> {
         let mut total = TableDiff::default();
-        total.add(self.write_array(
+        total.add(self.write_blocks(
             map_names::IDENTITY_V4_BLOCKS_SLOTS[slot],
             &current.identity_v4.blocks,
             &desired.identity_v4.blocks,
         )?);
-        total.add(self.write_array(
-            map_names::IDENTITY_V4_LONG_SLOTS[slot],
-            &current.identity_v4.buckets,
-            &desired.identity_v4.buckets,
-        )?);
+        let name = map_names::IDENTITY_V4_LONG_SLOTS[slot];
+        let diff = tables::diff_lpm(&current.identity_v4.long, &desired.identity_v4.long);
+        total.add(self.write_hash(name, diff)?);
         total.add(self.write_lpm(
             map_names::IDENTITY_V6_SLOTS[slot],
             &current.identity_v6,
@@ -830,28 +822,28 @@ impl Datapath {
         })
     }
 
-    /// Makes the array `name`, which holds `current`, hold `desired`.
-    fn write_array<T: aya::Pod + PartialEq>(
+    /// Makes the block array `name`, which holds `current`, hold `desired`.
+    fn write_blocks(
         &mut self,
         name: &'static str,
-        current: &Arc<Vec<T>>,
-        desired: &Arc<Vec<T>>,
+        current: &Arc<Vec<IdentityBlockV4>>,
+        desired: &Arc<Vec<IdentityBlockV4>>,
     ) -> Result<TableDiff, DatapathError> {
-        let changed = tables::diff_array(current, desired);
+        let changed = tables::diff_blocks(current, desired);
         if changed.is_empty() {
             return Ok(TableDiff::default());
         }
         let fd = self.map_fd(name)?;
-        let mut array: Array<&mut MapData, T> =
+        let mut array: Array<&mut MapData, IdentityBlockV4> =
             Array::try_from(self.map_mut(name)?).map_err(|e| map_error("open", name, e))?;
         let mut batched = 0;
         for chunk in changed.chunks(WRITE_CHUNK) {
-            let (indexes, values): (Vec<u32>, Vec<T>) = chunk.iter().copied().unzip();
-            let done = batched_upserts(name, fd, &indexes, &values)?;
+            let (indexes, blocks): (Vec<u32>, Vec<IdentityBlockV4>) = chunk.iter().copied().unzip();
+            let done = batched_upserts(name, fd, &indexes, &blocks)?;
             batched += done;
-            for (index, value) in indexes.iter().zip(&values).skip(done) {
+            for (index, block) in indexes.iter().zip(&blocks).skip(done) {
                 array
-                    .set(*index, value, 0)
+                    .set(*index, block, 0)
                     .map_err(|e| map_error("write", name, e))?;
             }
         }
@@ -862,30 +854,42 @@ impl Datapath {
         })
     }
 
-    /// Every element of the array `name` (`len` of them), in index order.
-    fn read_array<T: aya::Pod>(
-        &self,
-        name: &'static str,
-        len: u32,
-    ) -> Result<Arc<Vec<T>>, DatapathError> {
-        let size = std::mem::size_of::<T>();
-        let mut values: Vec<T> = match sys::lookup_array(self.map_fd(name)?, len, size) {
-            Ok(bytes) => bytes.chunks_exact(size).map(sys::read_pod).collect(),
-            Err(e) => {
-                tracing::debug!(map = name, ?e, "no batch lookup; one call per element");
-                Vec::new()
-            }
-        };
-        let array: Array<&MapData, T> =
+    /// Every block of the array `name`, in index order.
+    fn read_blocks(&self, name: &'static str) -> Result<Arc<Vec<IdentityBlockV4>>, DatapathError> {
+        let size = std::mem::size_of::<IdentityBlockV4>();
+        let mut blocks: Vec<IdentityBlockV4> =
+            match sys::lookup_array(self.map_fd(name)?, abi::IDENTITY_V4_BLOCKS, size) {
+                Ok(bytes) => bytes.chunks_exact(size).map(sys::read_pod).collect(),
+                Err(e) => {
+                    tracing::debug!(map = name, ?e, "no batch lookup; one call per block");
+                    Vec::new()
+                }
+            };
+        let array: Array<&MapData, IdentityBlockV4> =
             Array::try_from(self.map(name)?).map_err(|e| map_error("open", name, e))?;
-        for index in values.len() as u32..len {
-            values.push(
+        for index in blocks.len() as u32..abi::IDENTITY_V4_BLOCKS {
+            blocks.push(
                 array
                     .get(&index, 0)
                     .map_err(|e| map_error("lookup", name, e))?,
             );
         }
-        Ok(Arc::new(values))
+        Ok(Arc::new(blocks))
+    }
+
+    /// Every entry of the hash of long IPv4 prefixes `name`, in key order.
+    fn read_long(
+        &self,
+        name: &'static str,
+    ) -> Result<LpmEntries<abi::IdentityKeyV4, abi::IdentityValue>, DatapathError> {
+        let map: HashMap<&MapData, abi::IdentityKeyV4, abi::IdentityValue> =
+            HashMap::try_from(self.map(name)?).map_err(|e| map_error("open", name, e))?;
+        let mut entries = Vec::new();
+        for entry in map.iter() {
+            entries.push(entry.map_err(|e| map_error("iterate", name, e))?);
+        }
+        entries.sort_unstable_by_key(|(k, _)| k.order());
+        Ok(Arc::new(entries))
     }
 
     fn set_config(&mut self, config: Config) -> Result<(), DatapathError> {
@@ -1082,12 +1086,8 @@ impl Dataplane for Datapath {
         // and the live generation stays as it is.
         for (slots, needed) in [
             (
-                map_names::IDENTITY_V4_BLOCKS_SLOTS,
-                desired.maps.identity_v4.blocks.len(),
-            ),
-            (
                 map_names::IDENTITY_V4_LONG_SLOTS,
-                desired.maps.identity_v4.buckets.len(),
+                desired.maps.identity_v4.long.len(),
             ),
             (map_names::IDENTITY_V6_SLOTS, desired.maps.identity_v6.len()),
             (map_names::POLICY_SLOTS, desired.maps.policy.len()),

@@ -6,8 +6,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use zonewall_common::{
-    self as abi, CONFIG_FLAG_EVENTS, EndpointKey, EndpointValue, IdentityKeyV6, IdentityValue,
-    PolicyKey, PolicyValue,
+    self as abi, CONFIG_FLAG_EVENTS, EndpointKey, EndpointValue, IdentityBlockV4, IdentityKeyV6,
+    IdentityValue, PolicyKey, PolicyValue,
 };
 
 use crate::policy::datapath_compile::v4_split::V4Split;
@@ -185,12 +185,11 @@ pub fn diff_lpm<K: LpmKey, V: Copy + PartialEq>(
     )
 }
 
-/// The elements of array `desired` that `current` does not hold, by index (both hold every
-/// element).
-pub fn diff_array<T: Copy + PartialEq>(
-    current: &Arc<Vec<T>>,
-    desired: &Arc<Vec<T>>,
-) -> Vec<(u32, T)> {
+/// The blocks of `desired` that `current` does not hold, by index (both hold every block).
+pub fn diff_blocks(
+    current: &Arc<Vec<IdentityBlockV4>>,
+    desired: &Arc<Vec<IdentityBlockV4>>,
+) -> Vec<(u32, IdentityBlockV4)> {
     if Arc::ptr_eq(current, desired) {
         return Vec::new();
     }
@@ -246,18 +245,18 @@ mod tests {
     #[test]
     fn block_diff_names_the_changed_blocks_only() {
         let blocks = V4Split::default().blocks;
-        assert!(diff_array(&blocks, &blocks).is_empty());
+        assert!(diff_blocks(&blocks, &blocks).is_empty());
         let mut changed = (*blocks).clone();
         changed[7].longer = 1;
         changed[65_535].value.identity = 3;
         let changed = Arc::new(changed);
-        let d = diff_array(&blocks, &changed);
+        let d = diff_blocks(&blocks, &changed);
         assert_eq!(
             d.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
             vec![7, 65_535]
         );
         assert_eq!(d[1].1, changed[65_535]);
-        assert!(diff_array(&changed, &Arc::new((*changed).clone())).is_empty());
+        assert!(diff_blocks(&changed, &Arc::new((*changed).clone())).is_empty());
     }
 
     proptest::proptest! {

@@ -406,14 +406,8 @@ impl Telemetry {
             ),
         ] {
             if let Some(capacity) = dataplane.map_capacity(slot) {
-                // The IPv4 long-prefix map's entries are buckets of several slots.
-                let per_entry = if map == abi::map_names::IDENTITY_V4_LONG {
-                    abi::IDENTITY_V4_BUCKET_SLOTS as u64
-                } else {
-                    1
-                };
                 self.metrics
-                    .set_map_usage(map, entries as u64, u64::from(capacity) * per_entry);
+                    .set_map_usage(map, entries as u64, u64::from(capacity));
             }
         }
     }

@@ -760,21 +760,12 @@ pub fn compile_after(
     identity_v6.sort_unstable_by_key(|(k, _)| k.order());
     identity_v4.shrink_to_fit();
     identity_v6.shrink_to_fit();
-    let long = identity_v4
-        .iter()
-        .filter(|(k, _)| k.prefix_len > abi::IDENTITY_V4_BLOCK_BITS)
-        .count();
+    let identity_v4_split = v4_split::V4Split::new(&identity_v4);
     check_capacity(
         "IPv4 identity entries longer than /16",
-        long,
+        identity_v4_split.long.len(),
         limits.max_identity_entries_v4,
     )?;
-    let identity_v4_split =
-        v4_split::V4Split::new(&identity_v4).map_err(|full| CompileError::Capacity {
-            what: "IPv4 identity entries longer than /16 (placed in buckets)",
-            needed: full.prefixes,
-            capacity: full.buckets as usize * abi::IDENTITY_V4_BUCKET_SLOTS,
-        })?;
     check_capacity(
         "IPv6 identity entries",
         identity_v6.len(),

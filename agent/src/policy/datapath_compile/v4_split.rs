@@ -1,8 +1,7 @@
-//! The IPv4 identity table as the kernel holds it: split at /16 (`IdentityBlockV4`), the
-//! longer prefixes in a bucketed hash table of its own (`LongBucketV4`, two candidate
-//! buckets of one cache line each), so that the identity of an address not looked up lately
-//! costs one array load and one or two cache lines per prefix length present in its /16,
-//! instead of a walk down a trie of every prefix whose nodes are rarely in a cache.
+//! The IPv4 identity table as the kernel holds it: split at /16 (`IdentityBlockV4`), so
+//! that the identity of an address not looked up lately costs one array load and a hash
+//! lookup per prefix length present in its /16, instead of a walk down a trie of every
+//! prefix whose nodes are rarely in a cache.
 //!
 //! Pure: a function of the table's entries. [`V4Split::lookup`] is the kernel's lookup
 //! (`ebpf/src/policy.rs`, `lookup_v4`) replayed in userspace.
@@ -10,8 +9,8 @@
 use std::sync::Arc;
 
 use zonewall_common::{
-    IDENTITY_NONE, IDENTITY_V4_BLOCK_BITS, IDENTITY_V4_BLOCKS, IDENTITY_V4_BUCKET_SLOTS,
-    IDENTITY_V4_BUCKETS, IdentityBlockV4, IdentityKeyV4, IdentityValue, LongBucketV4, LongSlotV4,
+    IDENTITY_NONE, IDENTITY_V4_BLOCK_BITS, IDENTITY_V4_BLOCKS, IdentityBlockV4, IdentityKeyV4,
+    IdentityValue,
 };
 
 use super::{LpmEntries, LpmKey};
@@ -23,92 +22,6 @@ pub struct V4Split {
     pub blocks: Arc<Vec<IdentityBlockV4>>,
     /// The entries longer than 16 bits, in [`LpmKey::order`].
     pub long: LpmEntries<IdentityKeyV4, IdentityValue>,
-    /// `long` as `ZW_ID4_LONG` holds it: `IDENTITY_V4_BUCKETS` buckets.
-    pub buckets: Arc<Vec<LongBucketV4>>,
-}
-
-/// The long prefixes do not fit the buckets.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "{prefixes} IPv4 prefixes longer than /16 do not fit the {buckets} buckets of the identity table"
-)]
-pub struct BucketsFull {
-    pub prefixes: usize,
-    pub buckets: u32,
-}
-
-/// Moves one insertion may make before the table counts as full.
-const MAX_KICKS: usize = 1_000;
-
-/// Places every entry of `long` in one of its two buckets (cuckoo hashing: a full pair of
-/// buckets moves one of its entries to that entry's other bucket). Deterministic: the same
-/// entries give the same buckets, so an unchanged table writes nothing.
-pub fn place(
-    long: &[(IdentityKeyV4, IdentityValue)],
-    count: u32,
-) -> Result<Vec<LongBucketV4>, BucketsFull> {
-    assert!(count.is_power_of_two(), "{count} buckets");
-    let mask = count - 1;
-    let full = || BucketsFull {
-        prefixes: long.len(),
-        buckets: count,
-    };
-    let mut table = vec![LongBucketV4::default(); count as usize];
-    // xorshift: which entry to move when both buckets are full.
-    let mut state = 0x2545_f491u32;
-    for &(key, value) in long {
-        let mut item = LongSlotV4 { key, value };
-        let mut placed = false;
-        for _ in 0..MAX_KICKS {
-            let buckets = item.key.buckets(mask);
-            let free = buckets.iter().find_map(|&b| {
-                table[b as usize]
-                    .slots
-                    .iter()
-                    .position(|s| s.key.prefix_len == 0)
-                    .map(|slot| (b, slot))
-            });
-            if let Some((bucket, slot)) = free {
-                table[bucket as usize].slots[slot] = item;
-                placed = true;
-                break;
-            }
-            state ^= state << 13;
-            state ^= state >> 17;
-            state ^= state << 5;
-            let bucket = buckets[(state & 1) as usize] as usize;
-            let slot = (state >> 1) as usize % IDENTITY_V4_BUCKET_SLOTS;
-            std::mem::swap(&mut table[bucket].slots[slot], &mut item);
-        }
-        if !placed {
-            return Err(full());
-        }
-    }
-    Ok(table)
-}
-
-/// The value of `key` in `buckets`, looked up as the kernel does.
-pub fn find(buckets: &[LongBucketV4], key: &IdentityKeyV4) -> Option<IdentityValue> {
-    let mask = buckets.len() as u32 - 1;
-    key.buckets(mask).iter().find_map(|&b| {
-        buckets[b as usize]
-            .slots
-            .iter()
-            .find(|s| s.key == *key)
-            .map(|s| s.value)
-    })
-}
-
-/// The entries `buckets` hold, in [`LpmKey::order`].
-pub fn entries(buckets: &[LongBucketV4]) -> Vec<(IdentityKeyV4, IdentityValue)> {
-    let mut out: Vec<_> = buckets
-        .iter()
-        .flat_map(|b| b.slots.iter())
-        .filter(|s| s.key.prefix_len != 0)
-        .map(|s| (s.key, s.value))
-        .collect();
-    out.sort_unstable_by_key(|(k, _)| k.order());
-    out
 }
 
 impl Default for V4Split {
@@ -120,7 +33,6 @@ impl Default for V4Split {
                 IDENTITY_V4_BLOCKS as usize
             ]),
             long: Arc::default(),
-            buckets: Arc::new(vec![LongBucketV4::default(); IDENTITY_V4_BUCKETS as usize]),
         }
     }
 }
@@ -128,7 +40,7 @@ impl Default for V4Split {
 impl V4Split {
     /// Splits `entries` (in [`LpmKey::order`], no key twice, no bit set past a prefix: the
     /// compiler's IPv4 identity table).
-    pub fn new(entries: &[(IdentityKeyV4, IdentityValue)]) -> Result<V4Split, BucketsFull> {
+    pub fn new(entries: &[(IdentityKeyV4, IdentityValue)]) -> V4Split {
         let mut blocks = vec![IdentityBlockV4::default(); IDENTITY_V4_BLOCKS as usize];
         let mut short: Vec<&(IdentityKeyV4, IdentityValue)> = Vec::new();
         let mut long = Vec::new();
@@ -151,11 +63,10 @@ impl V4Split {
                 block.value = *value;
             }
         }
-        Ok(V4Split {
+        V4Split {
             blocks: Arc::new(blocks),
-            buckets: Arc::new(place(&long, IDENTITY_V4_BUCKETS)?),
             long: Arc::new(long),
-        })
+        }
     }
 
     /// The identity of `addr` as the kernel finds it (`None`: the lookup misses).
@@ -166,8 +77,12 @@ impl V4Split {
             if block.longer & (1 << n) == 0 {
                 continue;
             }
-            if let Some(value) = find(&self.buckets, &IdentityBlockV4::long_key(addr, n)) {
-                return Some(value);
+            let key = IdentityBlockV4::long_key(addr, n);
+            if let Ok(at) = self
+                .long
+                .binary_search_by_key(&key.order(), |(k, _)| k.order())
+            {
+                return Some(self.long[at].1);
             }
         }
         (block.value.identity != IDENTITY_NONE).then_some(block.value)
@@ -214,7 +129,7 @@ mod tests {
         // 10.1.2.3 is inside a prefix of every length from /0 to /32.
         let addr = [10, 1, 2, 3];
         let entries = table((0..=32).map(|len| entry(addr, len, len + 1)).collect());
-        let split = V4Split::new(&entries).unwrap();
+        let split = V4Split::new(&entries);
         assert_eq!(split.long.len(), 16);
         for len in 0..=32u32 {
             // In prefix `len` but not in `len + 1`: the address with bit `len` flipped.
@@ -237,8 +152,7 @@ mod tests {
         let split = V4Split::new(&table(vec![
             entry([10, 0, 0, 0], 8, 1),
             entry([192, 168, 1, 0], 24, 2),
-        ]))
-        .unwrap();
+        ]));
         assert_eq!(split.lookup([10, 9, 9, 9]).map(|v| v.identity), Some(1));
         assert_eq!(split.lookup([192, 168, 1, 7]).map(|v| v.identity), Some(2));
         assert_eq!(
@@ -247,30 +161,7 @@ mod tests {
             "inside a block with longer prefixes"
         );
         assert_eq!(split.lookup([11, 0, 0, 1]), None);
-        assert_eq!(V4Split::new(&[]).unwrap(), V4Split::default());
-    }
-
-    #[test]
-    fn three_quarters_of_the_slots_fill_and_a_table_too_full_is_an_error() {
-        let hosts = |count: u32| {
-            table(
-                (0..count)
-                    .map(|i| entry((0x0a00_0000 + i * 7).to_be_bytes(), 32, i % 50 + 1))
-                    .collect(),
-            )
-        };
-        let many = hosts(IDENTITY_V4_BUCKETS * 3);
-        let buckets = place(&many, IDENTITY_V4_BUCKETS).expect("three quarters fit");
-        assert!(many.iter().all(|(k, v)| find(&buckets, k) == Some(*v)));
-        assert_eq!(entries(&buckets), many, "every entry placed once");
-        // More prefixes than slots: an error, never a table without some of them.
-        assert_eq!(
-            place(&hosts(17), 4),
-            Err(BucketsFull {
-                prefixes: 17,
-                buckets: 4
-            })
-        );
+        assert_eq!(V4Split::new(&[]), V4Split::default());
     }
 
     proptest::proptest! {
@@ -290,7 +181,7 @@ mod tests {
                     .map(|&(top, low, len, id)| entry(place(top, low).to_be_bytes(), len, id))
                     .collect(),
             );
-            let split = V4Split::new(&entries).unwrap();
+            let split = V4Split::new(&entries);
             let inside = prefixes.iter().map(|&(t, l, _, _)| (t, l));
             for (top, low) in probes.iter().copied().chain(inside) {
                 let addr = place(top, low);
