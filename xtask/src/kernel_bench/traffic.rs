@@ -5,9 +5,9 @@
 //! then UDP datagrams to blocklisted addresses (every packet a new flow, denied): to one
 //! address, each to the next port; to the next of thousands of addresses, one port; and to
 //! the next of those addresses and the next port, so that neither the peer's identity nor
-//! the verdict is in a per-CPU cache. The kernel's own BPF statistics (run time and run count per program, switched on with
-//! `BPF_ENABLE_STATS` only while measuring) give the cost per run of each program on the
-//! same packets.
+//! the verdict is in a per-CPU cache. The kernel's own BPF statistics (run time and run
+//! count per program, switched on with `BPF_ENABLE_STATS` only while measuring) give the
+//! cost per run of each program on the same packets.
 
 use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr, UdpSocket};
