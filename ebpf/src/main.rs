@@ -96,12 +96,24 @@ struct Meta {
     bytes: u64,
 }
 
-impl Meta {
-    /// Whether new flows may use the per-CPU identity and verdict caches.
-    #[inline(always)]
-    fn caches(&self) -> bool {
-        self.config_flags & CONFIG_FLAG_NO_LOOKUP_CACHES == 0
-    }
+/// The policy's verdicts for the packet (turned around to its flow's direction when
+/// `initiator`) into `s.verdict`, through the per-CPU caches unless the configuration turns
+/// them off; false when a lookup missed (the caller fails closed).
+#[inline(always)]
+fn evaluate(s: &mut Scratch, initiator: bool, with_port: bool) -> bool {
+    let packet = if initiator { &s.initiator } else { &s.packet };
+    let caches = s.meta.config_flags & CONFIG_FLAG_NO_LOOKUP_CACHES == 0;
+    policy::evaluate(packet, s.meta.generation, caches, with_port, &mut s.verdict)
+}
+
+/// This CPU's value of a one-entry per-CPU map. A map's values are written through the
+/// shared handle the program holds: that is what a BPF map is, hence the lint.
+#[allow(clippy::mut_from_ref)]
+#[inline(always)]
+pub(crate) fn this_cpu<T>(map: &'static PerCpuArray<T>) -> Option<&'static mut T> {
+    // SAFETY: a per-CPU value belongs to this CPU while the program runs, and each caller
+    // takes one reference to it at a time.
+    map.get_ptr_mut(0).map(|value| unsafe { &mut *value })
 }
 
 /// Per-CPU working memory of one decision: the BPF stack (512 bytes over all frames of a
@@ -150,11 +162,9 @@ fn decide(ctx: &TcContext, observed: u8) -> i32 {
         unsafe { (*ctx.skb.skb).mark = 0 };
         return pass_packet(counter::PASS_OWN_RESET);
     }
-    let Some(s) = SCRATCH.get_ptr_mut(0) else {
+    let Some(s) = this_cpu(&SCRATCH) else {
         return drop_packet(counter::DROP_NO_VERDICT);
     };
-    // SAFETY: per-CPU slot owned by this CPU while the program runs.
-    let s = unsafe { &mut *s };
     // `parse` fills every field of `s.packet`, and `s.related` when the packet is an ICMP
     // error.
     let kind = match parse::outcome(parse::parse(ctx, &mut s.packet, &mut s.related)) {
@@ -188,13 +198,7 @@ fn decide(ctx: &TcContext, observed: u8) -> i32 {
         Kind::Fragment | Kind::IcmpError if spoofed(s) => drop_packet(counter::DROP_SPOOFED),
         Kind::Fragment => {
             // No ports in this packet: only a rule without ports can allow it.
-            if !policy::evaluate(
-                &s.packet,
-                s.meta.generation,
-                s.meta.caches(),
-                false,
-                &mut s.verdict,
-            ) {
+            if !evaluate(s, false, false) {
                 return drop_packet(counter::DROP_NO_VERDICT);
             }
             count_rule(s.verdict.rule_id, 1, s.meta.bytes);
@@ -264,10 +268,7 @@ fn tracked(s: &mut Scratch) -> i32 {
     let cacheable =
         !(s.packet.protocol == IPPROTO_TCP && s.packet.tcp_flags & (TCP_FIN | TCP_RST) != 0);
     let slot = FlowCacheSlot::index(&s.key, s.meta.ifindex, s.meta.observed, source_is_a);
-    // SAFETY: per-CPU value owned by this CPU while the program runs.
-    let mut cache = FLOW_CACHE
-        .get_ptr_mut(0)
-        .map(|cache| unsafe { &mut *cache });
+    let mut cache = this_cpu(&FLOW_CACHE);
     if let Some(cache) = cache.as_deref_mut()
         && cacheable
         && let Some(hit) = cache.slots.get_mut(slot)
@@ -315,13 +316,7 @@ fn tracked(s: &mut Scratch) -> i32 {
             s.initiator.sport_be = s.packet.dport_be;
             s.initiator.dport_be = s.packet.sport_be;
         }
-        if !policy::evaluate(
-            &s.initiator,
-            s.meta.generation,
-            s.meta.caches(),
-            true,
-            &mut s.verdict,
-        ) {
+        if !evaluate(s, true, true) {
             let _ = CONNTRACK.remove(&s.key);
             return drop_packet(counter::DROP_NO_VERDICT);
         }
@@ -391,13 +386,7 @@ fn tracked(s: &mut Scratch) -> i32 {
 #[inline(never)]
 fn new_flow(ctx: &TcContext, s: &mut Scratch) -> i32 {
     let (now, bytes) = (s.meta.now, s.meta.bytes);
-    if !policy::evaluate(
-        &s.packet,
-        s.meta.generation,
-        s.meta.caches(),
-        true,
-        &mut s.verdict,
-    ) {
+    if !evaluate(s, false, true) {
         return drop_packet(counter::DROP_NO_VERDICT);
     }
     if s.verdict.policy_flags & POLICY_FLAG_WOULD_DENY != 0 {

@@ -217,11 +217,7 @@ pub fn evaluate(
 
 #[inline(always)]
 fn lookups(packet: &Packet, generation: u32, caches: bool, with_port: bool) -> Option<FlowVerdict> {
-    // SAFETY (both caches): per-CPU values owned by this CPU while the program runs.
-    let mut cache = IDENTITY_CACHE
-        .get_ptr_mut(0)
-        .filter(|_| caches)
-        .map(|cache| unsafe { &mut *cache });
+    let mut cache = crate::this_cpu(&IDENTITY_CACHE).filter(|_| caches);
     let source = identity(
         cache.as_deref_mut(),
         generation,
@@ -235,10 +231,7 @@ fn lookups(packet: &Packet, generation: u32, caches: bool, with_port: bool) -> O
     } else {
         (PROTOCOL_NO_PORT, [0, 0])
     };
-    let mut policies = POLICY_CACHE
-        .get_ptr_mut(0)
-        .filter(|_| caches)
-        .map(|cache| unsafe { &mut *cache });
+    let mut policies = crate::this_cpu(&POLICY_CACHE).filter(|_| caches);
     let egress = lookup(
         policies.as_deref_mut(),
         generation,
